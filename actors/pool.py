@@ -1,0 +1,91 @@
+"""A pool of engine replicas on Ray, fed work units with bounded in-flight work.
+
+A replica that dies (killed actor, crashed process, lost node) has its units reassigned to the
+others and is replaced, up to `max_restarts` times; a replica that cannot start fails the run with
+its cause within `startup_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+
+class ReplicaStartError(RuntimeError):
+    """A replica could not start (bad model path, not enough memory, no resources)."""
+
+
+@dataclass
+class PoolOptions:
+    replicas: int = 1
+    max_inflight: int = 2  # work units queued per replica
+    max_restarts: int = 2  # replacements for replicas that die, over the whole run
+    startup_timeout_s: float = 300
+
+
+def start(create: Callable[[], Any], count: int, timeout_s: float) -> list[Any]:
+    """Start `count` replicas and wait until every engine is loaded."""
+    handles = [create() for _ in range(count)]
+    refs = [h.ready.remote() for h in handles]
+    try:
+        ray.get(refs, timeout=timeout_s)
+    except GetTimeoutError:
+        for handle in handles:
+            ray.kill(handle)
+        raise ReplicaStartError(
+            f"{count} replica(s) not ready after {timeout_s:.0f}s (cluster.startup_timeout_s): "
+            f"the cluster lacks the resources they ask for, or the engine hangs while loading"
+        ) from None
+    except RayActorError as error:
+        for handle in handles:
+            ray.kill(handle)
+        raise ReplicaStartError(f"a replica failed to start: {_cause(error)}") from None
+    return handles
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost useful line of a Ray actor error."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line and not line.lstrip().startswith(("File", "ray."))]
+    return (errors or lines or [repr(error)])[-1].strip()
+
+
+def run(create: Callable[[], Any], units: Iterable[Any], options: PoolOptions) -> Iterator[dict[str, Any]]:
+    """Serve every unit on a replica, yielding each unit's result as it completes (in any order)."""
+    replicas = dict(enumerate(start(create, options.replicas, options.startup_timeout_s)))  # slot -> handle
+    load = dict.fromkeys(replicas, 0)
+    todo, retry = iter(units), deque()
+    inflight: dict[Any, tuple[int, Any]] = {}  # ObjectRef -> (slot, unit)
+    restarts = 0
+    while True:
+        for slot, replica in replicas.items():
+            while load[slot] < options.max_inflight and (unit := retry.popleft() if retry else next(todo, None)):
+                inflight[replica.run.remote(unit)] = (slot, unit)
+                load[slot] += 1
+        if not inflight:
+            return
+        [ref], _ = ray.wait(list(inflight), num_returns=1)
+        slot, unit = inflight.pop(ref)
+        load[slot] -= 1
+        try:
+            yield ray.get(ref)
+        except RayActorError as error:
+            retry.append(unit)
+            if slot in replicas:  # first failure seen from this replica: reassign its other units
+                del replicas[slot]
+                lost = [r for r, (owner, _) in inflight.items() if owner == slot]
+                retry.extend(inflight.pop(r)[1] for r in lost)
+                if restarts < options.max_restarts:
+                    restarts += 1
+                    new_slot = max(load) + 1
+                    replicas[new_slot], load[new_slot] = start(create, 1, options.startup_timeout_s)[0], 0
+            if not replicas:
+                raise RuntimeError(
+                    f"every replica died ({restarts} replaced, cluster.max_replica_restarts={options.max_restarts}); "
+                    f"last cause: {_cause(error)}. Finished shards are kept: rerun to resume."
+                ) from None

@@ -1,0 +1,149 @@
+"""The engine replica: a Ray actor holding one `vllm.LLM`, serving work units as Parquet shards.
+
+It loads the model in `__init__` and serves a whole work unit in `run`, writing the unit's rows as
+one shard itself, so texts never travel through the driver. It knows nothing of Hydra or MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from analysis.traces import write_shard
+
+Prompt = Union[str, list[dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One sample to generate: a problem's prompt and the sample's own seed."""
+
+    problem_id: str
+    question: str
+    gold: str
+    prompt: Prompt
+    sample_idx: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A batch of samples written together as the shard `traces/<name>.parquet`."""
+
+    name: str
+    requests: list[Request]
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How every sample of a run is drawn, and the columns every row of the run carries."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+    logprobs: int
+    columns: dict[str, str] = field(default_factory=dict)  # run_id, model, prompt, decoding
+
+
+class EngineReplica:
+    """One vLLM engine replica."""
+
+    def __init__(self, model_path: str, engine_kwargs: dict[str, Any], spec: SamplingSpec, run_dir: str):
+        from vllm import LLM
+
+        self.llm = LLM(model=model_path, **engine_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.spec, self.run_dir = spec, run_dir
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def ready(self) -> str:
+        """The replica's name, once its engine is loaded."""
+        return self.name
+
+    def run(self, unit: WorkUnit) -> dict[str, int]:
+        """Generate every sample of `unit`, write its shard, and return row and token counts."""
+        rows = self.generate(unit.requests)
+        write_shard(rows, self.run_dir, unit.name)
+        return {"rows": len(rows), "tokens": sum(r["num_tokens"] for r in rows), "errors": sum(r["error"] is not None for r in rows)}
+
+    def generate(self, requests: list[Request]) -> list[dict[str, Any]]:
+        """One trace row per request; a prompt too long for the model fails alone, with its reason."""
+        from vllm.inputs import TokensPrompt
+
+        rows, prompts, params, pending = [], [], [], []
+        prompt_ids: dict[str, list[int]] = {}
+        for request in requests:
+            if request.problem_id not in prompt_ids:
+                prompt_ids[request.problem_id] = self._tokenize(request.prompt)
+            ids = prompt_ids[request.problem_id]
+            room = self.max_model_len - len(ids)
+            if room < 1:
+                reason = f"prompt has {len(ids)} tokens; the model's context (max_model_len) is {self.max_model_len}"
+                rows.append(self._row(request, len(ids), error=reason))
+                continue
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(self._params(request.seed, min(self.spec.max_tokens, room)))
+            pending.append((request, len(ids)))
+        if prompts:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            rows += [self._row(req, n_prompt, out.outputs[0]) for (req, n_prompt), out in zip(pending, outputs)]
+        return rows
+
+    def _tokenize(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt)
+        text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _params(self, seed: int, max_tokens: int):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=1,
+            temperature=self.spec.temperature,
+            top_p=self.spec.top_p,
+            max_tokens=max_tokens,
+            seed=seed,
+            logprobs=self.spec.logprobs or None,
+        )
+
+    def _row(self, request: Request, prompt_tokens: int, completion: Any = None, error: Optional[str] = None) -> dict[str, Any]:
+        row = {
+            **self.spec.columns,
+            "problem_id": request.problem_id,
+            "question": request.question,
+            "gold": request.gold,
+            "sample_idx": request.sample_idx,
+            "seed": request.seed,
+            "temperature": self.spec.temperature,
+            "top_p": self.spec.top_p,
+            "prompt_tokens": prompt_tokens,
+            "replica": self.name,
+            "error": error,
+            "text": "",
+            "num_tokens": 0,
+            "finish_reason": "error",
+        }
+        if completion is not None:
+            row.update(
+                text=completion.text,
+                num_tokens=len(completion.token_ids),
+                finish_reason=completion.finish_reason or "length",
+                cumulative_logprob=completion.cumulative_logprob,
+                **_logprob_columns(completion, self.spec.logprobs),
+            )
+        return row
+
+
+def _logprob_columns(completion: Any, k: int) -> dict[str, Any]:
+    """Per-token logprobs of the sampled tokens and, when k > 1, the top-k at each step."""
+    if not k or completion.logprobs is None:
+        return {}
+    chosen = [step[token].logprob for token, step in zip(completion.token_ids, completion.logprobs)]
+    if k == 1:
+        return {"token_logprobs": chosen}
+    top = [sorted((lp.logprob for lp in step.values()), reverse=True)[:k] for step in completion.logprobs]
+    return {"token_logprobs": chosen, "top_logprobs": top}

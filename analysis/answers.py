@@ -1,0 +1,458 @@
+"""Final-answer extraction, canonical answer keys and time-bounded answer equivalence.
+
+Model output is untrusted: nothing here calls ``eval``, and every step has a bounded cost
+that holds in any thread (no signals):
+
+* extraction reads at most the last ``TAIL_CHARS`` characters of a text, with linear-time
+  regular expressions and one linear brace-matching pass;
+* answers longer than ``MAX_ANSWER_CHARS`` count as no answer, and numbers with more than
+  ``MAX_DIGITS`` digits (or exponents beyond ``MAX_EXPONENT``) are not read as numbers;
+* canonical keys are built with string rules and ``fractions.Fraction`` only, never sympy;
+* symbolic comparison (math-verify with its signal timeouts disabled) runs in a small pool of
+  worker processes; a call that overruns ``SYMBOLIC_TIMEOUT_S`` gets False and its worker is
+  killed and later replaced, so one comparison costs at most that long (plus a worker's start,
+  once per process).  Answers that are too long, deeply nested or hold exponent towers are
+  refused before they reach sympy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from functools import lru_cache
+
+ANSWER_FORMATS = ("gsm8k", "math", "number", "auto")
+
+TAIL_CHARS = 8192
+MAX_ANSWER_CHARS = 1000
+MAX_DIGITS = 100
+MAX_EXPONENT = 100
+MAX_SYMBOLIC_CHARS = 400
+MAX_SYMBOLIC_DEPTH = 12
+SYMBOLIC_TIMEOUT_S = 5.0
+WORKER_START_TIMEOUT_S = 60.0
+WORKER_MEMORY_BYTES = 2 << 30
+WORKER_POOL_SIZE = 2
+
+_NUMERIC_FORMATS = ("gsm8k", "number")
+_log = logging.getLogger(__name__)
+
+
+def _check_format(fmt: str) -> None:
+    """Raise ValueError unless ``fmt`` is one of ANSWER_FORMATS."""
+    if fmt not in ANSWER_FORMATS:
+        raise ValueError(f"unknown answer format {fmt!r}; expected one of {ANSWER_FORMATS}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+# ---------------------------------------------------------------------------------------------
+
+_HASHES = re.compile(r"####[ \t]*([^\n]*)")
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE = re.compile(r"(?<!\\)[{}]")
+_ANSWER_IS = re.compile(r"\banswer\**\s*(?:is\b|:)\s*([^\n]*)", re.IGNORECASE)
+_NUMBER_TOKEN = re.compile(
+    r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?(?:/\d+(?:\.\d+)?)?"
+    r"|-?\\[dt]?frac\{\d+\}\{\d+\}"
+)
+_INLINE_MATH = re.compile(r"\$+([^$]+)\$+")
+_SENTENCE_END = re.compile(r"\.(?=\s|$)")
+
+
+def _tail(text: str) -> str:
+    """The last TAIL_CHARS characters of ``text``, without a number cut in half at its start."""
+    if len(text) <= TAIL_CHARS:
+        return text
+    return re.sub(r"^[\d.,]+", "", text[-TAIL_CHARS:])
+
+
+def _usable(answer: str) -> str | None:
+    """``answer`` stripped, or None when it is empty or longer than MAX_ANSWER_CHARS."""
+    answer = answer.strip()
+    return answer if answer and len(answer) <= MAX_ANSWER_CHARS else None
+
+
+def _clean_phrase(phrase: str) -> str | None:
+    """The answer in a phrase after '####' or 'answer is': no bold, inline math or trailing period."""
+    phrase = phrase.replace("**", "").strip()
+    inline = _INLINE_MATH.search(phrase)
+    if inline and inline.start() == 0:
+        phrase = inline.group(1)
+    phrase = _SENTENCE_END.split(phrase, maxsplit=1)[0]
+    return _usable(phrase.strip().rstrip(".,;:").strip())
+
+
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Map each unescaped '{' position in ``text`` to its matching '}' (one linear pass)."""
+    stack: list[int] = []
+    pairs: dict[int, int] = {}
+    for brace in _BRACE.finditer(text):
+        if brace.group() == "{":
+            stack.append(brace.start())
+        elif stack:
+            pairs[stack.pop()] = brace.start()
+    return pairs
+
+
+def _after_hashes(text: str) -> str | None:
+    """The phrase after the last GSM8K-style '####' marker."""
+    found = None
+    for match in _HASHES.finditer(text):
+        found = _clean_phrase(match.group(1)) or found
+    return found
+
+
+def _last_boxed(text: str) -> str | None:
+    """The content of the last balanced ``\\boxed{...}`` or ``\\fbox{...}``."""
+    opens = [match.end() - 1 for match in _BOXED.finditer(text)]
+    if not opens:
+        return None
+    pairs = _brace_pairs(text)
+    for start in reversed(opens):
+        if start in pairs:
+            content = _usable(text[start + 1 : pairs[start]])
+            if content:
+                return content
+    return None
+
+
+def _after_answer_is(text: str) -> str | None:
+    """The phrase after the last 'the (final) answer is' or 'Answer:'."""
+    found = None
+    for match in _ANSWER_IS.finditer(text):
+        found = _clean_phrase(match.group(1)) or found
+    return found
+
+
+def _last_number(text: str) -> str | None:
+    """The last token of ``text`` that reads as a number (a minus glued to a word is no sign)."""
+    for match in reversed(list(_NUMBER_TOKEN.finditer(text))):
+        token = match.group()
+        if token.startswith("-") and match.start() > 0:
+            before = text[match.start() - 1]
+            if before.isalnum() or before in ")]}":
+                token = token[1:]
+        if _parse_number(token) is not None:
+            return token
+    return None
+
+
+_RULES = {
+    "gsm8k": (_after_hashes, _last_boxed, _after_answer_is, _last_number),
+    "number": (_after_hashes, _last_boxed, _after_answer_is, _last_number),
+    "auto": (_after_hashes, _last_boxed, _after_answer_is, _last_number),
+    "math": (_last_boxed, _after_answer_is, _last_number),
+}
+
+
+def extract_answer(text: str, fmt: str = "auto") -> str | None:
+    """The final answer written in a model's text, or None when there is none.
+
+    Precedence: '#### N' (not for ``math``), last ``\\boxed{}``, last 'answer is X', last number.
+    """
+    _check_format(fmt)
+    tail = _tail(text)
+    for rule in _RULES[fmt]:
+        found = rule(tail)
+        if found is not None:
+            return found
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical keys
+# ---------------------------------------------------------------------------------------------
+
+_DROPPED = re.compile(
+    r"\\left|\\right\.|\\right|\\displaystyle|\\!|\\,|\\;|\\:|\\ |\\\$|\$|\\%|%"
+    r"|\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree|\{,\}"
+)
+_FRAC_SHORT = re.compile(r"\\[dt]?frac\s*(\{[^{}]*\}|\w)\s*(\{[^{}]*\}|\w)")
+_SQRT_SHORT = re.compile(r"\\sqrt\s*(\w)")
+_TRAILING_TEXT = re.compile(r"(?<=\S)\s*\\(?:text|textrm|mbox|mathrm)\{[^{}]*\}(?:\^\{?[23]\}?)?$")
+_TEXT = re.compile(r"\\(?:text|textrm|textbf|mbox|mathrm|mathbf)\{([^{}]*)\}")
+_UNIT_WORDS = re.compile(r"^([-\d.,/]+)\s+[A-Za-z][A-Za-z.\s]*(?:\^\{?[23]\}?)?$")
+_ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*([^=]+)$")
+_SPACES = re.compile(r"(\\[A-Za-z]+)?\s+(?=([A-Za-z]?))")
+_PLAIN_NUMBER = re.compile(
+    r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][+-]?\d+)?|-?\.\d+(?:[eE][+-]?\d+)?"
+)
+_RATIO = re.compile(rf"({_PLAIN_NUMBER.pattern})/({_PLAIN_NUMBER.pattern})")
+_LATEX_FRACTION = re.compile(r"(-?)(\d+)?\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}")
+
+
+def _normalize(answer: str) -> str:
+    """Deterministic LaTeX clean-up: no spacing/sizing macros, units, degrees, '$', '%' or text wrappers."""
+    text = answer.strip()
+    if text.startswith(("\\(", "\\[")) and text.endswith(("\\)", "\\]")):
+        text = text[2:-2]
+    text = _DROPPED.sub("", text.replace("~", " ")).strip()
+    text = re.sub(r"\\[dt]frac", r"\\frac", text)
+    text = _FRAC_SHORT.sub(lambda m: rf"\frac{_braced(m[1])}{_braced(m[2])}", text)
+    text = _SQRT_SHORT.sub(r"\\sqrt{\1}", text)
+    text = _TRAILING_TEXT.sub("", text)
+    text = _TEXT.sub(r"\1", text).strip().rstrip(".").strip()
+    text = _UNIT_WORDS.sub(r"\1", text)
+    text = re.sub(r"^\(([A-Za-z])\)$", r"\1", text)
+    text = _ASSIGNMENT.sub(r"\1", text)
+    return _SPACES.sub(lambda m: (m[1] or "") + (" " if m[1] and m[2] else ""), text)
+
+
+def _braced(argument: str) -> str:
+    """A one-token LaTeX macro argument wrapped in braces (braced ones unchanged)."""
+    return argument if argument.startswith("{") else "{" + argument + "}"
+
+
+def _plain_fraction(number: str) -> Fraction | None:
+    """A decimal/integer literal as a Fraction, refusing too many digits or a huge exponent."""
+    mantissa, _, exponent = number.replace(",", "").lower().partition("e")
+    if sum(ch.isdigit() for ch in mantissa) > MAX_DIGITS:
+        return None
+    if exponent and abs(int(exponent)) > MAX_EXPONENT:
+        return None
+    return Fraction(mantissa) * Fraction(10) ** int(exponent or 0)
+
+
+def _parse_number(text: str) -> Fraction | None:
+    """``text`` as an exact number (integer, decimal, a/b, \\frac{a}{b}, mixed 1\\frac{1}{2}), else None."""
+    text = text.strip()
+    if _PLAIN_NUMBER.fullmatch(text):
+        return _plain_fraction(text)
+    if ratio := _RATIO.fullmatch(text):
+        numerator, denominator = _plain_fraction(ratio[1]), _plain_fraction(ratio[2])
+    elif latex := _LATEX_FRACTION.fullmatch(text):
+        numerator, denominator = _plain_fraction(latex[3]), _plain_fraction(latex[4])
+        if numerator is not None and denominator and latex[2]:
+            whole = _plain_fraction(latex[2])
+            numerator = None if whole is None else whole * denominator + numerator
+        if numerator is not None and latex[1]:
+            numerator = -numerator
+    else:
+        return None
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def _number_key(value: Fraction) -> str:
+    """The canonical key of an exact number: '18', '-3/4'."""
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def _loose_number(text: str) -> Fraction | None:
+    """The number an answer phrase states: after its last '=', else its first number."""
+    text = text.rpartition("=")[2]
+    for match in _NUMBER_TOKEN.finditer(text):
+        value = _parse_number(match.group())
+        if value is not None:
+            return value
+    return None
+
+
+def canonicalize(answer: str | None, fmt: str = "auto") -> str | None:
+    """A canonical key: equal keys mean equal answers (numbers normalised, LaTeX simplified).
+
+    Exact numbers become '18' or '3/4'; other answers (``math``/``auto``) become normalized
+    LaTeX; ``gsm8k``/``number`` answers without a number give None, as does an empty answer.
+    """
+    _check_format(fmt)
+    if answer is None or len(answer) > MAX_ANSWER_CHARS:
+        return None
+    text = _normalize(answer)
+    if not text:
+        return None
+    value = _parse_number(text)
+    if value is None and fmt in _NUMERIC_FORMATS:
+        value = _loose_number(text)
+        if value is None:
+            return None
+    return text if value is None else _number_key(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Equivalence
+# ---------------------------------------------------------------------------------------------
+
+_TOWER = re.compile(r"\^[-+]?[\w.\\]*\^|\^[-+]?\d{5,}")
+_BIG_FACTORIAL = re.compile(r"(?:\d{4,}|[)}])\s*!")
+
+
+def _too_big_for_sympy(key: str) -> bool:
+    """Whether a key is too long, too deeply nested or too explosive (towers, huge powers) for sympy."""
+    if len(key) > MAX_SYMBOLIC_CHARS:
+        return True
+    depth = deepest = 0
+    for ch in key:
+        depth += (ch in "{([") - (ch in "})]")
+        deepest = max(deepest, depth)
+    if deepest > MAX_SYMBOLIC_DEPTH:
+        return True
+    flat = re.sub(r"[{}()\s]", "", key).replace("**", "^")
+    return bool(_TOWER.search(flat) or _BIG_FACTORIAL.search(key))
+
+
+def is_equivalent(a: str, b: str, fmt: str = "auto") -> bool:
+    """Whether two canonical answers are mathematically equal (time-bounded).
+
+    Numbers compare exactly (0.1111 is not 1/9); other ``math``/``auto`` answers go to math-verify
+    in a worker process, bounded by SYMBOLIC_TIMEOUT_S.
+    """
+    _check_format(fmt)
+    a_key, b_key = canonicalize(a, fmt), canonicalize(b, fmt)
+    if a_key is None or b_key is None:
+        return False
+    if a_key == b_key:
+        return True
+    if fmt in _NUMERIC_FORMATS or (_parse_number(a_key) is not None and _parse_number(b_key) is not None):
+        return False
+    if _too_big_for_sympy(a_key) or _too_big_for_sympy(b_key):
+        return False
+    return _symbolic_equal(*sorted((a_key, b_key)))
+
+
+def grade(answer: str | None, gold: str, fmt: str = "auto") -> bool:
+    """Whether a canonical answer equals the gold answer (None is never correct)."""
+    return answer is not None and is_equivalent(answer, gold, fmt)
+
+
+@lru_cache(maxsize=8192)
+def _symbolic_equal(a: str, b: str) -> bool:
+    """math-verify equality of two LaTeX answers, in a worker process (False on overrun)."""
+    return _worker_pool().equal(a, b, SYMBOLIC_TIMEOUT_S)
+
+
+class _Worker:
+    """One math-verify process speaking JSON lines on its stdin/stdout."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-P", os.path.abspath(__file__)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self._buffer = b""
+        self._ready = False
+
+    def ask(self, a: str, b: str, timeout: float) -> bool | None:
+        """The worker's verdict on ``a == b``, or None when it failed or overran ``timeout``."""
+        if not self._ready:
+            self._ready = self._read_line(WORKER_START_TIMEOUT_S) == "ready"
+            if not self._ready:
+                return None
+        try:
+            self._process.stdin.write(json.dumps([a, b]).encode() + b"\n")
+            self._process.stdin.flush()
+        except OSError:
+            return None
+        reply = self._read_line(timeout)
+        return None if reply is None else reply == "1"
+
+    def _read_line(self, timeout: float) -> str | None:
+        """The next line from the worker, or None on timeout or end of stream."""
+        deadline = time.monotonic() + timeout
+        fd = self._process.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    def kill(self) -> None:
+        """Stop the process at once."""
+        self._process.kill()
+        self._process.wait()
+        self._process.stdin.close()
+        self._process.stdout.close()
+
+
+class _WorkerPool:
+    """Up to WORKER_POOL_SIZE workers; one that overruns is killed and replaced on demand."""
+
+    def __init__(self, size: int) -> None:
+        self.pid = os.getpid()
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(size)
+
+    def equal(self, a: str, b: str, timeout: float) -> bool:
+        """Ask an idle (or new) worker; kill it when it does not answer in time."""
+        with self._slots:
+            with self._lock:
+                worker = self._idle.pop() if self._idle else None
+            worker = worker or _Worker()
+            verdict = worker.ask(a, b, timeout)
+            if verdict is None:
+                _log.warning("symbolic comparison overran %.1f s or failed; worker replaced", timeout)
+                worker.kill()
+                return False
+            with self._lock:
+                self._idle.append(worker)
+            return verdict
+
+    def close(self) -> None:
+        """Kill the idle workers."""
+        with self._lock:
+            while self._idle:
+                self._idle.pop().kill()
+
+
+_pool: _WorkerPool | None = None
+_pool_lock = threading.Lock()
+
+
+def _worker_pool() -> _WorkerPool:
+    """This process's pool (a forked child gets its own, never its parent's workers)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool.pid != os.getpid():
+            _pool = _WorkerPool(WORKER_POOL_SIZE)
+            atexit.register(_pool.close)
+        return _pool
+
+
+def _serve() -> None:
+    """Worker main loop: read JSON [a, b] lines on stdin, write '1'/'0' lines on stdout."""
+    import resource
+
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    replies.write("ready\n")
+    replies.flush()
+    for line in sys.stdin:
+        a, b = json.loads(line)
+        try:
+            parsed_a = parse("\\boxed{" + a + "}", config, parsing_timeout=None)
+            parsed_b = parse("\\boxed{" + b + "}", config, parsing_timeout=None)
+            same = verify(parsed_a, parsed_b, timeout_seconds=None) or verify(
+                parsed_b, parsed_a, timeout_seconds=None
+            )
+        except (Exception, MemoryError, RecursionError):
+            same = False
+        replies.write("1\n" if same else "0\n")
+        replies.flush()
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,0 +1,109 @@
+"""The trace schema: one Parquet row per sample under `<run_dir>/traces/`, one shard per work unit.
+
+A shard is written under a hidden temporary name and renamed into place, so a half-written shard is
+never read (pyarrow.dataset skips names starting with '.' or '_'). `run_dir` is a local path or any
+URI pyarrow.fs understands (s3://, gs://, hdfs://).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import Any, Iterable, Optional
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+TRACE_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("prompt", pa.string()),  # prompt style name
+        ("decoding", pa.string()),  # sample | cot_decoding
+        ("problem_id", pa.string()),
+        ("question", pa.string()),
+        ("gold", pa.string()),
+        ("sample_idx", pa.int64()),
+        ("seed", pa.int64()),
+        ("temperature", pa.float64()),
+        ("top_p", pa.float64()),
+        ("text", pa.string()),
+        ("num_tokens", pa.int64()),
+        ("prompt_tokens", pa.int64()),
+        ("finish_reason", pa.string()),  # stop | length | error
+        ("error", pa.string()),  # why a sample failed, else null
+        ("cumulative_logprob", pa.float64()),
+        ("token_logprobs", pa.list_(pa.float32())),  # sampled token's logprob per step
+        ("top_logprobs", pa.list_(pa.list_(pa.float32()))),  # top-k logprobs per step, when asked
+        ("branch_rank", pa.int64()),  # cot_decoding: rank of the first token branched on
+        ("answer_confidence", pa.float64()),  # cot_decoding: mean p(top1) - p(top2) over answer tokens
+        ("replica", pa.string()),  # node and process that generated the row
+    ]
+)
+REQUIRED_COLUMNS = ("problem_id", "sample_idx", "text", "gold")
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and path of a local path or URI."""
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), str(uri)
+
+
+def traces_dir(run_dir: str) -> str:
+    return run_dir.rstrip("/") + "/traces"
+
+
+def write_shard(rows: list[dict[str, Any]], run_dir: str, name: str) -> str:
+    """Write rows as `traces/<name>.parquet` (zstd), atomically; returns the shard path."""
+    fs, root = filesystem(traces_dir(run_dir))
+    fs.create_dir(root, recursive=True)
+    final, tmp = f"{root}/{name}.parquet", f"{root}/.{name}.{uuid.uuid4().hex}.tmp"
+    table = pa.Table.from_pylist(rows, schema=TRACE_SCHEMA)
+    try:
+        pq.write_table(table, tmp, filesystem=fs, compression="zstd")
+        fs.move(tmp, final)
+    except BaseException:
+        _delete_quietly(fs, tmp)
+        raise
+    return final
+
+
+def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        fs.delete_file(path)
+    except OSError:
+        pass
+
+
+def open_traces(run_dir: str) -> ds.Dataset:
+    """The run's traces as a pyarrow dataset; fails if none exist or required columns are missing."""
+    fs, root = filesystem(traces_dir(run_dir))
+    info = fs.get_file_info(root)
+    if info.type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{run_dir}: no traces/ folder")
+    dataset = ds.dataset(root, filesystem=fs, format="parquet")
+    missing = [c for c in REQUIRED_COLUMNS if c not in dataset.schema.names]
+    if missing:
+        raise ValueError(f"{root}: traces lack required columns {missing}")
+    return dataset
+
+
+def done_samples(run_dir: str) -> dict[str, set[int]]:
+    """The sample indices already written, per problem_id (empty for a new run)."""
+    fs, root = filesystem(traces_dir(run_dir))
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return {}
+    done: dict[str, set[int]] = defaultdict(set)
+    for batch in open_traces(run_dir).to_batches(columns=["problem_id", "sample_idx"]):
+        for problem_id, sample_idx in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+            done[problem_id].add(sample_idx)
+    return done
+
+
+def read_columns(run_dir: str, columns: Iterable[str], filter: Optional[ds.Expression] = None) -> pa.Table:
+    """Selected columns of all traces, sorted by (problem_id, sample_idx)."""
+    table = open_traces(run_dir).to_table(columns=list(columns), filter=filter)
+    return table.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])

@@ -1,0 +1,162 @@
+"""Structured configs behind conf/ and the checks that run before any engine starts.
+
+Hydra type-checks every key against these dataclasses (an unknown key or option fails at once);
+`validate` then checks ranges and names the offending key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+ANSWER_FORMATS = ("gsm8k", "math", "number", "auto")
+DECODINGS = ("sample", "cot_decoding")
+
+
+class ConfigError(ValueError):
+    """An invalid config value; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    path: str = MISSING  # Hugging Face id, local folder, or embedded://NAME
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    path: Optional[str] = None
+    train_path: Optional[str] = None  # where few-shot exemplars come from; never the evaluated split
+    question_fields: list[str] = field(default_factory=lambda: ["question"])
+    answer_field: str = "answer"
+    id_field: Optional[str] = None  # null: "<name>/<row index>"
+    gold_pattern: Optional[str] = None  # regex whose group 1 is the gold inside answer_field
+    solution_field: Optional[str] = None  # worked solution, for few-shot exemplars
+    limit: Optional[int] = None
+    answer_format: str = "auto"
+    size: int = 32  # arith only: problems generated
+    steps: int = 3  # arith only: operations per problem
+    seed: int = 0  # arith only
+
+
+@dataclass
+class PromptConfig:
+    name: str = MISSING
+    chat: bool = True
+    system: Optional[str] = None
+    user: str = "{question}"
+    completion: str = "Q: {question}\nA:"
+    shots: int = 0  # few-shot exemplars from dataset.train_path
+    shots_seed: int = 0
+
+
+@dataclass
+class SamplingConfig:
+    n: int = 8
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 256
+    seed: int = 0
+    logprobs: int = 1
+    top_k_branches: int = 10  # cot_decoding: branches on the top-k first tokens
+
+
+@dataclass
+class ClusterConfig:
+    name: str = MISSING
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    cpus_per_replica: float = 1
+    gpus_per_replica: float = 0
+    unit_size: int = 32
+    max_inflight: int = 2
+    max_replica_restarts: int = 2
+    startup_timeout_s: float = 300
+    engine: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "marginal"
+
+
+@dataclass
+class AnswerConfig:
+    format: str = "auto"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    prompt: PromptConfig = MISSING
+    sampling: SamplingConfig = MISSING
+    cluster: ClusterConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    answer: AnswerConfig = field(default_factory=AnswerConfig)
+    run_dir: str = MISSING
+    replicas: int = 1
+    decoding: str = "sample"
+
+
+ConfigStore.instance().store(name="schema", node=Config)
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {rule}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value is out of range."""
+    s, m, c = cfg.sampling, cfg.model, cfg.cluster
+    _check(s.n >= 1, "sampling.n", s.n, "must be >= 1")
+    _check(s.temperature >= 0, "sampling.temperature", s.temperature, "must be >= 0")
+    _check(0 < s.top_p <= 1, "sampling.top_p", s.top_p, "must be in (0, 1]")
+    _check(s.max_tokens >= 1, "sampling.max_tokens", s.max_tokens, "must be >= 1")
+    _check(
+        s.max_tokens < m.max_model_len,
+        "sampling.max_tokens",
+        s.max_tokens,
+        f"must be below the model's context (model.max_model_len={m.max_model_len})",
+    )
+    _check(s.logprobs >= 0, "sampling.logprobs", s.logprobs, "must be >= 0")
+    _check(s.top_k_branches >= 1, "sampling.top_k_branches", s.top_k_branches, "must be >= 1")
+    _check(cfg.replicas >= 1, "replicas", cfg.replicas, "must be >= 1")
+    _check(m.tensor_parallel_size >= 1, "model.tensor_parallel_size", m.tensor_parallel_size, "must be >= 1")
+    _check(bool(m.path), "model.path", m.path, "must name a Hugging Face id, a folder or embedded://NAME")
+    _check(cfg.decoding in DECODINGS, "decoding", cfg.decoding, f"must be one of {DECODINGS}")
+    _check(cfg.answer.format in ANSWER_FORMATS, "answer.format", cfg.answer.format, f"must be one of {ANSWER_FORMATS}")
+    _check(
+        cfg.dataset.answer_format in ANSWER_FORMATS,
+        "dataset.answer_format",
+        cfg.dataset.answer_format,
+        f"must be one of {ANSWER_FORMATS}",
+    )
+    d = cfg.dataset
+    _check(d.limit is None or d.limit >= 1, "dataset.limit", d.limit, "must be >= 1 or null")
+    _check(d.steps >= 1, "dataset.steps", d.steps, "must be >= 1")
+    _check(d.size >= 1, "dataset.size", d.size, "must be >= 1")
+    _check(c.unit_size >= 1, "cluster.unit_size", c.unit_size, "must be >= 1")
+    _check(c.max_inflight >= 1, "cluster.max_inflight", c.max_inflight, "must be >= 1")
+    _check(c.cpus_per_replica > 0, "cluster.cpus_per_replica", c.cpus_per_replica, "must be > 0")
+    _check(c.gpus_per_replica >= 0, "cluster.gpus_per_replica", c.gpus_per_replica, "must be >= 0")
+    _check(cfg.prompt.shots >= 0, "prompt.shots", cfg.prompt.shots, "must be >= 0")
+    if cfg.prompt.shots:
+        _check(bool(d.train_path), "dataset.train_path", d.train_path, f"prompt={cfg.prompt.name} needs exemplars from a train split")
+        _check(d.train_path != d.path, "dataset.train_path", d.train_path, "must not be the evaluated split")
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain data with every interpolation resolved."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

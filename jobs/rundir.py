@@ -1,0 +1,72 @@
+"""The run directory: its saved config, its run id, and the check that a rerun is the same run."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import yaml
+
+from analysis.traces import filesystem
+
+# Keys a rerun may change without changing what any finished sample is.
+RESUMABLE_KEYS = ("sampling.n", "dataset.limit", "dataset.size", "replicas", "cluster", "tracking", "run_dir", "answer")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def flatten(tree: dict[str, Any]) -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    return _flat(tree)
+
+
+def read_text(uri: str) -> str | None:
+    fs, path = filesystem(uri)
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read().decode()
+    except FileNotFoundError:
+        return None
+
+
+def write_text(uri: str, text: str) -> None:
+    fs, path = filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as stream:
+        stream.write(text.encode())
+
+
+def prepare(run_dir: str, config: dict[str, Any]) -> str:
+    """Save the resolved config in run_dir and return the run id; a rerun must sample the same way."""
+    saved_text = read_text(f"{run_dir}/config.yaml")
+    run_text = read_text(f"{run_dir}/run.json")
+    if saved_text is not None and run_text is not None:
+        saved, now = flatten(yaml.safe_load(saved_text)), flatten(config)
+        changed = sorted(
+            k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_KEYS)
+        )
+        if changed:
+            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+            raise ValueError(f"run_dir={run_dir} holds a run with a different config ({diffs}); use another run_dir")
+        run_id = json.loads(run_text)["run_id"]
+    else:
+        run_id = uuid.uuid4().hex[:12]
+        write_text(f"{run_dir}/run.json", json.dumps({"run_id": run_id}))
+    write_text(f"{run_dir}/config.yaml", yaml.safe_dump(config, sort_keys=False))
+    return run_id
+
+
+def saved_config(run_dir: str) -> dict[str, Any] | None:
+    """The resolved config a run saved, if any."""
+    text = read_text(f"{run_dir}/config.yaml")
+    return yaml.safe_load(text) if text is not None else None

@@ -1,0 +1,143 @@
+"""Sample `sampling.n` responses per problem on a pool of vLLM replicas, streaming Parquet traces.
+
+    python -m jobs.sample dataset.limit=8 sampling.n=8 run_dir=runs/demo
+
+Rerunning with the same run_dir computes only the missing samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import hydra
+from omegaconf import DictConfig
+
+from analysis.traces import done_samples
+from jobs import config as config_module
+from jobs import rundir
+from jobs.problems import Problem, load_problems
+from jobs.prompts import exemplars, render
+
+
+def derive_seed(base_seed: int, problem_id: str, sample_idx: int) -> int:
+    """A sample's own seed: the same whichever replica or batch draws it."""
+    digest = hashlib.blake2b(f"{base_seed}\x00{problem_id}\x00{sample_idx}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def plan_units(problems: list[Problem], prompts: dict[str, Any], n: int, base_seed: int, unit_size: int,
+               done: dict[str, set[int]]) -> Iterator[Any]:
+    """Work units covering every (problem, sample_idx) not yet done, `unit_size` samples each."""
+    from actors.replica import Request, WorkUnit
+
+    batch: list[Request] = []
+    for problem in problems:
+        finished = done.get(problem.problem_id, set())
+        for idx in range(n):
+            if idx in finished:
+                continue
+            batch.append(Request(problem.problem_id, problem.question, problem.gold, prompts[problem.problem_id],
+                                 idx, derive_seed(base_seed, problem.problem_id, idx)))
+            if len(batch) == unit_size:
+                yield WorkUnit(_unit_name(batch), batch)
+                batch = []
+    if batch:
+        yield WorkUnit(_unit_name(batch), batch)
+
+
+def _unit_name(batch: list[Any]) -> str:
+    """A shard name fixed by the unit's samples, so a re-sent unit overwrites rather than duplicates."""
+    key = "\n".join(f"{r.problem_id}\x00{r.sample_idx}" for r in batch)
+    return "part-" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+
+
+@dataclass
+class SampleSummary:
+    run_dir: str
+    run_id: str
+    problems: int
+    samples: int  # generated in this call
+    skipped: int  # already present from an earlier call
+    tokens: int
+    errors: int
+    seconds: float
+
+
+def prepare_problems(cfg: DictConfig) -> tuple[list[Problem], dict[str, Any]]:
+    """The problems and each one's rendered prompt."""
+    problems = load_problems(cfg.dataset)
+    shots = exemplars(load_problems(cfg.dataset, split="train"), cfg.prompt.shots, cfg.prompt.shots_seed) if cfg.prompt.shots else []
+    return problems, {p.problem_id: render(cfg.prompt, p, shots) for p in problems}
+
+
+def engine_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """vllm.LLM arguments: the model's, then the cluster's engine settings."""
+    return {
+        "dtype": cfg.model.dtype,
+        "max_model_len": cfg.model.max_model_len,
+        "tensor_parallel_size": cfg.model.tensor_parallel_size,
+        "seed": cfg.sampling.seed,
+        **dict(cfg.cluster.engine),
+    }
+
+
+def run_sampling(cfg: DictConfig) -> SampleSummary:
+    """Sample every missing (problem, sample_idx) of the run in cfg.run_dir."""
+    problems, prompts = prepare_problems(cfg)
+    resolved = config_module.resolved(cfg)
+    run_id = rundir.prepare(cfg.run_dir, resolved)
+    done = done_samples(cfg.run_dir)
+    wanted = {p.problem_id for p in problems}
+    skipped = sum(len([i for i in idxs if i < cfg.sampling.n]) for pid, idxs in done.items() if pid in wanted)
+    todo = len(problems) * cfg.sampling.n - skipped
+    summary = SampleSummary(cfg.run_dir, run_id, len(problems), 0, skipped, 0, 0, 0.0)
+    if todo == 0:
+        print(f"[sample] {cfg.run_dir}: all {skipped} samples already present", file=sys.stderr)
+        return summary
+
+    from actors import cluster
+    from actors.embedded_model import resolve_model_path
+    from actors.replica import SamplingSpec
+    from tqdm import tqdm
+
+    model_path = cluster.check_model(resolve_model_path(cfg.model.path))
+    spec = SamplingSpec(
+        temperature=cfg.sampling.temperature,
+        top_p=cfg.sampling.top_p,
+        max_tokens=cfg.sampling.max_tokens,
+        logprobs=cfg.sampling.logprobs,
+        columns={"run_id": run_id, "model": cfg.model.name, "prompt": cfg.prompt.name, "decoding": cfg.decoding},
+    )
+    units = plan_units(problems, prompts, cfg.sampling.n, cfg.sampling.seed, cfg.cluster.unit_size, done)
+    start = time.monotonic()
+    with tqdm(total=todo, unit="sample", desc="sampling", file=sys.stderr, disable=None) as bar:
+        for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
+                                    engine_kwargs(cfg), spec, cfg.run_dir, units):
+            summary.samples += result["rows"]
+            summary.tokens += result["tokens"]
+            summary.errors += result["errors"]
+            elapsed = time.monotonic() - start
+            bar.update(result["rows"])
+            bar.set_postfix_str(f"{summary.samples / elapsed:.1f} samples/s, {summary.tokens / elapsed:.0f} tok/s")
+    summary.seconds = time.monotonic() - start
+    print(
+        f"[sample] {summary.samples} samples ({summary.skipped} already present, {summary.errors} failed) "
+        f"in {summary.seconds:.1f}s: {summary.tokens / max(summary.seconds, 1e-9):.0f} tok/s -> {cfg.run_dir}/traces",
+        file=sys.stderr,
+    )
+    return summary
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    config_module.validate(cfg)
+    run_sampling(cfg)
+
+
+if __name__ == "__main__":
+    main()
