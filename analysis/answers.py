@@ -84,12 +84,12 @@ def _usable(answer: str) -> str | None:
 
 def _clean_phrase(phrase: str) -> str | None:
     """The answer in a phrase after '####' or 'answer is': no bold, inline math or trailing period."""
-    phrase = phrase.replace("**", "").strip()
+    phrase = phrase.strip().strip("*").strip()
     inline = _INLINE_MATH.search(phrase)
     if inline and inline.start() == 0:
         phrase = inline.group(1)
     phrase = _SENTENCE_END.split(phrase, maxsplit=1)[0]
-    return _usable(phrase.strip().rstrip(".,;:").strip())
+    return _usable(phrase.strip().rstrip(".,;:").strip("*").strip())
 
 
 def _brace_pairs(text: str) -> dict[int, int]:
@@ -158,13 +158,14 @@ _RULES = {
 def extract_answer(text: str, fmt: str = "auto") -> str | None:
     """The final answer written in a model's text, or None when there is none.
 
-    Precedence: '#### N' (not for ``math``), last ``\\boxed{}``, last 'answer is X', last number.
+    Precedence: '#### N' (not for ``math``), last ``\\boxed{}``, last 'answer is X', last number;
+    for ``gsm8k``/``number`` a candidate without a digit falls through to the next rule.
     """
     _check_format(fmt)
     tail = _tail(text)
     for rule in _RULES[fmt]:
         found = rule(tail)
-        if found is not None:
+        if found is not None and (fmt not in _NUMERIC_FORMATS or any(ch.isdigit() for ch in found)):
             return found
     return None
 
@@ -174,21 +175,21 @@ def extract_answer(text: str, fmt: str = "auto") -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 _DROPPED = re.compile(
-    r"\\left|\\right\.|\\right|\\displaystyle|\\!|\\,|\\;|\\:|\\ |\\\$|\$|\\%|%"
+    r"\\left|\\right\.|\\right|\\displaystyle|(?<!\\)\\[!,;: ]|\\\$|\$|\\%|%"
     r"|\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree|\{,\}"
 )
 _FRAC_SHORT = re.compile(r"\\[dt]?frac\s*(\{[^{}]*\}|\w)\s*(\{[^{}]*\}|\w)")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\w)")
-_TRAILING_TEXT = re.compile(r"(?<=\S)\s*\\(?:text|textrm|mbox|mathrm)\{[^{}]*\}(?:\^\{?[23]\}?)?$")
+_TRAILING_TEXT = re.compile(r"(?<=\S)\s*\\(?:text|textrm|mbox)\{[^{}]*\}(?:\^\{?[23]\}?)?$")
 _TEXT = re.compile(r"\\(?:text|textrm|textbf|mbox|mathrm|mathbf)\{([^{}]*)\}")
-_UNIT_WORDS = re.compile(r"^([-\d.,/]+)\s+[A-Za-z][A-Za-z.\s]*(?:\^\{?[23]\}?)?$")
+_UNIT_WORDS = re.compile(r"^([-\d.,/]+)\s+[A-Za-z]{2,}[A-Za-z.\s]*(?:\^\{?[23]\}?)?$")
 _ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*([^=]+)$")
 _SPACES = re.compile(r"(\\[A-Za-z]+)?\s+(?=([A-Za-z]?))")
 _PLAIN_NUMBER = re.compile(
     r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][+-]?\d+)?|-?\.\d+(?:[eE][+-]?\d+)?"
 )
 _RATIO = re.compile(rf"({_PLAIN_NUMBER.pattern})/({_PLAIN_NUMBER.pattern})")
-_LATEX_FRACTION = re.compile(r"(-?)(\d+)?\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}")
+_LATEX_FRACTION = re.compile(r"(-?)(\d+)?\\[dt]?frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}")
 
 
 def _normalize(answer: str) -> str:
@@ -218,7 +219,7 @@ def _plain_fraction(number: str) -> Fraction | None:
     mantissa, _, exponent = number.replace(",", "").lower().partition("e")
     if sum(ch.isdigit() for ch in mantissa) > MAX_DIGITS:
         return None
-    if exponent and abs(int(exponent)) > MAX_EXPONENT:
+    if exponent and (len(exponent) > 4 or abs(int(exponent)) > MAX_EXPONENT):
         return None
     return Fraction(mantissa) * Fraction(10) ** int(exponent or 0)
 
@@ -283,12 +284,13 @@ def canonicalize(answer: str | None, fmt: str = "auto") -> str | None:
 # Equivalence
 # ---------------------------------------------------------------------------------------------
 
-_TOWER = re.compile(r"\^[-+]?[\w.\\]*\^|\^[-+]?\d{5,}")
+_POWER = r"(?:\^|\*\*)\s*\{?\s*[-+]?"
+_TOWER = re.compile(rf"\d\s*{_POWER}\d+\s*\}}?\s*(?:\^|\*\*)|{_POWER}\d{{5,}}")
 _BIG_FACTORIAL = re.compile(r"(?:\d{4,}|[)}])\s*!")
 
 
 def _too_big_for_sympy(key: str) -> bool:
-    """Whether a key is too long, too deeply nested or too explosive (towers, huge powers) for sympy."""
+    """Whether a key is too long, too deeply nested or explosive (numeric towers, huge powers) for sympy."""
     if len(key) > MAX_SYMBOLIC_CHARS:
         return True
     depth = deepest = 0
@@ -297,15 +299,14 @@ def _too_big_for_sympy(key: str) -> bool:
         deepest = max(deepest, depth)
     if deepest > MAX_SYMBOLIC_DEPTH:
         return True
-    flat = re.sub(r"[{}()\s]", "", key).replace("**", "^")
-    return bool(_TOWER.search(flat) or _BIG_FACTORIAL.search(key))
+    return bool(_TOWER.search(key) or _BIG_FACTORIAL.search(key))
 
 
 def is_equivalent(a: str, b: str, fmt: str = "auto") -> bool:
     """Whether two canonical answers are mathematically equal (time-bounded).
 
-    Numbers compare exactly (0.1111 is not 1/9); other ``math``/``auto`` answers go to math-verify
-    in a worker process, bounded by SYMBOLIC_TIMEOUT_S.
+    Inputs are canonicalized again (idempotent). Numbers compare exactly (0.1111 is not 1/9); other
+    ``math``/``auto`` answers go to math-verify in a worker process, bounded by SYMBOLIC_TIMEOUT_S.
     """
     _check_format(fmt)
     a_key, b_key = canonicalize(a, fmt), canonicalize(b, fmt)
@@ -349,7 +350,8 @@ class _Worker:
         if not self._ready:
             self._ready = self._read_line(WORKER_START_TIMEOUT_S) == "ready"
             if not self._ready:
-                return None
+                self.kill()
+                raise RuntimeError("the math-verify worker process did not start")
         try:
             self._process.stdin.write(json.dumps([a, b]).encode() + b"\n")
             self._process.stdin.flush()
@@ -434,7 +436,9 @@ def _serve() -> None:
 
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    soft = WORKER_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY_BYTES, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]

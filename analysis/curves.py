@@ -1,0 +1,385 @@
+"""Self-consistency scaling curves: maj@k, pass@k and weighted maj@k versus the number of samples k.
+
+Input, per problem (`Problem`): `labels`, an int64 array with the answer class of each of the n stored
+samples (-1 = no answer, never a vote); `correct_class`, the class equal to the gold answer (-1 if no
+sample got it right); optional `weights`, a nonnegative confidence per sample for weighted votes.
+
+Entry point, called by the aggregation job:
+
+    curves = scaling_curves(problems, ks=None, methods=None, seed=0)
+    curves.rows  # [{"method", "k", "accuracy", "ci_low", "ci_high", "stderr", "n_estimated"}, ...]
+
+`ks` defaults to `k_grid` of the smallest n among the problems; every k must be at most each problem's
+n (typical runs store the same n for every problem). Per (method, k), `accuracy` is the mean over
+problems of each problem's expected accuracy, `ci_low`/`ci_high` a 95% percentile bootstrap interval
+over problems (B = 1000 resamples, seeded), `stderr` the Monte Carlo standard error of `accuracy` (0
+where every problem was computed exactly) and `n_estimated` the number of problems estimated by Monte
+Carlo. `curves.per_problem[method]` holds the (problems, ks) matrix of per-problem values and
+`curves.maj_exact` says, per problem and k, which maj@k values are exact.
+
+Definitions, per problem with n samples:
+* maj@k: draw k of the n samples without replacement, uniformly; the answer with the most votes wins,
+  a tie among t answers that includes the right one scores 1/t, and a draw with no answers scores 0.
+* pass@k: the chance that at least one of the k drawn samples is right, 1 - C(n-c, k) / C(n, k).
+* weighted maj@k: as maj@k with each vote counting its sample's weight (ties within a relative 1e-9).
+
+How maj@k is computed. Let X_i be the number of draws that land in class i and r the right class.
+Sampling k of n without replacement is the same as keeping each sample independently with probability
+p = k/n and conditioning on keeping exactly k, so P(X = x) = prod_i Bin(x_i; c_i, p) / Bin(k; n, p),
+and sums over draws are coefficients of products of generating polynomials F_i(z) = sum_x Bin(x; c_i, p)
+z^x. Condition on the right class drawing j: it wins when every other class draws at most j, with
+weight 1/(1+t) when t of them draw exactly j. Since 1/(1+t) = integral_0^1 u^t du,
+
+    maj@k = sum_j Bin(j; c_r, p) / Bin(k; n, p) * integral_0^1 [z^(k-j)] prod_{i != r} G_ij(z, u) du,
+    G_ij(z, u) = sum_{x < j} Bin(x; c_i, p) z^x + u Bin(j; c_i, p) z^j.
+
+The integrand is a polynomial in u of degree at most the number of classes that can tie, so
+Gauss-Legendre quadrature with that many nodes over two is exact; the coefficient is read off by a
+discrete Fourier transform over N points, where the product is elementwise. Classes with the same count
+share one factor (raised to their multiplicity), and classes smaller than every j that matters are
+pooled with the no-answer samples into one binomial factor. Two truncations keep this cheap and
+drop less than 1e-15 of probability in all: values of j are skipped where P(X_r = j) or P(X_a <= j), for
+the largest rival a, is below 1e-18, and N only spans the central part of the others' total draw.
+All numbers are probabilities, so nothing overflows at any n.
+
+When that work (classes x values of j x quadrature nodes x N) exceeds `MAX_EXACT_WORK`, maj@k is
+estimated from prefixes of random permutations of the samples instead: the first k samples of a random
+permutation are a uniform k-subset, so one permutation scores every k at once. The number of
+permutations is chosen so that the Monte Carlo standard error of the mean over problems is below
+`SE_TARGET` for any data (each score lies in [0, 1], so its variance is at most 1/4). Weighted maj@k
+always uses this estimator; at k = n every permutation gives the same vote, so it is exact there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+from scipy.special import gammaln, xlog1py, xlogy
+
+METHODS = ("maj", "pass", "weighted_maj")
+EPS = 1e-18  # probability mass that one truncation may drop (see module docstring)
+MAX_EXACT_WORK = 400_000  # above this many complex products per (problem, k), maj@k is estimated
+SE_TARGET = 0.001  # Monte Carlo standard error allowed on a mean over problems
+MIN_PERMUTATIONS = 64
+N_BOOTSTRAP = 1000
+TIE_RTOL = 1e-9  # weighted votes within this relative distance of the top count as tied
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """One problem's samples: answer class per sample (-1 = none), the right class, optional weights."""
+
+    labels: np.ndarray
+    correct_class: int
+    weights: np.ndarray | None = None
+
+
+@dataclass
+class Curves:
+    """Result of `scaling_curves`: one row per (method, k), plus per-problem values."""
+
+    ks: list[int]
+    rows: list[dict]
+    per_problem: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (problems, ks)
+    maj_exact: np.ndarray | None = None  # (problems, ks) bool: True where maj@k is exact
+
+
+def k_grid(n: int) -> list[int]:
+    """Powers of two below n, then n itself: k_grid(10) == [1, 2, 4, 8, 10]."""
+    ks = [1 << i for i in range(max(n - 1, 0).bit_length()) if 1 << i < n]
+    return ks + [n]
+
+
+def majority_vote(labels: np.ndarray, weights: np.ndarray | None = None) -> tuple[int, float]:
+    """The (weighted) majority answer and its vote share among answered samples; ties go to the
+    smallest class id; (-1, 0.0) when no sample answered (or all answered weights are 0)."""
+    labels = np.asarray(labels)
+    answered = labels >= 0
+    if weights is None:
+        weights = np.ones(len(labels))
+    classes, codes = np.unique(labels[answered], return_inverse=True)
+    votes = np.bincount(codes, weights=np.asarray(weights, dtype=float)[answered], minlength=len(classes))
+    if votes.sum() <= 0:
+        return -1, 0.0
+    best = int(np.argmax(votes))  # first of the tied, i.e. the smallest class id
+    return int(classes[best]), float(votes[best] / votes.sum())
+
+
+def pass_at_k(n: int, c: int, ks: Sequence[int]) -> np.ndarray:
+    """Unbiased pass@k = 1 - C(n-c, k) / C(n, k) for each k, as a stable product (no binomials)."""
+    ks = np.asarray(ks, dtype=float)
+    if c == 0:
+        return np.zeros(len(ks))
+    # C(n-c, k) / C(n, k) = prod_{i=n-c+1}^{n} (1 - k/i), and 0 once k > n - c.
+    i = np.arange(n - c + 1, n + 1, dtype=float)
+    miss = np.prod(np.clip(1.0 - ks[:, None] / i[None, :], 0.0, None), axis=1)
+    return 1.0 - miss
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact maj@k
+# ---------------------------------------------------------------------------------------------
+
+
+def _log_comb(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+    """log C(a, b) for 0 <= b <= a."""
+    return gammaln(np.add(a, 1)) - gammaln(np.add(b, 1)) - gammaln(np.subtract(a, b) + 1)
+
+
+def _log_binom_pmf(x: np.ndarray | int, size: int, p: float) -> np.ndarray:
+    """log P(Bin(size, p) = x) for 0 <= x <= size; finite at p = 1."""
+    return _log_comb(size, x) + xlogy(x, p) + xlog1py(np.subtract(size, x), -p)
+
+
+def _hypergeom_pmf(x: np.ndarray, successes: int, population: int, draws: int) -> np.ndarray:
+    """P(X = x) for X the successes among `draws` taken without replacement; 0 off the support."""
+    lo, hi = max(0, draws - (population - successes)), min(successes, draws)
+    xc = np.clip(x, lo, hi)
+    log_pmf = _log_comb(successes, xc) + _log_comb(population - successes, draws - xc) - _log_comb(population, draws)
+    return np.where((x >= lo) & (x <= hi), np.exp(log_pmf), 0.0)
+
+
+@lru_cache(maxsize=None)
+def _gauss_legendre01(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [0, 1]: exact for polynomials of degree < 2 * n_nodes."""
+    x, w = np.polynomial.legendre.leggauss(n_nodes)
+    return (x + 1) / 2, w / 2
+
+
+def maj_at_k_exact(
+    correct_count: int, other_counts: np.ndarray, n: int, k: int, max_work: float = math.inf
+) -> float | None:
+    """Exact maj@k from class counts (right class, other answered classes; the rest of the n samples
+    have no answer), or None when the work would exceed `max_work`. See the module docstring."""
+    c_r, rest = int(correct_count), n - int(correct_count)
+    if c_r == 0:
+        return 0.0
+    p = k / n
+
+    # Values j of X_r that matter: P(X_r = j) and P(largest rival draws <= j) both above EPS.
+    js = np.arange(max(1, k - rest), min(c_r, k) + 1)
+    bound = _hypergeom_pmf(js, c_r, n, k)
+    if len(other_counts):
+        rival_cdf = np.cumsum(_hypergeom_pmf(np.arange(js[-1] + 1), int(other_counts.max()), n, k))
+        bound = np.minimum(bound, rival_cdf[js])
+    kept = np.flatnonzero(bound > EPS)
+    if kept.size == 0:
+        return 0.0
+    js = js[kept[0] : kept[-1] + 1]
+
+    # Contenders can draw js[0] or more; smaller classes are pooled with the no-answer samples.
+    counts, multiplicity = np.unique(other_counts[other_counts >= js[0]], return_counts=True)
+    pool = rest - int(np.dot(counts, multiplicity))
+    max_ties = min(int(multiplicity.sum()), (k - js[0]) // js[0])
+    u, u_weights = _gauss_legendre01(max_ties // 2 + 1)
+
+    # N points suffice when the others' total draw, Bin(rest, p), has < EPS mass outside
+    # [lo, hi] on each side and no coefficient we read aliases onto another inside it.
+    total_pmf = np.exp(_log_binom_pmf(np.arange(rest + 1), rest, p))
+    lo = int(np.count_nonzero(np.cumsum(total_pmf) <= EPS))
+    hi = int(np.count_nonzero(np.cumsum(total_pmf[::-1]) > EPS)) - 1
+    n_points = min(max(hi - (k - js[-1]), (k - js[0]) - lo, 0) + 1, rest + 1)
+    n_points += 1 - n_points % 2  # odd, so 1 - p + p z never vanishes on the circle
+    freqs = np.arange(n_points // 2 + 1)  # real coefficients: the other half is conjugate
+    if len(counts) * len(js) * len(u) * len(freqs) > max_work:
+        return None
+    roots = np.exp(2j * np.pi * np.arange(n_points) / n_points)
+
+    def z_pow(e: np.ndarray) -> np.ndarray:
+        """z_l ** e for each exponent e (rows) and frequency l (columns)."""
+        return roots[np.outer(e, freqs) % n_points]
+
+    z = roots[freqs]
+    product = np.broadcast_to((1 - p + p * z) ** pool, (len(js), len(u), len(freqs))).copy()
+    for count, mult in zip(counts.tolist(), multiplicity.tolist()):
+        xs = np.arange(min(count, js[-1]) + 1)
+        pmf = np.exp(_log_binom_pmf(xs, count, p))
+        below = np.cumsum(pmf[:, None] * z_pow(xs), axis=0)  # sum_{x' <= x} pmf z^x'
+        fewer = np.where((js <= count)[:, None], below[np.minimum(js, xs[-1] + 1) - 1], (1 - p + p * z) ** count)
+        tie = np.where((js <= count)[:, None], pmf[np.minimum(js, xs[-1])][:, None] * z_pow(js), 0)
+        product *= (fewer[:, None, :] + u[None, :, None] * tie[:, None, :]) ** mult
+
+    freq_weights = np.where(freqs == 0, 1.0, 2.0) / n_points
+    coef = np.einsum("jul,jl->ju", product, z_pow(js - k) * freq_weights).real  # [z^(k-j)]
+    scale = np.exp(_log_binom_pmf(js, c_r, p) - _log_binom_pmf(k, n, p))
+    return float(np.clip(scale @ (coef @ u_weights), 0.0, 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Monte Carlo (weighted) maj@k
+# ---------------------------------------------------------------------------------------------
+
+
+def vote_at_k_mc(
+    labels: np.ndarray,
+    correct_class: int,
+    ks: Sequence[int],
+    n_perm: int,
+    rng: np.random.Generator,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Estimate (weighted) maj@k for every k from the prefixes of n_perm random permutations.
+
+    Returns (estimate, standard error), one value per k."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    classes, codes = np.unique(labels, return_inverse=True)
+    if correct_class < 0 or correct_class not in classes:
+        return np.zeros(len(ks)), np.zeros(len(ks))
+    target = int(np.searchsorted(classes, correct_class))
+    votes_for = classes >= 0  # the no-answer class (-1) never votes
+    sample_weights = None if weights is None else np.asarray(weights, dtype=float)
+
+    m = len(classes)
+    scores = []
+    batch = max(1, (1 << 21) // n)
+    for start in range(0, n_perm, batch):
+        rows = min(batch, n_perm - start)
+        order = rng.permuted(np.tile(np.arange(n), (rows, 1)), axis=1)
+        cells = codes[order] + m * np.arange(rows)[:, None]  # (permutation, class) cell ids
+        totals = np.zeros((rows, m))
+        batch_scores = np.empty((rows, len(ks)))
+        prev = 0
+        for i, k in enumerate(ks):
+            w = None if sample_weights is None else sample_weights[order[:, prev:k]].ravel()
+            totals += np.bincount(cells[:, prev:k].ravel(), weights=w, minlength=rows * m).reshape(rows, m)
+            batch_scores[:, i] = _tie_credit(totals * votes_for, target)
+            prev = k
+        scores.append(batch_scores)
+    scores = np.concatenate(scores)
+    stderr = scores.std(axis=0, ddof=1) / math.sqrt(n_perm) if n_perm > 1 else np.full(len(ks), np.nan)
+    return scores.mean(axis=0), stderr
+
+
+def _tie_credit(votes: np.ndarray, target: int) -> np.ndarray:
+    """Per row: 1/t if `target` is among the t top-voted classes, else 0; 0 when no votes."""
+    top = votes.max(axis=1, keepdims=True)
+    tied = votes >= top * (1 - TIE_RTOL)
+    wins = tied[:, target] & (top[:, 0] > 0)
+    return wins / tied.sum(axis=1)
+
+
+def n_permutations(n_estimated: int, n_problems: int) -> int:
+    """Permutations per estimated problem so that the Monte Carlo standard error of a mean over
+    n_problems stays below SE_TARGET: each score's variance is at most 1/4."""
+    needed = math.ceil(0.25 * n_estimated / (n_problems * SE_TARGET) ** 2)
+    return max(MIN_PERMUTATIONS, needed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Curves over problems
+# ---------------------------------------------------------------------------------------------
+
+
+def _class_counts(problem: Problem) -> tuple[int, np.ndarray]:
+    """(count of the right class, counts of the other answered classes)."""
+    labels = np.asarray(problem.labels)
+    classes, counts = np.unique(labels[labels >= 0], return_counts=True)
+    right = classes == problem.correct_class
+    return int(counts[right].sum()), counts[~right]
+
+
+def maj_curve(
+    problems: Sequence[Problem], ks: Sequence[int], seed: int = 0, max_work: float = MAX_EXACT_WORK
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """maj@k per problem and k: (values, Monte Carlo standard errors, exact mask), each (problems, ks).
+
+    Exact where the work fits `max_work`, else estimated (see the module docstring)."""
+    values = np.full((len(problems), len(ks)), np.nan)
+    for i, problem in enumerate(problems):
+        c_r, others = _class_counts(problem)
+        n = len(problem.labels)
+        for j, k in enumerate(ks):
+            value = maj_at_k_exact(c_r, others, n, k, max_work)
+            values[i, j] = np.nan if value is None else value
+    exact = ~np.isnan(values)
+    stderr = np.zeros_like(values)
+    estimated = np.flatnonzero(~exact.all(axis=1))
+    n_perm = n_permutations(len(estimated), len(problems))
+    for i in estimated:
+        todo = ~exact[i]
+        problem = problems[i]
+        rng = np.random.default_rng([seed, int(i)])
+        mean, se = vote_at_k_mc(problem.labels, problem.correct_class, list(np.asarray(ks)[todo]), n_perm, rng)
+        values[i, todo], stderr[i, todo] = mean, se
+    return values, stderr, exact
+
+
+def weighted_maj_curve(problems: Sequence[Problem], ks: Sequence[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted maj@k per problem and k, estimated: (values, standard errors), each (problems, ks)."""
+    n_perm = n_permutations(len(problems), len(problems))
+    values, stderr = np.empty((len(problems), len(ks))), np.empty((len(problems), len(ks)))
+    for i, problem in enumerate(problems):
+        if problem.weights is None:
+            raise ValueError(f"weighted_maj needs weights, and problem {i} has none")
+        rng = np.random.default_rng([seed, int(i), 1])
+        values[i], stderr[i] = vote_at_k_mc(problem.labels, problem.correct_class, ks, n_perm, rng, problem.weights)
+    return values, stderr
+
+
+def bootstrap_ci(
+    values: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of the mean over problems (rows of `values`), per column.
+
+    Problems are resampled with replacement, the same resamples for every column."""
+    n_problems = len(values)
+    rng = np.random.default_rng(seed)
+    picks = rng.multinomial(n_problems, np.full(n_problems, 1 / n_problems), size=n_boot)
+    means = picks @ values / n_problems  # (n_boot, columns)
+    alpha = (1 - level) / 2
+    return np.quantile(means, alpha, axis=0), np.quantile(means, 1 - alpha, axis=0)
+
+
+def scaling_curves(
+    problems: Sequence[Problem],
+    ks: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
+    seed: int = 0,
+    n_boot: int = N_BOOTSTRAP,
+) -> Curves:
+    """Accuracy versus k for each method, with 95% bootstrap intervals over problems.
+
+    `methods` defaults to maj and pass, plus weighted_maj when every problem has weights."""
+    if not problems:
+        raise ValueError("no problems")
+    min_n = min(len(p.labels) for p in problems)
+    ks = k_grid(min_n) if ks is None else sorted(int(k) for k in ks)
+    if ks[0] < 1 or ks[-1] > min_n:
+        raise ValueError(f"every k must lie in [1, {min_n}], the smallest n among the problems")
+    if methods is None:
+        with_weights = all(p.weights is not None for p in problems)
+        methods = ("maj", "pass", "weighted_maj") if with_weights else ("maj", "pass")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; expected some of {METHODS}")
+
+    curves = Curves(ks=list(ks), rows=[])
+    for method in methods:
+        if method == "maj":
+            values, stderr, curves.maj_exact = maj_curve(problems, ks, seed)
+        elif method == "pass":
+            values = np.array([pass_at_k(len(p.labels), _class_counts(p)[0], ks) for p in problems])
+            stderr = np.zeros_like(values)
+        else:
+            values, stderr = weighted_maj_curve(problems, ks, seed)
+        curves.per_problem[method] = values
+        low, high = bootstrap_ci(values, n_boot, seed)
+        mean_stderr = np.sqrt((stderr**2).sum(axis=0)) / len(problems)
+        for j, k in enumerate(ks):
+            curves.rows.append(
+                {
+                    "method": method,
+                    "k": k,
+                    "accuracy": float(values[:, j].mean()),
+                    "ci_low": float(low[j]),
+                    "ci_high": float(high[j]),
+                    "stderr": float(mean_stderr[j]),
+                    "n_estimated": int((stderr[:, j] > 0).sum()) if method != "pass" else 0,
+                }
+            )
+    return curves

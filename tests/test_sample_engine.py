@@ -1,0 +1,57 @@
+"""`jobs.sample` end to end on the real vLLM engine with the embedded default model."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from analysis.traces import open_traces
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.engine
+
+
+def sample(run_dir: Path, *overrides: str) -> str:
+    """Run the job as a user would; returns its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.sample", f"run_dir={run_dir}", "dataset.limit=3", "sampling.max_tokens=48",
+         "tracking=none", *overrides],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
+def test_sample_writes_one_row_per_sample_then_resumes_only_what_is_missing(tmp_path):
+    run = tmp_path / "run"
+    sample(run, "sampling.n=4", "sampling.logprobs=1")
+    table = open_traces(str(run)).to_table()
+    assert table.num_rows == 12
+    assert len(set(zip(table["problem_id"].to_pylist(), table["sample_idx"].to_pylist()))) == 12
+    assert len(set(table["seed"].to_pylist())) == 12
+    assert all(text.strip() for text in table["text"].to_pylist())
+    assert pc.min(table["num_tokens"]).as_py() > 0 and pc.max(table["num_tokens"]).as_py() <= 48
+    assert set(table["finish_reason"].to_pylist()) <= {"stop", "length"}
+    assert table["token_logprobs"].to_pylist()[0] and len(table["token_logprobs"][0]) == table["num_tokens"][0].as_py()
+    assert all(lp < 0 for lp in table["cumulative_logprob"].to_pylist())
+    assert (run / "config.yaml").is_file()
+
+    shards = {p.name: p.stat().st_mtime_ns for p in (run / "traces").glob("*.parquet")}
+    log = sample(run, "sampling.n=6")  # more samples: only the 6 new ones are generated
+    assert "6 samples (12 already present" in log
+    table = open_traces(str(run)).to_table()
+    assert table.num_rows == 18
+    assert len(set(zip(table["problem_id"].to_pylist(), table["sample_idx"].to_pylist()))) == 18
+    assert all((run / "traces" / name).stat().st_mtime_ns == mtime for name, mtime in shards.items())
+
+    assert "all 18 samples already present" in sample(run, "sampling.n=6")
+
+
+def test_greedy_baseline_is_deterministic(tmp_path):
+    for name in ("a", "b"):
+        sample(tmp_path / name, "sampling=greedy", "sampling.max_tokens=24", "cluster.unit_size=1")
+    a, b = (open_traces(str(tmp_path / n)).to_table().sort_by("problem_id") for n in ("a", "b"))
+    assert a.num_rows == 3 and a["text"].to_pylist() == b["text"].to_pylist()
+    assert set(a["temperature"].to_pylist()) == {0.0}
