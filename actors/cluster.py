@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 import ray
 
 from actors import pool
-from actors.replica import EngineReplica, SamplingSpec
+from actors.replica import EngineReplica
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -58,8 +58,7 @@ def check_resources(replicas: int, cpus: float, gpus: float) -> None:
             )
 
 
-def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
-                    spec: SamplingSpec, run_dir: str):
+def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any]):
     """A function that starts one replica actor with the resources it needs."""
     actor = ray.remote(EngineReplica)
     env = {"env_vars": dict(cluster.env)} if cluster.env else None
@@ -76,17 +75,17 @@ def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_
             engine_kwargs.setdefault("distributed_executor_backend", "ray")
         else:
             options["num_gpus"] = cluster.gpus_per_replica
-        return actor.options(**options).remote(model_path, engine_kwargs, spec, run_dir)
+        return actor.options(**options).remote(model_path, engine_kwargs)
 
     return create
 
 
 def serve(cluster: Any, replicas: int, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
-          spec: SamplingSpec, run_dir: str, units: Iterable[Any]) -> Iterator[dict[str, Any]]:
+          units: Iterable[Any]) -> Iterator[dict[str, Any]]:
     """Run every unit on `replicas` engine replicas, yielding per-unit counts as they finish."""
     connect(cluster.address, cluster.num_cpus, dict(cluster.env))
     gpus = cluster.gpus_per_replica * (tensor_parallel if tensor_parallel > 1 else 1)
     check_resources(replicas, cluster.cpus_per_replica, gpus)
-    create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs), spec, run_dir)
+    create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs))
     options = pool.PoolOptions(replicas, cluster.max_inflight, cluster.max_replica_restarts, cluster.startup_timeout_s)
     yield from pool.run(create, units, options)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -29,14 +30,6 @@ class Request:
 
 
 @dataclass(frozen=True)
-class WorkUnit:
-    """A batch of samples written together as the shard `traces/<name>.parquet`."""
-
-    name: str
-    requests: list[Request]
-
-
-@dataclass(frozen=True)
 class SamplingSpec:
     """How every sample of a run is drawn, and the columns every row of the run carries."""
 
@@ -47,29 +40,48 @@ class SamplingSpec:
     columns: dict[str, str] = field(default_factory=dict)  # run_id, model, prompt, decoding
 
 
+@dataclass(frozen=True)
+class WorkUnit:
+    """A batch of samples of one run, written together as the shard `<run_dir>/traces/<name>.parquet`."""
+
+    name: str
+    run_dir: str
+    spec: SamplingSpec
+    requests: list[Request]
+
+
 class EngineReplica:
     """One vLLM engine replica."""
 
-    def __init__(self, model_path: str, engine_kwargs: dict[str, Any], spec: SamplingSpec, run_dir: str):
+    clock = staticmethod(time.perf_counter)  # how `run` times generation and writing
+
+    def __init__(self, model_path: str, engine_kwargs: dict[str, Any]):
         from vllm import LLM
 
         self.llm = LLM(model=model_path, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        self.spec, self.run_dir = spec, run_dir
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def ready(self) -> str:
         """The replica's name, once its engine is loaded."""
         return self.name
 
-    def run(self, unit: WorkUnit) -> dict[str, int]:
-        """Generate every sample of `unit`, write its shard, and return row and token counts."""
+    def run(self, unit: WorkUnit) -> dict[str, float]:
+        """Generate every sample of `unit`, write its shard; return row, token, error counts and timings."""
+        start = self.clock()
         rows = self.generate(unit.requests)
-        write_shard(rows, self.run_dir, unit.name)
-        return {"rows": len(rows), "tokens": sum(r["num_tokens"] for r in rows), "errors": sum(r["error"] is not None for r in rows)}
+        generated = self.clock()
+        write_shard(rows, unit.run_dir, unit.name)
+        return {
+            "rows": len(rows),
+            "tokens": sum(r["num_tokens"] for r in rows),
+            "errors": sum(r["error"] is not None for r in rows),
+            "generate_s": generated - start,
+            "write_s": self.clock() - generated,
+        }
 
-    def generate(self, requests: list[Request]) -> list[dict[str, Any]]:
+    def generate(self, requests: list[Request], spec: SamplingSpec) -> list[dict[str, Any]]:
         """One trace row per request; a prompt too long for the model fails alone, with its reason."""
         from vllm.inputs import TokensPrompt
 
@@ -82,14 +94,14 @@ class EngineReplica:
             room = self.max_model_len - len(ids)
             if room < 1:
                 reason = f"prompt has {len(ids)} tokens; the model's context (max_model_len) is {self.max_model_len}"
-                rows.append(self._row(request, len(ids), error=reason))
+                rows.append(self._row(request, spec, len(ids), error=reason))
                 continue
             prompts.append(TokensPrompt(prompt_token_ids=ids))
-            params.append(self._params(request.seed, min(self.spec.max_tokens, room)))
+            params.append(_params(spec, request.seed, min(spec.max_tokens, room)))
             pending.append((request, len(ids)))
         if prompts:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
-            rows += [self._row(req, n_prompt, out.outputs[0]) for (req, n_prompt), out in zip(pending, outputs)]
+            rows += [self._row(req, spec, n_prompt, out.outputs[0]) for (req, n_prompt), out in zip(pending, outputs)]
         return rows
 
     def _tokenize(self, prompt: Prompt) -> list[int]:
@@ -98,28 +110,17 @@ class EngineReplica:
         text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def _params(self, seed: int, max_tokens: int):
-        from vllm import SamplingParams
-
-        return SamplingParams(
-            n=1,
-            temperature=self.spec.temperature,
-            top_p=self.spec.top_p,
-            max_tokens=max_tokens,
-            seed=seed,
-            logprobs=self.spec.logprobs or None,
-        )
-
-    def _row(self, request: Request, prompt_tokens: int, completion: Any = None, error: Optional[str] = None) -> dict[str, Any]:
+    def _row(self, request: Request, spec: SamplingSpec, prompt_tokens: int, completion: Any = None,
+             error: Optional[str] = None) -> dict[str, Any]:
         row = {
-            **self.spec.columns,
+            **spec.columns,
             "problem_id": request.problem_id,
             "question": request.question,
             "gold": request.gold,
             "sample_idx": request.sample_idx,
             "seed": request.seed,
-            "temperature": self.spec.temperature,
-            "top_p": self.spec.top_p,
+            "temperature": spec.temperature,
+            "top_p": spec.top_p,
             "prompt_tokens": prompt_tokens,
             "replica": self.name,
             "error": error,
@@ -133,9 +134,17 @@ class EngineReplica:
                 num_tokens=len(completion.token_ids),
                 finish_reason=completion.finish_reason or "length",
                 cumulative_logprob=completion.cumulative_logprob,
-                **_logprob_columns(completion, self.spec.logprobs),
+                **_logprob_columns(completion, spec.logprobs),
             )
         return row
+
+
+def _params(spec: SamplingSpec, seed: int, max_tokens: int):
+    """vLLM sampling parameters for one sample."""
+    from vllm import SamplingParams
+
+    return SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p, max_tokens=max_tokens, seed=seed,
+                          logprobs=spec.logprobs or None)
 
 
 def _logprob_columns(completion: Any, k: int) -> dict[str, Any]:

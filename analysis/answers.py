@@ -147,12 +147,8 @@ def _last_number(text: str) -> str | None:
     return None
 
 
-_RULES = {
-    "gsm8k": (_after_hashes, _last_boxed, _after_answer_is, _last_number),
-    "number": (_after_hashes, _last_boxed, _after_answer_is, _last_number),
-    "auto": (_after_hashes, _last_boxed, _after_answer_is, _last_number),
-    "math": (_last_boxed, _after_answer_is, _last_number),
-}
+_ALL_RULES = (_after_hashes, _last_boxed, _after_answer_is, _last_number)
+_RULES = {"gsm8k": _ALL_RULES, "number": _ALL_RULES, "auto": _ALL_RULES, "math": _ALL_RULES[1:]}
 
 
 def extract_answer(text: str, fmt: str = "auto") -> str | None:
@@ -336,6 +332,7 @@ class _Worker:
     """One math-verify process speaking JSON lines on its stdin/stdout."""
 
     def __init__(self) -> None:
+        # Run this file as a script; -P keeps analysis/ off the worker's sys.path.
         self._process = subprocess.Popen(
             [sys.executable, "-P", os.path.abspath(__file__)],
             stdin=subprocess.PIPE,
@@ -452,7 +449,7 @@ def _serve() -> None:
             same = verify(parsed_a, parsed_b, timeout_seconds=None) or verify(
                 parsed_b, parsed_a, timeout_seconds=None
             )
-        except (Exception, MemoryError, RecursionError):
+        except Exception:  # includes MemoryError (RLIMIT_AS) and RecursionError
             same = False
         replies.write("1\n" if same else "0\n")
         replies.flush()

@@ -58,11 +58,12 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
-from scipy.special import gammaln, xlog1py, xlogy
+from scipy.special import gammaln
 
 METHODS = ("maj", "pass", "weighted_maj")
 EPS = 1e-18  # probability mass that one truncation may drop (see module docstring)
 MAX_EXACT_WORK = 400_000  # above this many complex products per (problem, k), maj@k is estimated
+SPLIT_WORK = 20_000  # exact maj@k splits its sum over j when one pass would do more complex products
 SE_TARGET = 0.001  # Monte Carlo standard error allowed on a mean over problems
 MIN_PERMUTATIONS = 64
 N_BOOTSTRAP = 1000
@@ -125,21 +126,28 @@ def pass_at_k(n: int, c: int, ks: Sequence[int]) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _log_comb(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
-    """log C(a, b) for 0 <= b <= a."""
-    return gammaln(np.add(a, 1)) - gammaln(np.add(b, 1)) - gammaln(np.subtract(a, b) + 1)
+@lru_cache(maxsize=4)
+def _log_factorials(n: int) -> np.ndarray:
+    """log(x!) for x = 0..n."""
+    return gammaln(np.arange(n + 1) + 1.0)
 
 
-def _log_binom_pmf(x: np.ndarray | int, size: int, p: float) -> np.ndarray:
-    """log P(Bin(size, p) = x) for 0 <= x <= size; finite at p = 1."""
-    return _log_comb(size, x) + xlogy(x, p) + xlog1py(np.subtract(size, x), -p)
+def _binom_pmf(x: np.ndarray, size: np.ndarray, p: float, log_fact: np.ndarray) -> np.ndarray:
+    """P(Bin(size, p) = x) elementwise (broadcasting), 0 where x > size; needs 0 < p < 1."""
+    xc = np.minimum(x, size)
+    log_pmf = log_fact[size] - log_fact[xc] - log_fact[size - xc] + xc * math.log(p) + (size - xc) * math.log1p(-p)
+    return np.where(x <= size, np.exp(log_pmf), 0.0)
 
 
-def _hypergeom_pmf(x: np.ndarray, successes: int, population: int, draws: int) -> np.ndarray:
+def _hypergeom_pmf(x: np.ndarray, successes: int, population: int, draws: int, log_fact: np.ndarray) -> np.ndarray:
     """P(X = x) for X the successes among `draws` taken without replacement; 0 off the support."""
     lo, hi = max(0, draws - (population - successes)), min(successes, draws)
     xc = np.clip(x, lo, hi)
-    log_pmf = _log_comb(successes, xc) + _log_comb(population - successes, draws - xc) - _log_comb(population, draws)
+
+    def log_comb(a: int, b: np.ndarray | int) -> np.ndarray:
+        return log_fact[a] - log_fact[b] - log_fact[a - b]
+
+    log_pmf = log_comb(successes, xc) + log_comb(population - successes, draws - xc) - log_comb(population, draws)
     return np.where((x >= lo) & (x <= hi), np.exp(log_pmf), 0.0)
 
 
@@ -156,57 +164,77 @@ def maj_at_k_exact(
     """Exact maj@k from class counts (right class, other answered classes; the rest of the n samples
     have no answer), or None when the work would exceed `max_work`. See the module docstring."""
     c_r, rest = int(correct_count), n - int(correct_count)
+    others = np.sort(np.asarray(other_counts, dtype=np.int64))
     if c_r == 0:
         return 0.0
-    p = k / n
+    if k == 1:
+        return c_r / n
+    if k == n:  # every sample is drawn: the plain vote
+        top = int(others[-1]) if len(others) else 0
+        return 0.0 if top > c_r else 1.0 / (1 + int(np.sum(others == c_r)))
+    log_fact, p = _log_factorials(n), k / n
 
     # Values j of X_r that matter: P(X_r = j) and P(largest rival draws <= j) both above EPS.
     js = np.arange(max(1, k - rest), min(c_r, k) + 1)
-    bound = _hypergeom_pmf(js, c_r, n, k)
-    if len(other_counts):
-        rival_cdf = np.cumsum(_hypergeom_pmf(np.arange(js[-1] + 1), int(other_counts.max()), n, k))
+    bound = _hypergeom_pmf(js, c_r, n, k, log_fact)
+    if len(others):
+        rival_cdf = np.cumsum(_hypergeom_pmf(np.arange(js[-1] + 1), int(others[-1]), n, k, log_fact))
         bound = np.minimum(bound, rival_cdf[js])
     kept = np.flatnonzero(bound > EPS)
     if kept.size == 0:
         return 0.0
     js = js[kept[0] : kept[-1] + 1]
 
-    # Contenders can draw js[0] or more; smaller classes are pooled with the no-answer samples.
-    counts, multiplicity = np.unique(other_counts[other_counts >= js[0]], return_counts=True)
-    pool = rest - int(np.dot(counts, multiplicity))
-    max_ties = min(int(multiplicity.sum()), (k - js[0]) // js[0])
-    u, u_weights = _gauss_legendre01(max_ties // 2 + 1)
+    # Quadrature nodes per j: enough for the classes that can tie at j, given the k - j other draws.
+    can_tie = np.minimum(len(others) - np.searchsorted(others, js), (k - js) // js)
+    n_nodes = can_tie // 2 + 1
 
     # N points suffice when the others' total draw, Bin(rest, p), has < EPS mass outside
     # [lo, hi] on each side and no coefficient we read aliases onto another inside it.
-    total_pmf = np.exp(_log_binom_pmf(np.arange(rest + 1), rest, p))
+    total_pmf = _binom_pmf(np.arange(rest + 1), rest, p, log_fact)
     lo = int(np.count_nonzero(np.cumsum(total_pmf) <= EPS))
     hi = int(np.count_nonzero(np.cumsum(total_pmf[::-1]) > EPS)) - 1
     n_points = min(max(hi - (k - js[-1]), (k - js[0]) - lo, 0) + 1, rest + 1)
     n_points += 1 - n_points % 2  # odd, so 1 - p + p z never vanishes on the circle
     freqs = np.arange(n_points // 2 + 1)  # real coefficients: the other half is conjugate
-    if len(counts) * len(js) * len(u) * len(freqs) > max_work:
-        return None
+    freq_weights = np.where(freqs == 0, 1.0, 2.0) / n_points
     roots = np.exp(2j * np.pi * np.arange(n_points) / n_points)
+    z = roots[freqs]
 
     def z_pow(e: np.ndarray) -> np.ndarray:
         """z_l ** e for each exponent e (rows) and frequency l (columns)."""
         return roots[np.outer(e, freqs) % n_points]
 
-    z = roots[freqs]
-    product = np.broadcast_to((1 - p + p * z) ** pool, (len(js), len(u), len(freqs))).copy()
-    for count, mult in zip(counts.tolist(), multiplicity.tolist()):
-        xs = np.arange(min(count, js[-1]) + 1)
-        pmf = np.exp(_log_binom_pmf(xs, count, p))
-        below = np.cumsum(pmf[:, None] * z_pow(xs), axis=0)  # sum_{x' <= x} pmf z^x'
-        fewer = np.where((js <= count)[:, None], below[np.minimum(js, xs[-1] + 1) - 1], (1 - p + p * z) ** count)
-        tie = np.where((js <= count)[:, None], pmf[np.minimum(js, xs[-1])][:, None] * z_pow(js), 0)
-        product *= (fewer[:, None, :] + u[None, :, None] * tie[:, None, :]) ** mult
+    def win_mass(js: np.ndarray, counts: np.ndarray, mult: np.ndarray, n_nodes: int) -> float:
+        """Sum over these j of P(X_r = j and no rival beats j), ties weighted 1/(1+t); `counts`
+        (with multiplicities `mult`) are the rivals that can reach js[0], the rest is pooled."""
+        pool = rest - int(counts @ mult)
+        u, u_weights = _gauss_legendre01(n_nodes)
+        head = np.arange(js[0])
+        terms = _binom_pmf(js, counts[:, None], p, log_fact)[:, :, None] * z_pow(js)  # (class, j, l)
+        below = _binom_pmf(head, counts[:, None], p, log_fact) @ z_pow(head)  # sum_{x < js[0]}
+        fewer = below[:, None, :] + np.cumsum(terms, axis=1) - terms  # sum_{x < j}
+        factors = (fewer[:, :, None, :] + u[:, None] * terms[:, :, None, :]) ** mult[:, None, None, None]
+        product = (1 - p + p * z) ** pool * factors.prod(axis=0)  # (j, u, l)
+        coef = np.einsum("jul,jl->ju", product, z_pow(js - k) * freq_weights).real  # [z^(k-j)]
+        scale = _binom_pmf(js, c_r, p, log_fact) / _binom_pmf(k, n, p, log_fact)
+        return float(scale @ (coef @ u_weights))
 
-    freq_weights = np.where(freqs == 0, 1.0, 2.0) / n_points
-    coef = np.einsum("jul,jl->ju", product, z_pow(js - k) * freq_weights).real  # [z^(k-j)]
-    scale = np.exp(_log_binom_pmf(js, c_r, p) - _log_binom_pmf(k, n, p))
-    return float(np.clip(scale @ (coef @ u_weights), 0.0, 1.0))
+    def chunk(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        counts, mult = np.unique(others[others >= js[idx[0]]], return_counts=True)
+        return js[idx], counts, mult, int(n_nodes[idx[0]])
+
+    def work(chunks: list) -> int:
+        return sum(len(counts) * len(cjs) * nodes * len(freqs) for cjs, counts, _, nodes in chunks)
+
+    # One pass over all js, unless that is big: then split where the node count halves, so
+    # that few j pay for many nodes.
+    chunks = [chunk(np.arange(len(js)))]
+    if work(chunks) > SPLIT_WORK:
+        chunks = [chunk(i) for i in np.split(np.arange(len(js)), np.flatnonzero(np.diff(np.log2(n_nodes).astype(int))) + 1)]
+    if work(chunks) > max_work:
+        return None
+    return float(np.clip(sum(win_mass(*chunk) for chunk in chunks), 0.0, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,9 +90,13 @@ class TrackingConfig:
     experiment: str = "marginal"
 
 
+CONFIDENCES = ("mean", "lowest_group", "tail", "bottom_percent")
+
+
 @dataclass
 class AnswerConfig:
-    format: str = "auto"
+    format: Optional[str] = "auto"  # jobs.aggregate: null reads it from the run's saved config
+    confidence: str = "mean"  # per-sample confidence weighting votes: mean | lowest_group | tail | bottom_percent
 
 
 @dataclass
@@ -107,9 +111,18 @@ class Config:
     run_dir: str = MISSING
     replicas: int = 1
     decoding: str = "sample"
+    greedy_baseline: bool = True  # jobs.evaluate: also sample the greedy baseline into run_dir/greedy
+
+
+@dataclass
+class AggregateConfig:
+    tracking: TrackingConfig = MISSING
+    answer: AnswerConfig = field(default_factory=lambda: AnswerConfig(format=None))
+    run_dir: str = MISSING
 
 
 ConfigStore.instance().store(name="schema", node=Config)
+ConfigStore.instance().store(name="aggregate_schema", node=AggregateConfig)
 
 
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
@@ -137,6 +150,7 @@ def validate(cfg: DictConfig) -> None:
     _check(bool(m.path), "model.path", m.path, "must name a Hugging Face id, a folder or embedded://NAME")
     _check(cfg.decoding in DECODINGS, "decoding", cfg.decoding, f"must be one of {DECODINGS}")
     _check(cfg.answer.format in ANSWER_FORMATS, "answer.format", cfg.answer.format, f"must be one of {ANSWER_FORMATS}")
+    _check(cfg.answer.confidence in CONFIDENCES, "answer.confidence", cfg.answer.confidence, f"must be one of {CONFIDENCES}")
     _check(
         cfg.dataset.answer_format in ANSWER_FORMATS,
         "dataset.answer_format",

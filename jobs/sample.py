@@ -8,7 +8,7 @@ Rerunning with the same run_dir computes only the missing samples.
 from __future__ import annotations
 
 import hashlib
-import os
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +31,7 @@ def derive_seed(base_seed: int, problem_id: str, sample_idx: int) -> int:
 
 
 def plan_units(problems: list[Problem], prompts: dict[str, Any], n: int, base_seed: int, unit_size: int,
-               done: dict[str, set[int]]) -> Iterator[Any]:
+               done: dict[str, set[int]], run_dir: str = "", spec: Any = None) -> Iterator[Any]:
     """Work units covering every (problem, sample_idx) not yet done, `unit_size` samples each."""
     from actors.replica import Request, WorkUnit
 
@@ -44,10 +44,10 @@ def plan_units(problems: list[Problem], prompts: dict[str, Any], n: int, base_se
             batch.append(Request(problem.problem_id, problem.question, problem.gold, prompts[problem.problem_id],
                                  idx, derive_seed(base_seed, problem.problem_id, idx)))
             if len(batch) == unit_size:
-                yield WorkUnit(_unit_name(batch), batch)
+                yield WorkUnit(_unit_name(batch), run_dir, spec, batch)
                 batch = []
     if batch:
-        yield WorkUnit(_unit_name(batch), batch)
+        yield WorkUnit(_unit_name(batch), run_dir, spec, batch)
 
 
 def _unit_name(batch: list[Any]) -> str:
@@ -61,11 +61,11 @@ class SampleSummary:
     run_dir: str
     run_id: str
     problems: int
-    samples: int  # generated in this call
-    skipped: int  # already present from an earlier call
-    tokens: int
-    errors: int
-    seconds: float
+    samples: int = 0  # generated in this call
+    skipped: int = 0  # already present from an earlier call
+    tokens: int = 0
+    errors: int = 0
+    seconds: float = 0.0
 
 
 def prepare_problems(cfg: DictConfig) -> tuple[list[Problem], dict[str, Any]]:
@@ -86,26 +86,15 @@ def engine_kwargs(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def run_sampling(cfg: DictConfig) -> SampleSummary:
-    """Sample every missing (problem, sample_idx) of the run in cfg.run_dir."""
-    problems, prompts = prepare_problems(cfg)
-    resolved = config_module.resolved(cfg)
-    run_id = rundir.prepare(cfg.run_dir, resolved)
-    done = done_samples(cfg.run_dir)
-    wanted = {p.problem_id for p in problems}
-    skipped = sum(len([i for i in idxs if i < cfg.sampling.n]) for pid, idxs in done.items() if pid in wanted)
-    todo = len(problems) * cfg.sampling.n - skipped
-    summary = SampleSummary(cfg.run_dir, run_id, len(problems), 0, skipped, 0, 0, 0.0)
-    if todo == 0:
-        print(f"[sample] {cfg.run_dir}: all {skipped} samples already present", file=sys.stderr)
-        return summary
-
-    from actors import cluster
-    from actors.embedded_model import resolve_model_path
+def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[Any]]:
+    """Prepare one run's directory; its summary so far, the samples missing, and their work units."""
     from actors.replica import SamplingSpec
-    from tqdm import tqdm
 
-    model_path = cluster.check_model(resolve_model_path(cfg.model.path))
+    problems, prompts = prepare_problems(cfg)
+    run_id = rundir.prepare(cfg.run_dir, config_module.resolved(cfg))
+    done = done_samples(cfg.run_dir)
+    summary = SampleSummary(cfg.run_dir, run_id, len(problems))
+    summary.skipped = sum(len([i for i in done.get(p.problem_id, ()) if i < cfg.sampling.n]) for p in problems)
     spec = SamplingSpec(
         temperature=cfg.sampling.temperature,
         top_p=cfg.sampling.top_p,
@@ -113,30 +102,54 @@ def run_sampling(cfg: DictConfig) -> SampleSummary:
         logprobs=cfg.sampling.logprobs,
         columns={"run_id": run_id, "model": cfg.model.name, "prompt": cfg.prompt.name, "decoding": cfg.decoding},
     )
-    units = plan_units(problems, prompts, cfg.sampling.n, cfg.sampling.seed, cfg.cluster.unit_size, done)
-    start = time.monotonic()
+    units = plan_units(problems, prompts, cfg.sampling.n, cfg.sampling.seed, cfg.cluster.unit_size, done, cfg.run_dir, spec)
+    return summary, len(problems) * cfg.sampling.n - summary.skipped, units
+
+
+def sample_runs(runs: list[DictConfig]) -> list[SampleSummary]:
+    """Sample every missing (problem, sample_idx) of several runs of one model on one pool of replicas."""
+    planned = [_plan_run(cfg) for cfg in runs]
+    summaries = {s.run_dir: s for s, _, _ in planned}
+    todo = sum(missing for _, missing, _ in planned)
+    if todo == 0:
+        for s in summaries.values():
+            print(f"[sample] {s.run_dir}: all {s.skipped} samples already present", file=sys.stderr)
+        return list(summaries.values())
+
+    from tqdm import tqdm
+
+    from actors import cluster
+    from actors.embedded_model import resolve_model_path
+
+    cfg = runs[0]
+    model_path = cluster.check_model(resolve_model_path(cfg.model.path))
+    units = itertools.chain.from_iterable(u for _, _, u in planned)
+    start, samples, tokens = time.monotonic(), 0, 0
     with tqdm(total=todo, unit="sample", desc="sampling", file=sys.stderr, disable=None) as bar:
         for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
-                                    engine_kwargs(cfg), spec, cfg.run_dir, units):
+                                    engine_kwargs(cfg), units):
+            summary = summaries[result["run_dir"]]
             summary.samples += result["rows"]
             summary.tokens += result["tokens"]
             summary.errors += result["errors"]
+            samples, tokens = samples + result["rows"], tokens + result["tokens"]
             elapsed = time.monotonic() - start
             bar.update(result["rows"])
-            bar.set_postfix_str(f"{summary.samples / elapsed:.1f} samples/s, {summary.tokens / elapsed:.0f} tok/s")
-    summary.seconds = time.monotonic() - start
-    print(
-        f"[sample] {summary.samples} samples ({summary.skipped} already present, {summary.errors} failed) "
-        f"in {summary.seconds:.1f}s: {summary.tokens / max(summary.seconds, 1e-9):.0f} tok/s -> {cfg.run_dir}/traces",
-        file=sys.stderr,
-    )
-    return summary
+            bar.set_postfix_str(f"{samples / elapsed:.1f} samples/s, {tokens / elapsed:.0f} tok/s")
+    for s in summaries.values():
+        s.seconds = time.monotonic() - start
+        print(
+            f"[sample] {s.samples} samples ({s.skipped} already present, {s.errors} failed) in {s.seconds:.1f}s: "
+            f"{s.tokens / max(s.seconds, 1e-9):.0f} tok/s -> {s.run_dir}/traces",
+            file=sys.stderr,
+        )
+    return list(summaries.values())
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     config_module.validate(cfg)
-    run_sampling(cfg)
+    sample_runs([cfg])
 
 
 if __name__ == "__main__":

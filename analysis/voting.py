@@ -1,0 +1,57 @@
+"""From sample texts to votes: answers extracted in parallel, equivalent answers grouped into classes.
+
+Grouping is equivalence-aware: "1/2" and "0.5" share a canonical key; keys that differ but are
+mathematically equal (`\\sqrt{2}/2` and `\\frac{\\sqrt2}{2}`) are merged with `is_equivalent`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from typing import Optional, Sequence
+
+import numpy as np
+
+from analysis.answers import canonicalize, extract_answer, grade, is_equivalent
+
+MAX_CLASSES_COMPARED = 32  # a new answer is compared with at most this many (most voted) classes
+CHUNK = 2048  # texts per task of the parallel extraction
+
+
+def _extract_chunk(args: tuple[list[str], str]) -> list[tuple[Optional[str], Optional[str]]]:
+    texts, fmt = args
+    out = []
+    for text in texts:
+        answer = extract_answer(text, fmt)
+        out.append((answer, canonicalize(answer, fmt)))
+    return out
+
+
+def extract_all(texts: Sequence[str], fmt: str, workers: int | None = None) -> list[tuple[Optional[str], Optional[str]]]:
+    """(extracted answer, canonical key) of every text, on `workers` processes (default: all cores)."""
+    workers = workers or os.cpu_count() or 1
+    chunks = [(list(texts[i : i + CHUNK]), fmt) for i in range(0, len(texts), CHUNK)]
+    if workers == 1 or len(chunks) == 1:
+        return [pair for chunk in chunks for pair in _extract_chunk(chunk)]
+    with ProcessPoolExecutor(workers) as pool:
+        return [pair for part in pool.map(_extract_chunk, chunks) for pair in part]
+
+
+def group_answers(keys: Sequence[Optional[str]], fmt: str) -> tuple[np.ndarray, list[str]]:
+    """Class id per sample (-1: no answer) and each class's answer, classes ordered by votes."""
+    classes: list[str] = []
+    class_of: dict[str, int] = {}
+    for key, _ in Counter(k for k in keys if k is not None).most_common():
+        match = next((i for i, rep in enumerate(classes[:MAX_CLASSES_COMPARED]) if is_equivalent(key, rep, fmt)), None)
+        if match is None:
+            match = len(classes)
+            classes.append(key)
+        class_of[key] = match
+    labels = np.array([class_of[k] if k is not None else -1 for k in keys], dtype=np.int64)
+    return labels, classes
+
+
+def correct_class(classes: Sequence[str], gold: str, fmt: str) -> int:
+    """The class equal to the gold answer, or -1 when no sample found it."""
+    return next((i for i, answer in enumerate(classes) if grade(answer, gold, fmt)), -1)

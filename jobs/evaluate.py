@@ -1,0 +1,52 @@
+"""The main job: sample (with a greedy baseline), aggregate, plot, and log to MLflow.
+
+    python -m jobs.evaluate                              # the embedded default, on this machine
+    python -m jobs.evaluate dataset=gsm8k dataset.limit=50 sampling.n=32
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, open_dict
+
+from jobs import config as config_module
+from jobs import tracking
+from jobs.aggregate import GREEDY_SUBDIR, aggregate, summary_table, track
+from jobs.sample import sample_runs
+
+
+def greedy_config(cfg: DictConfig) -> DictConfig:
+    """The same run at temperature 0 with one sample, in run_dir/greedy."""
+    greedy = cfg.copy()
+    with open_dict(greedy):
+        greedy.run_dir = f"{cfg.run_dir.rstrip('/')}/{GREEDY_SUBDIR}"
+        greedy.sampling.update(n=1, temperature=0.0, top_p=1.0)
+    return greedy
+
+
+def evaluate(cfg: DictConfig) -> str | None:
+    """Sample, aggregate and track one configuration; returns the MLflow run id."""
+    runs = [cfg] + ([greedy_config(cfg)] if cfg.greedy_baseline and cfg.sampling.temperature > 0 else [])
+    summaries = sample_runs(runs)
+    result = aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.sampling.seed,
+                       title=f"{cfg.model.name} / {cfg.dataset.name} / {cfg.prompt.name}")
+    main = summaries[0]
+    speed = {"throughput/tokens_per_s": main.tokens / main.seconds} if main.seconds else {}
+    run_id = track(cfg, result, config_module.resolved(cfg), speed)
+    print(summary_table(result))
+    print(f"plot:   {result.files[-1]}\ntables: {cfg.run_dir}/{{answers,problems,curves}}.parquet", file=sys.stderr)
+    if run_id:
+        print(f"MLflow: {tracking.run_link(cfg.tracking.uri, run_id)}", file=sys.stderr)
+    return run_id
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    config_module.validate(cfg)
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""MLflow logging of one evaluation: flattened config as params, curves as metrics with step=k.
+
+Each curve is the metric `accuracy/<method>` logged at step k, so MLflow's compare view overlays the
+scaling curves of several runs. Runs of a sweep are nested under the sweep's parent run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+PARENT_RUN_ENV = "MARGINAL_PARENT_RUN_ID"  # set by the sweep callback for every member run
+MAX_PARAM_CHARS = 6000
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """The id of experiment `name`, created when missing."""
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def log_evaluation(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    curves: Iterable[dict[str, Any]],
+    artifacts: Iterable[Path],
+    config: dict[str, Any],
+    tags: Optional[dict[str, str]] = None,
+) -> str:
+    """Log one evaluation (params, metrics, curves, artifact files, resolved config) as one MLflow run."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _client(uri)
+    tags = dict(tags or {})
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    run = client.create_run(experiment_id(uri, experiment), run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    entries = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in sorted(params.items())]
+    for start in range(0, len(entries), 100):
+        client.log_batch(run_id, params=entries[start : start + 100])
+    points = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    for row in curves:
+        for suffix, column in (("", "accuracy"), ("/ci_low", "ci_low"), ("/ci_high", "ci_high")):
+            points.append(Metric(f"accuracy/{row['method']}{suffix}", float(row[column]), now, int(row["k"])))
+    for start in range(0, len(points), 1000):
+        client.log_batch(run_id, metrics=points[start : start + 1000])
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    client.log_dict(run_id, config, "config.yaml")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def run_link(uri: str, run_id: str) -> str:
+    """Where to look at a run: the server URL, or the command that opens a local store."""
+    if uri.startswith("http"):
+        return f"{uri.rstrip('/')}/#/experiments/runs/{run_id}"
+    return f"run {run_id} in {uri} (mlflow ui --backend-store-uri {uri})"
