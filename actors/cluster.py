@@ -58,9 +58,10 @@ def check_resources(replicas: int, cpus: float, gpus: float) -> None:
             )
 
 
-def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any]):
+def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
+                    replica_class: type = EngineReplica):
     """A function that starts one replica actor with the resources it needs."""
-    actor = ray.remote(EngineReplica)
+    actor = ray.remote(replica_class)
     env = {"env_vars": dict(cluster.env)} if cluster.env else None
 
     def create():
@@ -81,11 +82,11 @@ def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_
 
 
 def serve(cluster: Any, replicas: int, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
-          units: Iterable[Any]) -> Iterator[dict[str, Any]]:
-    """Run every unit on `replicas` engine replicas, yielding per-unit counts as they finish."""
+          units: Iterable[Any], replica_class: type = EngineReplica) -> Iterator[dict[str, Any]]:
+    """Run every unit on `replicas` replicas of `replica_class` (tests pass a double), yielding per-unit results."""
     connect(cluster.address, cluster.num_cpus, dict(cluster.env))
     gpus = cluster.gpus_per_replica * (tensor_parallel if tensor_parallel > 1 else 1)
     check_resources(replicas, cluster.cpus_per_replica, gpus)
-    create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs))
+    create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs), replica_class)
     options = pool.PoolOptions(replicas, cluster.max_inflight, cluster.max_replica_restarts, cluster.startup_timeout_s)
     yield from pool.run(create, units, options)

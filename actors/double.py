@@ -7,8 +7,8 @@ request's seed: the gold answer 45% of the time, a wrong number 45%, no answer 1
 
 Options, read from `engine_kwargs` (vLLM's own keys there are ignored):
   delay_s        sleep this long before each unit (slow replicas, for scheduling tests)
-  crash_on_unit  exit the process abruptly (`os._exit`) when starting this unit (1-based)
-  crash_marker   with crash_on_unit: only the replica that creates this file first crashes
+  crash_on_unit  exit the process abruptly (`os._exit`) after the delay of this unit (1-based), unwritten
+  crash_marker   with crash_on_unit: only the replica that creates this file first crashes (it writes its name there)
 """
 
 from __future__ import annotations
@@ -30,20 +30,19 @@ class EngineDouble(EngineReplica):
 
     clock = staticmethod(time.process_time)  # CPU time: many doubles share few cores
 
-    def __init__(self, model_path: str, engine_kwargs: dict[str, Any], spec: SamplingSpec, run_dir: str):
-        self.spec, self.run_dir = spec, run_dir
+    def __init__(self, model_path: str, engine_kwargs: dict[str, Any]):
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.delay_s = float(engine_kwargs.get("delay_s", 0))
         self.crash_on_unit = engine_kwargs.get("crash_on_unit")
         self.crash_marker = engine_kwargs.get("crash_marker")
         self.units = 0
 
-    def run(self, unit: WorkUnit) -> dict[str, float]:
+    def run(self, unit: WorkUnit) -> dict[str, Any]:
         """Serve a unit like the real replica, after the configured delay or crash."""
         self.units += 1
-        if self.units == self.crash_on_unit and self._claim_crash():
-            os._exit(1)
         time.sleep(self.delay_s)
+        if self.units == self.crash_on_unit and self._claim_crash():
+            os._exit(1)  # mid-unit, before its shard is written
         return super().run(unit)
 
     def _claim_crash(self) -> bool:
@@ -51,14 +50,16 @@ class EngineDouble(EngineReplica):
         if not self.crash_marker:
             return True
         try:
-            os.close(os.open(self.crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            marker = os.open(self.crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return False
+        os.write(marker, self.name.encode())
+        os.close(marker)
         return True
 
-    def generate(self, requests: list[Request]) -> list[dict[str, Any]]:
+    def generate(self, requests: list[Request], spec: SamplingSpec) -> list[dict[str, Any]]:
         """One row per request, its text drawn from the request's seed."""
-        return [self._row(r, len(r.question) // 4, completion(r.seed, r.gold, self.spec.max_tokens)) for r in requests]
+        return [self._row(r, spec, len(r.question) // 4, completion(r.seed, r.gold, spec.max_tokens)) for r in requests]
 
 
 def completion(seed: int, gold: str, max_tokens: int) -> SimpleNamespace:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 
 class ReplicaStartError(RuntimeError):
@@ -75,11 +75,9 @@ def run(create: Callable[[], Any], units: Iterable[Any], options: PoolOptions) -
         try:
             yield ray.get(ref)
         except RayActorError as error:
-            retry.append(unit)
-            if slot in replicas:  # first failure seen from this replica: reassign its other units
+            retry.append(unit)  # the dead replica's other units come back here too, unless they had finished
+            if slot in replicas:  # first failure seen from this replica: replace it
                 del replicas[slot]
-                lost = [r for r, (owner, _) in inflight.items() if owner == slot]
-                retry.extend(inflight.pop(r)[1] for r in lost)
                 if restarts < options.max_restarts:
                     restarts += 1
                     new_slot = max(load) + 1
@@ -89,3 +87,5 @@ def run(create: Callable[[], Any], units: Iterable[Any], options: PoolOptions) -
                     f"every replica died ({restarts} replaced, cluster.max_replica_restarts={options.max_restarts}); "
                     f"last cause: {_cause(error)}. Finished shards are kept: rerun to resume."
                 ) from None
+        except RayTaskError as error:  # the unit itself failed (e.g. run_dir full): the replica is fine, stop
+            raise error.cause from error

@@ -7,10 +7,11 @@ one shard itself, so texts never travel through the driver. It knows nothing of 
 from __future__ import annotations
 
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
+
+import ray
 
 from analysis.traces import write_shard
 
@@ -61,19 +62,20 @@ class EngineReplica:
         self.llm = LLM(model=model_path, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = f"{ray.util.get_node_ip_address()}:{os.getpid()}"  # the node's address tells nodes apart
 
     def ready(self) -> str:
         """The replica's name, once its engine is loaded."""
         return self.name
 
-    def run(self, unit: WorkUnit) -> dict[str, float]:
-        """Generate every sample of `unit`, write its shard; return row, token, error counts and timings."""
+    def run(self, unit: WorkUnit) -> dict[str, Any]:
+        """Generate every sample of `unit`, write its shard; return its run_dir, counts and timings."""
         start = self.clock()
-        rows = self.generate(unit.requests)
+        rows = self.generate(unit.requests, unit.spec)
         generated = self.clock()
         write_shard(rows, unit.run_dir, unit.name)
         return {
+            "run_dir": unit.run_dir,
             "rows": len(rows),
             "tokens": sum(r["num_tokens"] for r in rows),
             "errors": sum(r["error"] is not None for r in rows),

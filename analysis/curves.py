@@ -14,8 +14,8 @@ n (typical runs store the same n for every problem). Per (method, k), `accuracy`
 problems of each problem's expected accuracy, `ci_low`/`ci_high` a 95% percentile bootstrap interval
 over problems (B = 1000 resamples, seeded), `stderr` the Monte Carlo standard error of `accuracy` (0
 where every problem was computed exactly) and `n_estimated` the number of problems estimated by Monte
-Carlo. `curves.per_problem[method]` holds the (problems, ks) matrix of per-problem values and
-`curves.maj_exact` says, per problem and k, which maj@k values are exact.
+Carlo. `curves.per_problem[method]` holds `Estimates`: (problems, ks) matrices of per-problem values,
+their standard errors and which of them were estimated (the path used).
 
 Definitions, per problem with n samples:
 * maj@k: draw k of the n samples without replacement, uniformly; the answer with the most votes wins,
@@ -55,14 +55,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
-from scipy.special import gammaln
+from scipy.special import gammaln, xlogy
 
 METHODS = ("maj", "pass", "weighted_maj")
 EPS = 1e-18  # probability mass that one truncation may drop (see module docstring)
 MAX_EXACT_WORK = 400_000  # above this many complex products per (problem, k), maj@k is estimated
+N_RIVALS = 8  # largest rivals whose draws bound which j can win
 SPLIT_WORK = 20_000  # exact maj@k splits its sum over j when one pass would do more complex products
 SE_TARGET = 0.001  # Monte Carlo standard error allowed on a mean over problems
 MIN_PERMUTATIONS = 64
@@ -81,12 +82,11 @@ class Problem:
 
 @dataclass
 class Curves:
-    """Result of `scaling_curves`: one row per (method, k), plus per-problem values."""
+    """Result of `scaling_curves`: one row per (method, k), plus per-problem values per method."""
 
     ks: list[int]
     rows: list[dict]
-    per_problem: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (problems, ks)
-    maj_exact: np.ndarray | None = None  # (problems, ks) bool: True where maj@k is exact
+    per_problem: dict[str, "Estimates"] = field(default_factory=dict)
 
 
 def k_grid(n: int) -> list[int]:
@@ -151,6 +151,22 @@ def _hypergeom_pmf(x: np.ndarray, successes: int, population: int, draws: int, l
     return np.where((x >= lo) & (x <= hi), np.exp(log_pmf), 0.0)
 
 
+def _win_bound(js: np.ndarray, c_r: int, rivals: np.ndarray, n: int, k: int, log_fact: np.ndarray) -> np.ndarray:
+    """An upper bound, per j, on P(X_r = j and every rival draws at most j).
+
+    P(X_r = j) times, given X_r = j, the product over `rivals` of Chernoff bounds on P(X_i <= j):
+    the k - j other draws are a multivariate hypergeometric sample, whose counts are negatively
+    associated, so P(all X_i <= j) <= prod_i P(X_i <= j); and P(X_i <= a) <= exp(-m KL(a/m || q))
+    for a <= m q, m draws and success fraction q, without replacement as with it (Hoeffding 1963)."""
+    bound = _hypergeom_pmf(js, c_r, n, k, log_fact)
+    m = (k - js)[:, None].astype(float)
+    q = rivals[None, :] / (n - c_r)
+    a = np.minimum(js[:, None] / np.maximum(m, 1), q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.where(a < q, xlogy(a, a / q) + xlogy(1 - a, (1 - a) / (1 - q)), 0.0)  # 0: at the mean or above
+    return bound * np.exp(-(m * kl).sum(axis=1))
+
+
 @lru_cache(maxsize=None)
 def _gauss_legendre01(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """Gauss-Legendre nodes and weights on [0, 1]: exact for polynomials of degree < 2 * n_nodes."""
@@ -164,37 +180,42 @@ def maj_at_k_exact(
     """Exact maj@k from class counts (right class, other answered classes; the rest of the n samples
     have no answer), or None when the work would exceed `max_work`. See the module docstring."""
     c_r, rest = int(correct_count), n - int(correct_count)
-    others = np.sort(np.asarray(other_counts, dtype=np.int64))
+    counts, mult = np.unique(np.asarray(other_counts, dtype=np.int64), return_counts=True)
     if c_r == 0:
         return 0.0
     if k == 1:
         return c_r / n
     if k == n:  # every sample is drawn: the plain vote
-        top = int(others[-1]) if len(others) else 0
-        return 0.0 if top > c_r else 1.0 / (1 + int(np.sum(others == c_r)))
+        if not len(counts) or counts[-1] < c_r:
+            return 1.0
+        return 0.0 if counts[-1] > c_r else 1.0 / (1 + int(mult[-1]))
     log_fact, p = _log_factorials(n), k / n
 
-    # Values j of X_r that matter: P(X_r = j) and P(largest rival draws <= j) both above EPS.
+    # Values j of X_r that matter: js[0] and js[-1] are the first and last j where a bound on
+    # P(X_r = j and no rival draws more) exceeds EPS (see `_win_bound`).
     js = np.arange(max(1, k - rest), min(c_r, k) + 1)
-    bound = _hypergeom_pmf(js, c_r, n, k, log_fact)
-    if len(others):
-        rival_cdf = np.cumsum(_hypergeom_pmf(np.arange(js[-1] + 1), int(others[-1]), n, k, log_fact))
-        bound = np.minimum(bound, rival_cdf[js])
-    kept = np.flatnonzero(bound > EPS)
+    rivals = np.repeat(counts[-N_RIVALS:], mult[-N_RIVALS:])[-N_RIVALS:]
+    kept = np.flatnonzero(_win_bound(js, c_r, rivals, n, k, log_fact) > EPS)
     if kept.size == 0:
         return 0.0
     js = js[kept[0] : kept[-1] + 1]
+    first = int(np.searchsorted(counts, js[0]))  # counts[first:] can reach js[0]: the contenders
+    if first == len(counts):  # no rival can tie or beat any j that matters
+        return float(_hypergeom_pmf(js, c_r, n, k, log_fact).sum())
 
     # Quadrature nodes per j: enough for the classes that can tie at j, given the k - j other draws.
-    can_tie = np.minimum(len(others) - np.searchsorted(others, js), (k - js) // js)
+    at_least = np.cumsum(mult[::-1])[::-1]  # number of classes with count >= counts[i]
+    reach = np.searchsorted(counts, js)
+    can_tie = np.minimum(np.where(reach < len(counts), at_least[np.minimum(reach, len(counts) - 1)], 0), (k - js) // js)
     n_nodes = can_tie // 2 + 1
 
-    # N points suffice when the others' total draw, Bin(rest, p), has < EPS mass outside
-    # [lo, hi] on each side and no coefficient we read aliases onto another inside it.
-    total_pmf = _binom_pmf(np.arange(rest + 1), rest, p, log_fact)
-    lo = int(np.count_nonzero(np.cumsum(total_pmf) <= EPS))
-    hi = int(np.count_nonzero(np.cumsum(total_pmf[::-1]) > EPS)) - 1
-    n_points = min(max(hi - (k - js[-1]), (k - js[0]) - lo, 0) + 1, rest + 1)
+    # N points suffice when the others' total draw T has < EPS mass outside [mean - h, mean + h]
+    # (Bernstein's inequality for the sum of rest Bernoulli(p)) and no coefficient we read, at
+    # k - j, aliases onto another one inside that window.
+    log_eps = -math.log(EPS)
+    h = log_eps / 3 + math.sqrt((log_eps / 3) ** 2 + 2 * log_eps * rest * p * (1 - p))
+    lo, hi = max(rest * p - h, 0), rest * p + h
+    n_points = min(int(max(hi - (k - js[-1]), (k - js[0]) - lo, 0)) + 1, rest + 1)
     n_points += 1 - n_points % 2  # odd, so 1 - p + p z never vanishes on the circle
     freqs = np.arange(n_points // 2 + 1)  # real coefficients: the other half is conjugate
     freq_weights = np.where(freqs == 0, 1.0, 2.0) / n_points
@@ -205,34 +226,35 @@ def maj_at_k_exact(
         """z_l ** e for each exponent e (rows) and frequency l (columns)."""
         return roots[np.outer(e, freqs) % n_points]
 
-    def win_mass(js: np.ndarray, counts: np.ndarray, mult: np.ndarray, n_nodes: int) -> float:
-        """Sum over these j of P(X_r = j and no rival beats j), ties weighted 1/(1+t); `counts`
-        (with multiplicities `mult`) are the rivals that can reach js[0], the rest is pooled."""
-        pool = rest - int(counts @ mult)
+    def win_mass(js: np.ndarray, first: int, n_nodes: int) -> float:
+        """Sum over these j of P(X_r = j and no rival beats j), ties weighted 1/(1+t); classes
+        counts[first:] can reach js[0], smaller ones are pooled with the no-answer samples."""
+        c, m = counts[first:, None], mult[first:]
+        pool = rest - int(np.dot(counts[first:], m))
         u, u_weights = _gauss_legendre01(n_nodes)
         head = np.arange(js[0])
-        terms = _binom_pmf(js, counts[:, None], p, log_fact)[:, :, None] * z_pow(js)  # (class, j, l)
-        below = _binom_pmf(head, counts[:, None], p, log_fact) @ z_pow(head)  # sum_{x < js[0]}
+        terms = _binom_pmf(js, c, p, log_fact)[:, :, None] * z_pow(js)  # (class, j, l)
+        below = np.einsum("cx,xl->cl", _binom_pmf(head, c, p, log_fact), z_pow(head))  # sum_{x < js[0]}
         fewer = below[:, None, :] + np.cumsum(terms, axis=1) - terms  # sum_{x < j}
-        factors = (fewer[:, :, None, :] + u[:, None] * terms[:, :, None, :]) ** mult[:, None, None, None]
-        product = (1 - p + p * z) ** pool * factors.prod(axis=0)  # (j, u, l)
-        coef = np.einsum("jul,jl->ju", product, z_pow(js - k) * freq_weights).real  # [z^(k-j)]
+        factors = u[:, None] * terms[:, :, None, :]  # (class, j, u, l); in place from here on
+        factors += fewer[:, :, None, :]
+        repeated = m > 1
+        if repeated.any():
+            factors[repeated] **= m[repeated, None, None, None]
+        product = (1 - p + p * z) ** pool * np.multiply.reduce(factors, axis=0)  # (j, u, l)
+        coef = np.einsum("jul,jl,u->j", product, z_pow(js - k) * freq_weights, u_weights).real  # [z^(k-j)]
         scale = _binom_pmf(js, c_r, p, log_fact) / _binom_pmf(k, n, p, log_fact)
-        return float(scale @ (coef @ u_weights))
-
-    def chunk(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        counts, mult = np.unique(others[others >= js[idx[0]]], return_counts=True)
-        return js[idx], counts, mult, int(n_nodes[idx[0]])
-
-    def work(chunks: list) -> int:
-        return sum(len(counts) * len(cjs) * nodes * len(freqs) for cjs, counts, _, nodes in chunks)
+        return float(np.dot(scale, coef))
 
     # One pass over all js, unless that is big: then split where the node count halves, so
     # that few j pay for many nodes.
-    chunks = [chunk(np.arange(len(js)))]
-    if work(chunks) > SPLIT_WORK:
-        chunks = [chunk(i) for i in np.split(np.arange(len(js)), np.flatnonzero(np.diff(np.log2(n_nodes).astype(int))) + 1)]
-    if work(chunks) > max_work:
+    chunks = [(js, first, int(n_nodes[0]))]
+    work = (len(counts) - first) * len(js) * int(n_nodes[0]) * len(freqs)
+    if work > SPLIT_WORK:
+        bounds = np.flatnonzero(np.diff(np.log2(n_nodes).astype(int))) + 1
+        chunks = [(c, int(np.searchsorted(counts, c[0])), int(n_nodes[c[0] - js[0]])) for c in np.split(js, bounds)]
+        work = sum((len(counts) - f) * len(c) * nodes * len(freqs) for c, f, nodes in chunks)
+    if work > max_work:
         return None
     return float(np.clip(sum(win_mass(*chunk) for chunk in chunks), 0.0, 1.0))
 
@@ -303,42 +325,53 @@ def n_permutations(n_estimated: int, n_problems: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _class_counts(problem: Problem) -> tuple[int, np.ndarray]:
-    """(count of the right class, counts of the other answered classes)."""
-    labels = np.asarray(problem.labels)
+class Estimates(NamedTuple):
+    """Per-problem values of one method, each (problems, ks): value, Monte Carlo standard error
+    (0 where exact) and whether the value was estimated by Monte Carlo."""
+
+    values: np.ndarray
+    stderr: np.ndarray
+    estimated: np.ndarray
+
+
+def class_counts(labels: np.ndarray, correct_class: int) -> tuple[int, np.ndarray]:
+    """(count of the right class, counts of the other answered classes), for maj_at_k_exact."""
+    labels = np.asarray(labels)
     classes, counts = np.unique(labels[labels >= 0], return_counts=True)
-    right = classes == problem.correct_class
+    right = classes == correct_class
     return int(counts[right].sum()), counts[~right]
 
 
 def maj_curve(
     problems: Sequence[Problem], ks: Sequence[int], seed: int = 0, max_work: float = MAX_EXACT_WORK
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """maj@k per problem and k: (values, Monte Carlo standard errors, exact mask), each (problems, ks).
-
-    Exact where the work fits `max_work`, else estimated (see the module docstring)."""
+) -> Estimates:
+    """maj@k per problem and k: exact where the work fits `max_work`, else estimated."""
     values = np.full((len(problems), len(ks)), np.nan)
     for i, problem in enumerate(problems):
-        c_r, others = _class_counts(problem)
-        n = len(problem.labels)
+        c_r, others = class_counts(problem.labels, problem.correct_class)
         for j, k in enumerate(ks):
-            value = maj_at_k_exact(c_r, others, n, k, max_work)
+            value = maj_at_k_exact(c_r, others, len(problem.labels), k, max_work)
             values[i, j] = np.nan if value is None else value
-    exact = ~np.isnan(values)
+    estimated = np.isnan(values)
     stderr = np.zeros_like(values)
-    estimated = np.flatnonzero(~exact.all(axis=1))
-    n_perm = n_permutations(len(estimated), len(problems))
-    for i in estimated:
-        todo = ~exact[i]
-        problem = problems[i]
+    todo = np.flatnonzero(estimated.any(axis=1))
+    n_perm = n_permutations(len(todo), len(problems))
+    for i in todo:
+        ks_i = [k for k, e in zip(ks, estimated[i]) if e]
         rng = np.random.default_rng([seed, int(i)])
-        mean, se = vote_at_k_mc(problem.labels, problem.correct_class, list(np.asarray(ks)[todo]), n_perm, rng)
-        values[i, todo], stderr[i, todo] = mean, se
-    return values, stderr, exact
+        mean, se = vote_at_k_mc(problems[i].labels, problems[i].correct_class, ks_i, n_perm, rng)
+        values[i, estimated[i]], stderr[i, estimated[i]] = mean, se
+    return Estimates(values, stderr, estimated)
 
 
-def weighted_maj_curve(problems: Sequence[Problem], ks: Sequence[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted maj@k per problem and k, estimated: (values, standard errors), each (problems, ks)."""
+def pass_curve(problems: Sequence[Problem], ks: Sequence[int]) -> Estimates:
+    """pass@k per problem and k, exact."""
+    values = np.array([pass_at_k(len(p.labels), class_counts(p.labels, p.correct_class)[0], ks) for p in problems])
+    return Estimates(values, np.zeros_like(values), np.zeros(values.shape, dtype=bool))
+
+
+def weighted_maj_curve(problems: Sequence[Problem], ks: Sequence[int], seed: int = 0) -> Estimates:
+    """Weighted maj@k per problem and k, estimated (exact at k = n, where every permutation agrees)."""
     n_perm = n_permutations(len(problems), len(problems))
     values, stderr = np.empty((len(problems), len(ks))), np.empty((len(problems), len(ks)))
     for i, problem in enumerate(problems):
@@ -346,7 +379,8 @@ def weighted_maj_curve(problems: Sequence[Problem], ks: Sequence[int], seed: int
             raise ValueError(f"weighted_maj needs weights, and problem {i} has none")
         rng = np.random.default_rng([seed, int(i), 1])
         values[i], stderr[i] = vote_at_k_mc(problem.labels, problem.correct_class, ks, n_perm, rng, problem.weights)
-    return values, stderr
+    estimated = np.array([[k < len(p.labels) for k in ks] for p in problems], dtype=bool).reshape(values.shape)
+    return Estimates(values, stderr, estimated)
 
 
 def bootstrap_ci(
@@ -357,8 +391,10 @@ def bootstrap_ci(
     Problems are resampled with replacement, the same resamples for every column."""
     n_problems = len(values)
     rng = np.random.default_rng(seed)
-    picks = rng.multinomial(n_problems, np.full(n_problems, 1 / n_problems), size=n_boot)
-    means = picks @ values / n_problems  # (n_boot, columns)
+    picks = rng.integers(0, n_problems, size=(n_boot, n_problems))
+    cells = (picks + n_problems * np.arange(n_boot)[:, None]).ravel()
+    times_picked = np.bincount(cells, minlength=n_boot * n_problems).reshape(n_boot, n_problems)
+    means = times_picked @ values / n_problems  # (n_boot, columns)
     alpha = (1 - level) / 2
     return np.quantile(means, alpha, axis=0), np.quantile(means, 1 - alpha, axis=0)
 
@@ -389,25 +425,24 @@ def scaling_curves(
     curves = Curves(ks=list(ks), rows=[])
     for method in methods:
         if method == "maj":
-            values, stderr, curves.maj_exact = maj_curve(problems, ks, seed)
+            estimates = maj_curve(problems, ks, seed)
         elif method == "pass":
-            values = np.array([pass_at_k(len(p.labels), _class_counts(p)[0], ks) for p in problems])
-            stderr = np.zeros_like(values)
+            estimates = pass_curve(problems, ks)
         else:
-            values, stderr = weighted_maj_curve(problems, ks, seed)
-        curves.per_problem[method] = values
-        low, high = bootstrap_ci(values, n_boot, seed)
-        mean_stderr = np.sqrt((stderr**2).sum(axis=0)) / len(problems)
+            estimates = weighted_maj_curve(problems, ks, seed)
+        curves.per_problem[method] = estimates
+        low, high = bootstrap_ci(estimates.values, n_boot, seed)
+        mean_stderr = np.sqrt((estimates.stderr**2).sum(axis=0)) / len(problems)
         for j, k in enumerate(ks):
             curves.rows.append(
                 {
                     "method": method,
                     "k": k,
-                    "accuracy": float(values[:, j].mean()),
+                    "accuracy": float(estimates.values[:, j].mean()),
                     "ci_low": float(low[j]),
                     "ci_high": float(high[j]),
                     "stderr": float(mean_stderr[j]),
-                    "n_estimated": int((stderr[:, j] > 0).sum()) if method != "pass" else 0,
+                    "n_estimated": int(estimates.estimated[:, j].sum()),
                 }
             )
     return curves

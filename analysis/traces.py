@@ -45,6 +45,10 @@ TRACE_SCHEMA = pa.schema(
 REQUIRED_COLUMNS = ("problem_id", "sample_idx", "text", "gold")
 
 
+class RunDirError(OSError):
+    """run_dir cannot hold the run's files (not writable, full, or under a file)."""
+
+
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and path of a local path or URI."""
     if "://" in uri:
@@ -57,16 +61,21 @@ def traces_dir(run_dir: str) -> str:
 
 
 def write_shard(rows: list[dict[str, Any]], run_dir: str, name: str) -> str:
-    """Write rows as `traces/<name>.parquet` (zstd), atomically; returns the shard path."""
+    """Write rows as `traces/<name>.parquet` (zstd), atomically; returns the shard path.
+
+    A storage failure (not writable, disk full) leaves no file behind and raises RunDirError naming run_dir.
+    """
     fs, root = filesystem(traces_dir(run_dir))
-    fs.create_dir(root, recursive=True)
     final, tmp = f"{root}/{name}.parquet", f"{root}/.{name}.{uuid.uuid4().hex}.tmp"
     table = pa.Table.from_pylist(rows, schema=TRACE_SCHEMA)
     try:
+        fs.create_dir(root, recursive=True)
         pq.write_table(table, tmp, filesystem=fs, compression="zstd")
         fs.move(tmp, final)
-    except BaseException:
+    except BaseException as error:
         _delete_quietly(fs, tmp)
+        if isinstance(error, OSError):
+            raise RunDirError(f"run_dir={run_dir}: cannot write shard {name}.parquet: {error}") from error
         raise
     return final
 
@@ -96,8 +105,11 @@ def done_samples(run_dir: str) -> dict[str, set[int]]:
     fs, root = filesystem(traces_dir(run_dir))
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         return {}
+    dataset = ds.dataset(root, filesystem=fs, format="parquet")
+    if not dataset.files:  # at most the hidden temp files of interrupted writes
+        return {}
     done: dict[str, set[int]] = defaultdict(set)
-    for batch in open_traces(run_dir).to_batches(columns=["problem_id", "sample_idx"]):
+    for batch in dataset.to_batches(columns=["problem_id", "sample_idx"]):
         for problem_id, sample_idx in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
             done[problem_id].add(sample_idx)
     return done

@@ -9,6 +9,7 @@ answers.parquet, problems.parquet, curves.parquet and curves.png into run_dir.
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -17,6 +18,7 @@ import hydra
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
@@ -26,7 +28,7 @@ from analysis.curves import majority_vote, scaling_curves
 from analysis.plots import plot_curves
 from analysis.traces import filesystem, open_traces
 from analysis.voting import correct_class, extract_all, group_answers
-from jobs import rundir, tracking
+from jobs import rundir, sweep, tracking
 
 GREEDY_SUBDIR = "greedy"
 READ_BATCH = 65_536
@@ -42,7 +44,7 @@ class Aggregate:
     curves: list[dict[str, Any]]
     greedy: Optional[float] = None
     metrics: dict[str, float] = field(default_factory=dict)
-    files: list[Path] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # local paths, or URIs when run_dir is one
 
 
 def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
@@ -140,6 +142,17 @@ def _write(table: pa.Table, run_dir: str, name: str) -> str:
     return f"{run_dir}/{name}"
 
 
+def _plot(curves: list[dict[str, Any]], run_dir: str, title: str, greedy: Optional[float]) -> str:
+    """Draw curves.png into run_dir: directly when it is local, through a local file when it is a URI."""
+    if "://" not in run_dir:
+        return str(plot_curves(curves, Path(run_dir) / "curves.png", title, greedy=greedy))
+    fs, root = filesystem(run_dir)
+    with tempfile.TemporaryDirectory() as staging:
+        local = plot_curves(curves, Path(staging) / "curves.png", title, greedy=greedy)
+        pafs.copy_files(str(local), f"{root}/curves.png", destination_filesystem=fs)
+    return f"{run_dir}/curves.png"
+
+
 def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, title: str = "") -> Aggregate:
     """Everything from traces to curves for one run directory; tables and the plot land in run_dir."""
     answers, problems_table, problems = vote(read_answers(run_dir, fmt, confidence), fmt)
@@ -148,9 +161,8 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
     result = Aggregate(run_dir, answers, problems_table, curves, greedy)
     for name, table in (("answers.parquet", answers), ("problems.parquet", problems_table),
                         ("curves.parquet", pa.Table.from_pylist(curves))):
-        result.files.append(Path(_write(table, run_dir, name)))
-    png = Path(run_dir) / "curves.png" if "://" not in run_dir else Path("curves.png")
-    result.files.append(Path(plot_curves(curves, png, title or run_dir, greedy=greedy)))
+        result.files.append(_write(table, run_dir, name))
+    result.files.append(_plot(curves, run_dir, title or run_dir, greedy))
     tokens = problems_table["tokens"].to_numpy()
     result.metrics = {
         "problems": float(problems_table.num_rows),
@@ -184,7 +196,7 @@ def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], extra_metr
         return None
     params = rundir.flatten(config)
     names = [str(params.get(k, "")) for k in ("model.name", "dataset.name", "prompt.name")]
-    tags = {"run_dir": result.run_dir, "model": names[0], "dataset": names[1], "prompt": names[2]}
+    tags = {"run_dir": result.run_dir, "model": names[0], "dataset": names[1], "prompt": names[2], **sweep.override_tags()}
     return tracking.log_evaluation(
         cfg.tracking.uri, cfg.tracking.experiment, "-".join(filter(None, names)) or result.run_dir, params,
         {**result.metrics, **(extra_metrics or {})}, result.curves, result.files, config, tags,

@@ -1,8 +1,7 @@
 """Command-line entry points: a bad config, dataset, model or run_dir ends the command with one line.
 
-    @cli.clean_errors
-    @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-    def main(cfg): ...
+    @cli.entry_point("config")
+    def main(cfg: DictConfig) -> None: ...
 
 The project's own errors and Hydra's config errors print `error: <message>` on stderr and exit with
 status 2; anything else (a bug) keeps its traceback. HYDRA_FULL_ERROR=1 keeps every traceback.
@@ -13,12 +12,17 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
+import hydra
 from hydra.errors import HydraException
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 EXIT_USAGE = 2
+FULL_ERRORS = os.environ.get("HYDRA_FULL_ERROR") == "1"  # as the user set it: every error with its traceback
 # (module, class): the project's error types. A module not imported yet cannot have raised its error,
 # so they are looked up lazily and the entry point does not import Ray just to report a bad option.
 PROJECT_ERRORS = (
@@ -35,30 +39,52 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message and its config cause on one line, without OmegaConf's indented details."""
-    parts = [str(error)]
+    """The error's message, and its config cause in parentheses, on one line without Hydra's search path."""
+    message = _brief(error)
     if isinstance(error.__cause__, OmegaConfBaseException):
-        parts.append(str(error.__cause__))
-    lines = [line.strip() for part in parts for line in part.splitlines() if line.strip() and not line[0].isspace()]
-    return " ".join(dict.fromkeys(lines))
+        message += f" ({_brief(error.__cause__)})"
+    return message
 
 
-def clean_errors(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a (Hydra) entry point so expected errors exit with status 2 and `error: <message>`."""
+def _brief(error: BaseException) -> str:
+    """The message without OmegaConf's full_key/object_type lines or Hydra's config search path."""
+    text = str(error).split("\n    full_key:")[0].split("Config search path:")[0]
+    return " ".join(text.split())
 
-    @functools.wraps(main)
+
+def entry_point(config_name: str = "config") -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """Decorator: a Hydra main over conf/<config_name>.yaml whose expected errors end it with one line."""
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        hydra_main = hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
+        if FULL_ERRORS:
+            return hydra_main(task)
+        hydra_task = hydra_main(_reported(task))  # reports the task's errors
+
+        @functools.wraps(task)
+        def main() -> Any:
+            os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its config errors instead of printing them
+            try:
+                return _reported(hydra_task)()  # reports Hydra's errors
+            finally:
+                del os.environ["HYDRA_FULL_ERROR"]
+
+        return main
+
+    return decorate
+
+
+def _reported(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func`, exiting with status 2 and `error: <message>` on an expected error."""
+
+    @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            return main(*args, **kwargs)
-        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them
         try:
-            return main(*args, **kwargs)
+            return func(*args, **kwargs)
         except Exception as error:
             if not isinstance(error, expected_errors()):
                 raise
             print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(EXIT_USAGE)
-        finally:
-            del os.environ["HYDRA_FULL_ERROR"]
 
     return wrapper

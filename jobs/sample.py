@@ -14,12 +14,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import hydra
 from omegaconf import DictConfig
 
-from analysis.traces import done_samples
+from analysis.traces import RunDirError, done_samples
+from jobs import cli, rundir
 from jobs import config as config_module
-from jobs import rundir
 from jobs.problems import Problem, load_problems
 from jobs.prompts import exemplars, render
 
@@ -66,6 +65,8 @@ class SampleSummary:
     tokens: int = 0
     errors: int = 0
     seconds: float = 0.0
+    generate_seconds: float = 0.0  # summed over units: replicas generating (the double reports CPU time)
+    write_seconds: float = 0.0  # summed over units: replicas writing shards
 
 
 def prepare_problems(cfg: DictConfig) -> tuple[list[Problem], dict[str, Any]]:
@@ -91,7 +92,10 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[Any]]:
     from actors.replica import SamplingSpec
 
     problems, prompts = prepare_problems(cfg)
-    run_id = rundir.prepare(cfg.run_dir, config_module.resolved(cfg))
+    try:
+        run_id = rundir.prepare(cfg.run_dir, config_module.resolved(cfg))
+    except OSError as error:
+        raise RunDirError(f"run_dir={cfg.run_dir}: cannot write there: {error}") from None
     done = done_samples(cfg.run_dir)
     summary = SampleSummary(cfg.run_dir, run_id, len(problems))
     summary.skipped = sum(len([i for i in done.get(p.problem_id, ()) if i < cfg.sampling.n]) for p in problems)
@@ -106,8 +110,19 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[Any]]:
     return summary, len(problems) * cfg.sampling.n - summary.skipped, units
 
 
-def sample_runs(runs: list[DictConfig]) -> list[SampleSummary]:
-    """Sample every missing (problem, sample_idx) of several runs of one model on one pool of replicas."""
+def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> list[SampleSummary]:
+    """Sample every missing (problem, sample_idx) of several runs of one model on one pool of replicas.
+
+    `replica_class` replaces the vLLM replica (tests and benchmarks pass actors.double.EngineDouble).
+    """
+    from tqdm import tqdm
+
+    from actors import cluster
+    from actors.embedded_model import resolve_model_path
+    from actors.replica import EngineReplica
+
+    cfg = runs[0]
+    model_path = cluster.check_model(resolve_model_path(cfg.model.path))  # before any run_dir is written
     planned = [_plan_run(cfg) for cfg in runs]
     summaries = {s.run_dir: s for s, _, _ in planned}
     todo = sum(missing for _, missing, _ in planned)
@@ -116,22 +131,17 @@ def sample_runs(runs: list[DictConfig]) -> list[SampleSummary]:
             print(f"[sample] {s.run_dir}: all {s.skipped} samples already present", file=sys.stderr)
         return list(summaries.values())
 
-    from tqdm import tqdm
-
-    from actors import cluster
-    from actors.embedded_model import resolve_model_path
-
-    cfg = runs[0]
-    model_path = cluster.check_model(resolve_model_path(cfg.model.path))
     units = itertools.chain.from_iterable(u for _, _, u in planned)
     start, samples, tokens = time.monotonic(), 0, 0
     with tqdm(total=todo, unit="sample", desc="sampling", file=sys.stderr, disable=None) as bar:
         for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
-                                    engine_kwargs(cfg), units):
+                                    engine_kwargs(cfg), units, replica_class or EngineReplica):
             summary = summaries[result["run_dir"]]
             summary.samples += result["rows"]
             summary.tokens += result["tokens"]
             summary.errors += result["errors"]
+            summary.generate_seconds += result["generate_s"]
+            summary.write_seconds += result["write_s"]
             samples, tokens = samples + result["rows"], tokens + result["tokens"]
             elapsed = time.monotonic() - start
             bar.update(result["rows"])
@@ -146,7 +156,7 @@ def sample_runs(runs: list[DictConfig]) -> list[SampleSummary]:
     return list(summaries.values())
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@cli.entry_point("config")
 def main(cfg: DictConfig) -> None:
     config_module.validate(cfg)
     sample_runs([cfg])

@@ -7,9 +7,10 @@ scaling curves of several runs. Runs of a sweep are nested under the sweep's par
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Union
 
 PARENT_RUN_ENV = "MARGINAL_PARENT_RUN_ID"  # set by the sweep callback for every member run
 MAX_PARAM_CHARS = 6000
@@ -35,11 +36,14 @@ def log_evaluation(
     params: dict[str, Any],
     metrics: dict[str, float],
     curves: Iterable[dict[str, Any]],
-    artifacts: Iterable[Path],
+    artifacts: Iterable[Union[str, Path]],
     config: dict[str, Any],
     tags: Optional[dict[str, str]] = None,
 ) -> str:
-    """Log one evaluation (params, metrics, curves, artifact files, resolved config) as one MLflow run."""
+    """Log one evaluation (params, metrics, curves, artifact files, resolved config) as one MLflow run.
+
+    Artifacts are local paths or URIs of any filesystem pyarrow knows (a run_dir in an object store).
+    """
     from mlflow.entities import Metric, Param, RunTag
 
     client = _client(uri)
@@ -59,11 +63,36 @@ def log_evaluation(
             points.append(Metric(f"accuracy/{row['method']}{suffix}", float(row[column]), now, int(row["k"])))
     for start in range(0, len(points), 1000):
         client.log_batch(run_id, metrics=points[start : start + 1000])
-    for path in artifacts:
-        client.log_artifact(run_id, str(path))
+    with tempfile.TemporaryDirectory() as staging:
+        for path in artifacts:
+            client.log_artifact(run_id, local_copy(str(path), staging))
     client.log_dict(run_id, config, "config.yaml")
     client.set_terminated(run_id)
     return run_id
+
+
+def local_copy(path: str, staging: str) -> str:
+    """`path` itself when it is local, else a copy of the file it names, made in `staging`."""
+    if "://" not in path:
+        return path
+    import pyarrow.fs as pafs
+
+    from analysis.traces import filesystem
+
+    fs, remote = filesystem(path)
+    local = os.path.join(staging, remote.rsplit("/", 1)[-1])
+    pafs.copy_files(remote, local, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return local
+
+
+def start_run(uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> str:
+    """Create a run that stays open (a sweep's parent) and return its id."""
+    return _client(uri).create_run(experiment_id(uri, experiment), run_name=run_name, tags=tags).info.run_id
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Close a run opened by `start_run` as FINISHED or FAILED."""
+    _client(uri).set_terminated(run_id, status)
 
 
 def run_link(uri: str, run_id: str) -> str:

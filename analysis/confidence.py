@@ -1,0 +1,99 @@
+"""DeepConf-style sample confidences from token logprobs (Fu et al. 2025, "Deep Think with Confidence").
+
+Token confidence at step i, from the logprobs of the top-k candidate tokens there:
+
+    C_i = -(1/k) * sum_j log P_i(j)
+
+It is high where the distribution is peaked (the runners-up are very unlikely). When only the sampled
+token's logprob is stored, the fallback is that token's probability, C_i = exp(logprob_i), which is
+also >= 0 and grows with confidence (-logprob_i, the same formula with k = 1, would rank confident
+tokens lowest). Both kinds are nonnegative, but their scales differ: don't mix them in one vote.
+
+Trace confidence (`trace_confidence` from logprobs, `trace_score` from token confidences; method
+names as in the paper):
+* "mean": the mean token confidence;
+* "lowest_group": the lowest mean over all windows of `window` consecutive tokens (the window is
+  capped at the trace's length, so a short trace has one window: its mean);
+* "bottom_percent": the mean of the lowest `percent`% of those window means (at least one);
+* "tail": the mean over the last `tail` tokens.
+An empty trace has confidence 0.0, the lowest possible, so it never outweighs a real one.
+
+`filter_top(weights, eta)` keeps the eta% most confident samples (ceil(eta% of n), ties by order)
+and gives the others weight 0; the result is ready as `weights` for weighted maj@k.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+WINDOW = 2048
+TAIL = 2048
+BOTTOM_PERCENT = 10.0
+TRACE_METHODS = ("mean", "lowest_group", "bottom_percent", "tail")
+
+
+def token_confidence(logprobs: Sequence[float], top_logprobs: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+    """Per-token confidence: -mean of the top-k logprobs at each step (0 at a step without them),
+    or exp(sampled logprob) when no top-k lists are stored."""
+    if top_logprobs is None or len(top_logprobs) == 0:
+        return np.exp(np.asarray(logprobs, dtype=float))
+    try:
+        tops = np.asarray(top_logprobs, dtype=float)  # (steps, k): the same k at every step
+    except (ValueError, TypeError):  # ragged or missing lists: one step at a time
+        return np.array([-np.mean(top) if top is not None and len(top) else 0.0 for top in top_logprobs])
+    return -tops.mean(axis=1) if tops.ndim == 2 and tops.shape[1] else np.zeros(len(tops))
+
+
+def window_means(conf: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """Means of every run of `window` consecutive values (window capped at the length)."""
+    w = min(window, len(conf))
+    sums = np.cumsum(np.concatenate([[0.0], conf]))
+    return (sums[w:] - sums[:-w]) / w
+
+
+def trace_score(
+    conf: np.ndarray,
+    method: str = "mean",
+    window: int = WINDOW,
+    tail: int = TAIL,
+    percent: float = BOTTOM_PERCENT,
+) -> float:
+    """One trace's confidence from its token confidences (see the module docstring)."""
+    if method not in TRACE_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {TRACE_METHODS}")
+    conf = np.asarray(conf, dtype=float)
+    if len(conf) == 0:
+        return 0.0
+    if method == "mean":
+        return float(conf.mean())
+    if method == "tail":
+        return float(conf[-tail:].mean())
+    groups = window_means(conf, window)
+    if method == "lowest_group":
+        return float(groups.min())
+    lowest = max(1, math.ceil(len(groups) * percent / 100))
+    return float(np.sort(groups)[:lowest].mean())
+
+
+def trace_confidence(
+    logprobs: Sequence[float],
+    top_logprobs: Sequence[Sequence[float]] | None = None,
+    method: str = "mean",
+    **options: float,
+) -> float:
+    """One trace's confidence from its per-token logprobs (and top-k logprobs, when stored);
+    `options` are trace_score's window, tail and percent."""
+    return trace_score(token_confidence(logprobs, top_logprobs), method, **options)
+
+
+def filter_top(weights: np.ndarray, eta: float) -> np.ndarray:
+    """Keep the weights of the ceil(eta% of n) largest (first ones win ties); set the rest to 0."""
+    weights = np.asarray(weights, dtype=float)
+    keep = math.ceil(round(len(weights) * eta / 100, 9))  # round: 70% of 10 is 7, not 7.000000000000001
+    order = np.argsort(-weights, kind="stable")
+    kept = np.zeros(len(weights))
+    kept[order[:keep]] = weights[order[:keep]]
+    return kept

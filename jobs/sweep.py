@@ -1,0 +1,61 @@
+"""Hydra sweeps tracked in MLflow: one parent run per sweep, each member's run nested under it.
+
+    python -m jobs.evaluate -m prompt=direct,cot sampling.temperature=0.3,0.7,1.0
+
+`SweepTracking` (conf/config.yaml, `hydra.callbacks`) opens the parent run when the multirun starts and
+exports its id (`tracking.PARENT_RUN_ENV`) to the members, whose runs nest under it and carry their
+overrides as tags (`override_tags`). The parent closes FINISHED when every member succeeded, else FAILED.
+Members run one after another, or concurrently on Ray with `hydra/launcher=ray`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from jobs import tracking
+
+OVERRIDES_TAG = "overrides"  # all of a run's command-line overrides, space-separated
+OVERRIDE_PREFIX = "override."  # one tag per override: override.<key> = value
+
+
+def override_tags() -> dict[str, str]:
+    """The running Hydra job's command-line overrides as MLflow tags (none outside a Hydra job)."""
+    if not HydraConfig.initialized():
+        return {}
+    overrides = list(HydraConfig.get().overrides.task)
+    if not overrides:
+        return {}
+    pairs = (o.partition("=") for o in overrides)
+    return {OVERRIDES_TAG: " ".join(overrides), **{OVERRIDE_PREFIX + k.lstrip("+~"): v for k, _, v in pairs}}
+
+
+class SweepTracking(Callback):
+    """Opens a sweep's MLflow parent run, nests the members under it, and closes it with the sweep's outcome."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.tracking.enabled:
+            return
+        overrides = " ".join(config.hydra.overrides.task)
+        name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_id = tracking.start_run(config.tracking.uri, config.tracking.experiment, name,
+                                    {"sweep": "true", OVERRIDES_TAG: overrides})
+        os.environ[tracking.PARENT_RUN_ENV] = run_id
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        parent = os.environ.get(tracking.PARENT_RUN_ENV)
+        failed = job_return.status == JobStatus.FAILED
+        if parent and failed and config.tracking.enabled and config.hydra.mode == RunMode.MULTIRUN:
+            tracking.end_run(config.tracking.uri, parent, "FAILED")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        parent = os.environ.pop(tracking.PARENT_RUN_ENV, None)
+        if parent and config.tracking.enabled:
+            tracking.end_run(config.tracking.uri, parent, "FINISHED")
