@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Optional, Union
 
 import ray
 
+from analysis.cot_decoding import answer_confidence, token_offsets
 from analysis.traces import write_shard
 
 Prompt = Union[str, list[dict[str, str]]]
@@ -39,6 +41,10 @@ class SamplingSpec:
     max_tokens: int
     logprobs: int
     columns: dict[str, str] = field(default_factory=dict)  # run_id, model, prompt, decoding
+    decoding: str = "sample"  # sample | cot_decoding
+    branches: int = 10  # cot_decoding: the top-k first tokens branched on
+    answer_format: str = "auto"  # cot_decoding: how a branch's answer is found, for its confidence
+    stop: tuple[str, ...] = ()  # texts that end a sample (a completion prompt's next question)
 
 
 @dataclass(frozen=True)
@@ -87,24 +93,70 @@ class EngineReplica:
         """One trace row per request; a prompt too long for the model fails alone, with its reason."""
         from vllm.inputs import TokensPrompt
 
-        rows, prompts, params, pending = [], [], [], []
+        branching = spec.decoding == "cot_decoding"
+        rows, ready = self._admit(requests, spec, min_room=2 if branching else 1)
+        if branching:
+            return rows + self._branch(ready, spec)
+        if ready:
+            prompts = [TokensPrompt(prompt_token_ids=ids) for _, ids in ready]
+            params = [_params(spec, r.seed, min(spec.max_tokens, self.max_model_len - len(ids))) for r, ids in ready]
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            rows += [self._row(r, spec, len(ids), out.outputs[0]) for (r, ids), out in zip(ready, outputs)]
+        return rows
+
+    def _admit(self, requests: list[Request], spec: SamplingSpec,
+               min_room: int) -> tuple[list[dict[str, Any]], list[tuple[Request, list[int]]]]:
+        """Error rows for prompts that leave under `min_room` tokens of context; (request, prompt ids) for the rest."""
+        rows, ready = [], []
         prompt_ids: dict[str, list[int]] = {}
         for request in requests:
             if request.problem_id not in prompt_ids:
                 prompt_ids[request.problem_id] = self._tokenize(request.prompt)
             ids = prompt_ids[request.problem_id]
-            room = self.max_model_len - len(ids)
-            if room < 1:
+            if self.max_model_len - len(ids) < min_room:
                 reason = f"prompt has {len(ids)} tokens; the model's context (max_model_len) is {self.max_model_len}"
                 rows.append(self._row(request, spec, len(ids), error=reason))
-                continue
-            prompts.append(TokensPrompt(prompt_token_ids=ids))
-            params.append(_params(spec, request.seed, min(spec.max_tokens, room)))
-            pending.append((request, len(ids)))
-        if prompts:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
-            rows += [self._row(req, spec, n_prompt, out.outputs[0]) for (req, n_prompt), out in zip(pending, outputs)]
-        return rows
+            else:
+                ready.append((request, ids))
+        return rows, ready
+
+    def _branch(self, ready: list[tuple[Request, list[int]]], spec: SamplingSpec) -> list[dict[str, Any]]:
+        """CoT-decoding: each problem's top-k first tokens, each branch continued greedily; a request's
+        sample_idx is its branch's rank. All branches of all problems go to the engine in one batch."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        problems = {request.problem_id: ids for request, ids in ready}
+        if not problems:
+            return []
+        first = SamplingParams(max_tokens=1, temperature=0.0, logprobs=spec.branches)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in problems.values()], first, use_tqdm=False)
+        steps = {pid: out.outputs[0].logprobs[0] for pid, out in zip(problems, outputs)}
+        heads = [(request, ids, steps[request.problem_id], _ranked(steps[request.problem_id])[request.sample_idx])
+                 for request, ids in ready]
+        params = [SamplingParams(temperature=0.0, max_tokens=min(spec.max_tokens, self.max_model_len - len(ids)) - 1,
+                                 logprobs=max(2, spec.logprobs), stop=list(spec.stop)) for _, ids, _, _ in heads]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids + [token]) for _, ids, _, token in heads],
+                                    params, use_tqdm=False)
+        return [self._branch_row(request, spec, len(ids), step, token, out.outputs[0])
+                for (request, ids, step, token), out in zip(heads, outputs)]
+
+    def _branch_row(self, request: Request, spec: SamplingSpec, prompt_tokens: int, step: dict, token: int,
+                    rest: Any) -> dict[str, Any]:
+        """The row of one branch: its first token then the greedy rest, with its rank and answer confidence Δ."""
+        steps = [step] + list(rest.logprobs)
+        branch = SimpleNamespace(
+            text=step[token].decoded_token + rest.text,
+            token_ids=[token] + list(rest.token_ids),
+            finish_reason=rest.finish_reason,
+            cumulative_logprob=step[token].logprob + (rest.cumulative_logprob or 0.0),
+            logprobs=steps,
+        )
+        pieces = [s[t].decoded_token or "" for t, s in zip(branch.token_ids, steps)]
+        tops = [[lp.logprob for lp in s.values()] for s in steps]
+        delta = answer_confidence(branch.text, token_offsets(branch.text, pieces), tops, spec.answer_format)
+        return {**self._row(request, spec, prompt_tokens, branch), "branch_rank": request.sample_idx,
+                "answer_confidence": delta}
 
     def _tokenize(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -146,7 +198,12 @@ def _params(spec: SamplingSpec, seed: int, max_tokens: int):
     from vllm import SamplingParams
 
     return SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p, max_tokens=max_tokens, seed=seed,
-                          logprobs=spec.logprobs or None)
+                          logprobs=spec.logprobs or None, stop=list(spec.stop))
+
+
+def _ranked(step: dict) -> list[int]:
+    """The candidate token ids of one step's logprobs, most likely first."""
+    return sorted(step, key=lambda token: step[token].rank)
 
 
 def _logprob_columns(completion: Any, k: int) -> dict[str, Any]:

@@ -19,7 +19,8 @@ names as in the paper):
 An empty trace has confidence 0.0, the lowest possible, so it never outweighs a real one.
 
 `filter_top(weights, eta)` keeps the eta% most confident samples (ceil(eta% of n), ties by order)
-and gives the others weight 0; the result is ready as `weights` for weighted maj@k.
+and gives the others weight 0 (row by row for a 2-D array); the result is ready as `weights` for
+weighted maj@k. `scaling_curves(..., top_percent=eta)` applies it within each drawn k-subset.
 """
 
 from __future__ import annotations
@@ -90,10 +91,10 @@ def trace_confidence(
 
 
 def filter_top(weights: np.ndarray, eta: float) -> np.ndarray:
-    """Keep the weights of the ceil(eta% of n) largest (first ones win ties); set the rest to 0."""
+    """Keep the weights of the ceil(eta% of n) largest along the last axis (first ones win ties); set the rest to 0."""
     weights = np.asarray(weights, dtype=float)
-    keep = math.ceil(round(len(weights) * eta / 100, 9))  # round: 70% of 10 is 7, not 7.000000000000001
-    order = np.argsort(-weights, kind="stable")
-    kept = np.zeros(len(weights))
-    kept[order[:keep]] = weights[order[:keep]]
+    keep = math.ceil(round(weights.shape[-1] * eta / 100, 9))  # round: 70% of 10 is 7, not 7.000000000000001
+    top = np.argsort(-weights, axis=-1, kind="stable")[..., :keep]
+    kept = np.zeros_like(weights)
+    np.put_along_axis(kept, top, np.take_along_axis(weights, top, axis=-1), axis=-1)
     return kept

@@ -22,6 +22,8 @@ Definitions, per problem with n samples:
   a tie among t answers that includes the right one scores 1/t, and a draw with no answers scores 0.
 * pass@k: the chance that at least one of the k drawn samples is right, 1 - C(n-c, k) / C(n, k).
 * weighted maj@k: as maj@k with each vote counting its sample's weight (ties within a relative 1e-9).
+* weighted_maj_top{η}@k (`top_percent=η`, DeepConf's filter): as weighted maj@k, but only the ceil(η% of k)
+  highest-weighted of the k drawn samples vote.
 
 How maj@k is computed. Let X_i be the number of draws that land in class i and r the right class.
 Sampling k of n without replacement is the same as keeping each sample independently with probability
@@ -37,10 +39,12 @@ The integrand is a polynomial in u of degree at most the number of classes that 
 Gauss-Legendre quadrature with that many nodes over two is exact; the coefficient is read off by a
 discrete Fourier transform over N points, where the product is elementwise. Classes with the same count
 share one factor (raised to their multiplicity), and classes smaller than every j that matters are
-pooled with the no-answer samples into one binomial factor. Two truncations keep this cheap and
-drop less than 1e-15 of probability in all: values of j are skipped where P(X_r = j) or P(X_a <= j), for
-the largest rival a, is below 1e-18, and N only spans the central part of the others' total draw.
-All numbers are probabilities, so nothing overflows at any n.
+pooled with the no-answer samples into one binomial factor; the sum over j is split where the number
+of quadrature nodes halves, so that the few small j with many possible ties don't set it for all.
+Two truncations keep this cheap, each dropping at most EPS = 1e-16 of probability per j: values of j
+are skipped where a bound on P(X_r = j and no large rival draws more) is below EPS (`_kept_js`), and
+N only spans the others' total draw up to a Bernstein tail of EPS. All numbers are probabilities, so
+nothing overflows at any n; results agree with brute force and exact enumeration to about 1e-13.
 
 When that work (classes x values of j x quadrature nodes x N) exceeds `MAX_EXACT_WORK`, maj@k is
 estimated from prefixes of random permutations of the samples instead: the first k samples of a random
@@ -60,13 +64,15 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from scipy.special import gammaln, xlogy
 
+from analysis.confidence import filter_top
+
 METHODS = ("maj", "pass", "weighted_maj")
-EPS = 1e-18  # probability mass that one truncation may drop (see module docstring)
-MAX_EXACT_WORK = 400_000  # above this many complex products per (problem, k), maj@k is estimated
+EPS = 1e-16  # probability mass that one truncation may drop, per j (see module docstring)
+MAX_EXACT_WORK = 60_000  # above this many complex products per (problem, k), maj@k is estimated
 N_RIVALS = 8  # largest rivals whose draws bound which j can win
-SPLIT_WORK = 20_000  # exact maj@k splits its sum over j when one pass would do more complex products
+SPLIT_WORK = 60_000  # exact maj@k splits its sum over j when one pass would do more complex products
 SE_TARGET = 0.001  # Monte Carlo standard error allowed on a mean over problems
-MIN_PERMUTATIONS = 64
+MIN_PERMUTATIONS = 32
 N_BOOTSTRAP = 1000
 TIE_RTOL = 1e-9  # weighted votes within this relative distance of the top count as tied
 
@@ -151,20 +157,25 @@ def _hypergeom_pmf(x: np.ndarray, successes: int, population: int, draws: int, l
     return np.where((x >= lo) & (x <= hi), np.exp(log_pmf), 0.0)
 
 
-def _win_bound(js: np.ndarray, c_r: int, rivals: np.ndarray, n: int, k: int, log_fact: np.ndarray) -> np.ndarray:
-    """An upper bound, per j, on P(X_r = j and every rival draws at most j).
+def _kept_js(c_r: int, counts: np.ndarray, mult: np.ndarray, n: int, k: int, log_fact: np.ndarray) -> np.ndarray:
+    """The draws j of the right class that matter: from the first to the last j where an upper bound
+    on P(X_r = j and no rival draws more than j) exceeds EPS.
 
-    P(X_r = j) times, given X_r = j, the product over `rivals` of Chernoff bounds on P(X_i <= j):
-    the k - j other draws are a multivariate hypergeometric sample, whose counts are negatively
-    associated, so P(all X_i <= j) <= prod_i P(X_i <= j); and P(X_i <= a) <= exp(-m KL(a/m || q))
+    The bound is P(X_r = j) times, given X_r = j, Chernoff bounds on P(X_i <= j) for the largest
+    rivals: the k - j other draws are a multivariate hypergeometric sample, whose counts are
+    negatively associated, so P(all X_i <= j) <= prod_i P(X_i <= j); and P(X_i <= a) <= exp(-m KL(a/m || q))
     for a <= m q, m draws and success fraction q, without replacement as with it (Hoeffding 1963)."""
+    js = np.arange(max(1, k - (n - c_r)), min(c_r, k) + 1)
     bound = _hypergeom_pmf(js, c_r, n, k, log_fact)
-    m = (k - js)[:, None].astype(float)
-    q = rivals[None, :] / (n - c_r)
-    a = np.minimum(js[:, None] / np.maximum(m, 1), q)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl = np.where(a < q, xlogy(a, a / q) + xlogy(1 - a, (1 - a) / (1 - q)), 0.0)  # 0: at the mean or above
-    return bound * np.exp(-(m * kl).sum(axis=1))
+    js, bound = js[bound > EPS], bound[bound > EPS]
+    if len(counts) and len(js):
+        m = (k - js)[:, None].astype(float)
+        q = counts[None, -N_RIVALS:] / (n - c_r)
+        a = np.minimum(js[:, None] / np.maximum(m, 1), q)
+        with np.errstate(divide="ignore", invalid="ignore"):  # KL is 0 from the mean up, inf if q = 1
+            kl = np.where(a < q, xlogy(a, a / q) + xlogy(1 - a, (1 - a) / (1 - q)), 0.0)
+        js = js[bound * np.exp(-(m * kl) @ mult[-N_RIVALS:]) > EPS]
+    return np.arange(js[0], js[-1] + 1) if len(js) else js
 
 
 @lru_cache(maxsize=None)
@@ -179,8 +190,12 @@ def maj_at_k_exact(
 ) -> float | None:
     """Exact maj@k from class counts (right class, other answered classes; the rest of the n samples
     have no answer), or None when the work would exceed `max_work`. See the module docstring."""
-    c_r, rest = int(correct_count), n - int(correct_count)
     counts, mult = np.unique(np.asarray(other_counts, dtype=np.int64), return_counts=True)
+    return _maj_exact(int(correct_count), counts, mult, n, k, max_work)
+
+
+def _maj_exact(c_r: int, counts: np.ndarray, mult: np.ndarray, n: int, k: int, max_work: float) -> float | None:
+    """maj_at_k_exact, with the other classes given as distinct counts (ascending) and multiplicities."""
     if c_r == 0:
         return 0.0
     if k == 1:
@@ -189,16 +204,10 @@ def maj_at_k_exact(
         if not len(counts) or counts[-1] < c_r:
             return 1.0
         return 0.0 if counts[-1] > c_r else 1.0 / (1 + int(mult[-1]))
-    log_fact, p = _log_factorials(n), k / n
-
-    # Values j of X_r that matter: js[0] and js[-1] are the first and last j where a bound on
-    # P(X_r = j and no rival draws more) exceeds EPS (see `_win_bound`).
-    js = np.arange(max(1, k - rest), min(c_r, k) + 1)
-    rivals = np.repeat(counts[-N_RIVALS:], mult[-N_RIVALS:])[-N_RIVALS:]
-    kept = np.flatnonzero(_win_bound(js, c_r, rivals, n, k, log_fact) > EPS)
-    if kept.size == 0:
+    log_fact, p, rest = _log_factorials(n), k / n, n - c_r
+    js = _kept_js(c_r, counts, mult, n, k, log_fact)
+    if len(js) == 0:
         return 0.0
-    js = js[kept[0] : kept[-1] + 1]
     first = int(np.searchsorted(counts, js[0]))  # counts[first:] can reach js[0]: the contenders
     if first == len(counts):  # no rival can tie or beat any j that matters
         return float(_hypergeom_pmf(js, c_r, n, k, log_fact).sum())
@@ -206,8 +215,8 @@ def maj_at_k_exact(
     # Quadrature nodes per j: enough for the classes that can tie at j, given the k - j other draws.
     at_least = np.cumsum(mult[::-1])[::-1]  # number of classes with count >= counts[i]
     reach = np.searchsorted(counts, js)
-    can_tie = np.minimum(np.where(reach < len(counts), at_least[np.minimum(reach, len(counts) - 1)], 0), (k - js) // js)
-    n_nodes = can_tie // 2 + 1
+    can_tie = np.where(reach < len(counts), at_least[np.minimum(reach, len(counts) - 1)], 0)
+    n_nodes = np.minimum(can_tie, (k - js) // js) // 2 + 1
 
     # N points suffice when the others' total draw T has < EPS mass outside [mean - h, mean + h]
     # (Bernstein's inequality for the sum of rest Bernoulli(p)) and no coefficient we read, at
@@ -221,6 +230,8 @@ def maj_at_k_exact(
     freq_weights = np.where(freqs == 0, 1.0, 2.0) / n_points
     roots = np.exp(2j * np.pi * np.arange(n_points) / n_points)
     z = roots[freqs]
+    log_norm = log_fact[n] - log_fact[k] - log_fact[n - k] + k * math.log(p) + (n - k) * math.log1p(-p)
+    norm = math.exp(log_norm)  # Bin(k; n, p)
 
     def z_pow(e: np.ndarray) -> np.ndarray:
         """z_l ** e for each exponent e (rows) and frequency l (columns)."""
@@ -232,9 +243,10 @@ def maj_at_k_exact(
         c, m = counts[first:, None], mult[first:]
         pool = rest - int(np.dot(counts[first:], m))
         u, u_weights = _gauss_legendre01(n_nodes)
-        head = np.arange(js[0])
-        terms = _binom_pmf(js, c, p, log_fact)[:, :, None] * z_pow(js)  # (class, j, l)
-        below = np.einsum("cx,xl->cl", _binom_pmf(head, c, p, log_fact), z_pow(head))  # sum_{x < js[0]}
+        xs = np.arange(js[-1] + 1)
+        pmf, zx = _binom_pmf(xs, c, p, log_fact), z_pow(xs)  # (class, x), (x, l)
+        below = np.einsum("cx,xl->cl", pmf[:, : js[0]], zx[: js[0]])  # sum_{x < js[0]}
+        terms = pmf[:, js[0] :, None] * zx[js[0] :]  # (class, j, l)
         fewer = below[:, None, :] + np.cumsum(terms, axis=1) - terms  # sum_{x < j}
         factors = u[:, None] * terms[:, :, None, :]  # (class, j, u, l); in place from here on
         factors += fewer[:, :, None, :]
@@ -243,8 +255,7 @@ def maj_at_k_exact(
             factors[repeated] **= m[repeated, None, None, None]
         product = (1 - p + p * z) ** pool * np.multiply.reduce(factors, axis=0)  # (j, u, l)
         coef = np.einsum("jul,jl,u->j", product, z_pow(js - k) * freq_weights, u_weights).real  # [z^(k-j)]
-        scale = _binom_pmf(js, c_r, p, log_fact) / _binom_pmf(k, n, p, log_fact)
-        return float(np.dot(scale, coef))
+        return float(np.dot(_binom_pmf(js, c_r, p, log_fact), coef)) / norm
 
     # One pass over all js, unless that is big: then split where the node count halves, so
     # that few j pay for many nodes.
@@ -252,7 +263,9 @@ def maj_at_k_exact(
     work = (len(counts) - first) * len(js) * int(n_nodes[0]) * len(freqs)
     if work > SPLIT_WORK:
         bounds = np.flatnonzero(np.diff(np.log2(n_nodes).astype(int))) + 1
-        chunks = [(c, int(np.searchsorted(counts, c[0])), int(n_nodes[c[0] - js[0]])) for c in np.split(js, bounds)]
+        chunks = [
+            (c, int(np.searchsorted(counts, c[0])), int(n_nodes[c[0] - js[0]])) for c in np.split(js, bounds)
+        ]
         work = sum((len(counts) - f) * len(c) * nodes * len(freqs) for c, f, nodes in chunks)
     if work > max_work:
         return None
@@ -271,8 +284,10 @@ def vote_at_k_mc(
     n_perm: int,
     rng: np.random.Generator,
     weights: np.ndarray | None = None,
+    top_percent: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Estimate (weighted) maj@k for every k from the prefixes of n_perm random permutations.
+    """Estimate (weighted) maj@k for every k from the prefixes of n_perm random permutations; with
+    `top_percent`, only the top η% weights of each prefix vote.
 
     Returns (estimate, standard error), one value per k."""
     labels = np.asarray(labels)
@@ -295,8 +310,12 @@ def vote_at_k_mc(
         batch_scores = np.empty((rows, len(ks)))
         prev = 0
         for i, k in enumerate(ks):
-            w = None if sample_weights is None else sample_weights[order[:, prev:k]].ravel()
-            totals += np.bincount(cells[:, prev:k].ravel(), weights=w, minlength=rows * m).reshape(rows, m)
+            if top_percent is None:
+                w = None if sample_weights is None else sample_weights[order[:, prev:k]].ravel()
+                totals += np.bincount(cells[:, prev:k].ravel(), weights=w, minlength=rows * m).reshape(rows, m)
+            else:  # which samples vote depends on the whole prefix: recount it
+                w = filter_top(sample_weights[order[:, :k]], top_percent).ravel()
+                totals = np.bincount(cells[:, :k].ravel(), weights=w, minlength=rows * m).reshape(rows, m)
             batch_scores[:, i] = _tie_credit(totals * votes_for, target)
             prev = k
         scores.append(batch_scores)
@@ -349,8 +368,9 @@ def maj_curve(
     values = np.full((len(problems), len(ks)), np.nan)
     for i, problem in enumerate(problems):
         c_r, others = class_counts(problem.labels, problem.correct_class)
+        counts, mult = np.unique(others, return_counts=True)
         for j, k in enumerate(ks):
-            value = maj_at_k_exact(c_r, others, len(problem.labels), k, max_work)
+            value = _maj_exact(c_r, counts, mult, len(problem.labels), k, max_work)
             values[i, j] = np.nan if value is None else value
     estimated = np.isnan(values)
     stderr = np.zeros_like(values)
@@ -370,15 +390,18 @@ def pass_curve(problems: Sequence[Problem], ks: Sequence[int]) -> Estimates:
     return Estimates(values, np.zeros_like(values), np.zeros(values.shape, dtype=bool))
 
 
-def weighted_maj_curve(problems: Sequence[Problem], ks: Sequence[int], seed: int = 0) -> Estimates:
-    """Weighted maj@k per problem and k, estimated (exact at k = n, where every permutation agrees)."""
+def weighted_maj_curve(problems: Sequence[Problem], ks: Sequence[int], seed: int = 0,
+                       top_percent: float | None = None) -> Estimates:
+    """Weighted maj@k per problem and k (only the top η% of each draw voting, with `top_percent`),
+    estimated (exact at k = n, where every permutation agrees)."""
     n_perm = n_permutations(len(problems), len(problems))
     values, stderr = np.empty((len(problems), len(ks))), np.empty((len(problems), len(ks)))
     for i, problem in enumerate(problems):
         if problem.weights is None:
             raise ValueError(f"weighted_maj needs weights, and problem {i} has none")
         rng = np.random.default_rng([seed, int(i), 1])
-        values[i], stderr[i] = vote_at_k_mc(problem.labels, problem.correct_class, ks, n_perm, rng, problem.weights)
+        values[i], stderr[i] = vote_at_k_mc(problem.labels, problem.correct_class, ks, n_perm, rng, problem.weights,
+                                            top_percent)
     estimated = np.array([[k < len(p.labels) for k in ks] for p in problems], dtype=bool).reshape(values.shape)
     return Estimates(values, stderr, estimated)
 
@@ -405,20 +428,24 @@ def scaling_curves(
     methods: Sequence[str] | None = None,
     seed: int = 0,
     n_boot: int = N_BOOTSTRAP,
+    top_percent: float | None = None,
 ) -> Curves:
     """Accuracy versus k for each method, with 95% bootstrap intervals over problems.
 
-    `methods` defaults to maj and pass, plus weighted_maj when every problem has weights."""
+    `methods` defaults to maj and pass, plus weighted_maj (and with `top_percent` η, the method
+    weighted_maj_top{η}) when every problem has weights."""
     if not problems:
         raise ValueError("no problems")
     min_n = min(len(p.labels) for p in problems)
     ks = k_grid(min_n) if ks is None else sorted(int(k) for k in ks)
     if ks[0] < 1 or ks[-1] > min_n:
         raise ValueError(f"every k must lie in [1, {min_n}], the smallest n among the problems")
+    top_method = f"weighted_maj_top{top_percent:g}" if top_percent is not None else None
     if methods is None:
         with_weights = all(p.weights is not None for p in problems)
         methods = ("maj", "pass", "weighted_maj") if with_weights else ("maj", "pass")
-    unknown = set(methods) - set(METHODS)
+        methods += (top_method,) if with_weights and top_percent is not None else ()
+    unknown = set(methods) - set(METHODS) - {top_method}
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; expected some of {METHODS}")
 
@@ -429,7 +456,7 @@ def scaling_curves(
         elif method == "pass":
             estimates = pass_curve(problems, ks)
         else:
-            estimates = weighted_maj_curve(problems, ks, seed)
+            estimates = weighted_maj_curve(problems, ks, seed, top_percent if method == top_method else None)
         curves.per_problem[method] = estimates
         low, high = bootstrap_ci(estimates.values, n_boot, seed)
         mean_stderr = np.sqrt((estimates.stderr**2).sum(axis=0)) / len(problems)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from typing import Any, Iterable, Optional
+from collections.abc import Set as AbstractSet
+from typing import Any, Iterable, Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -100,15 +101,47 @@ def open_traces(run_dir: str) -> ds.Dataset:
     return dataset
 
 
-def done_samples(run_dir: str) -> dict[str, set[int]]:
-    """The sample indices already written, per problem_id (empty for a new run)."""
+class SampleSet(AbstractSet[int]):
+    """Sample indices as a bitmap, one bit per index: a million done samples take 125 kB, not 100 MB of ints."""
+
+    def __init__(self, indices: Iterable[int] = ()):
+        self.bits, self.count = bytearray(), 0
+        for index in indices:
+            self.add(index)
+
+    def add(self, index: int) -> None:
+        byte, bit = divmod(index, 8)
+        if byte >= len(self.bits):
+            self.bits.extend(bytes(byte + 1 - len(self.bits)))
+        if not self.bits[byte] >> bit & 1:
+            self.bits[byte] |= 1 << bit
+            self.count += 1
+
+    def __contains__(self, index: object) -> bool:
+        if not isinstance(index, int) or index < 0:
+            return False
+        byte, bit = divmod(index, 8)
+        return byte < len(self.bits) and bool(self.bits[byte] >> bit & 1)
+
+    def __iter__(self) -> Iterator[int]:
+        return (index for index in range(len(self.bits) * 8) if index in self)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"SampleSet({set(self)})"
+
+
+def done_samples(run_dir: str) -> dict[str, SampleSet]:
+    """The sample indices already written, per problem_id (empty for a new run); memory grows with n, not rows."""
     fs, root = filesystem(traces_dir(run_dir))
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         return {}
     dataset = ds.dataset(root, filesystem=fs, format="parquet")
     if not dataset.files:  # at most the hidden temp files of interrupted writes
         return {}
-    done: dict[str, set[int]] = defaultdict(set)
+    done: dict[str, SampleSet] = defaultdict(SampleSet)
     for batch in dataset.to_batches(columns=["problem_id", "sample_idx"]):
         for problem_id, sample_idx in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
             done[problem_id].add(sample_idx)

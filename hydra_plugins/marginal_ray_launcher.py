@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
@@ -31,8 +30,7 @@ FORWARDED_ENV_PREFIXES = ("MARGINAL_", "MLFLOW_")
 RESOURCES = ("CPU", "GPU")
 
 
-@dataclass
-class Member:
+class Member(NamedTuple):  # not a dataclass: Hydra's plugin scan runs this module outside sys.modules
     """One sweep member: its index, config and the resources its replicas hold."""
 
     idx: int

@@ -23,11 +23,14 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from analysis import confidence as conf_lib
+from analysis.cot_decoding import cot_decoding_curves
 from analysis.curves import Problem as VoteProblem
 from analysis.curves import majority_vote, scaling_curves
 from analysis.plots import plot_curves
 from analysis.traces import filesystem, open_traces
 from analysis.voting import correct_class, extract_all, group_answers
+from jobs import config as _schemas  # noqa: F401 - registers aggregate_schema, named by conf/aggregate.yaml
+from jobs.config import check_top_percent
 from jobs import rundir, sweep, tracking
 
 GREEDY_SUBDIR = "greedy"
@@ -50,7 +53,8 @@ class Aggregate:
 def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
     """One row per sample: its extracted and canonical answer, confidence and tokens (texts are not kept)."""
     dataset = open_traces(run_dir)
-    wanted = ["problem_id", "sample_idx", "text", "gold", "num_tokens", "token_logprobs", "top_logprobs"]
+    wanted = ["problem_id", "sample_idx", "text", "gold", "num_tokens", "token_logprobs", "top_logprobs",
+              "branch_rank", "answer_confidence"]
     columns = [c for c in wanted if c in dataset.schema.names]
     parts = []
     for batch in dataset.to_batches(columns=columns, batch_size=READ_BATCH):
@@ -71,6 +75,8 @@ def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
                     "canonical": [k for _, k in pairs],
                     "confidence": pa.array(scores, pa.float64()),
                     "num_tokens": pa.array(data.get("num_tokens", [0] * n), pa.int64()),
+                    "branch_rank": pa.array(data.get("branch_rank", [None] * n), pa.int64()),  # CoT-decoding
+                    "answer_confidence": pa.array(data.get("answer_confidence", [None] * n), pa.float64()),  # its Δ
                 }
             )
         )
@@ -153,10 +159,22 @@ def _plot(curves: list[dict[str, Any]], run_dir: str, title: str, greedy: Option
     return f"{run_dir}/curves.png"
 
 
-def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, title: str = "") -> Aggregate:
-    """Everything from traces to curves for one run directory; tables and the plot land in run_dir."""
+def branch_problems(answers: pa.Table, problems: list[VoteProblem]) -> list[VoteProblem]:
+    """A CoT-decoding run's problems with each branch's Δ as its weight (branches in rank order)."""
+    deltas = answers["answer_confidence"].to_numpy(zero_copy_only=False)
+    return [VoteProblem(p.labels, p.correct_class, deltas[start:stop]) for p, (start, stop) in zip(problems, _problem_slices(answers))]
+
+
+def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, title: str = "",
+              top_percent: Optional[float] = None) -> Aggregate:
+    """Everything from traces to curves for one run directory; tables and the plot land in run_dir.
+
+    `top_percent` adds the DeepConf-filtered curve; a CoT-decoding run gets its max and agg curves."""
     answers, problems_table, problems = vote(read_answers(run_dir, fmt, confidence), fmt)
-    curves = scaling_curves(problems, seed=seed).rows
+    curves = scaling_curves(problems, seed=seed, top_percent=top_percent).rows
+    branched = answers["branch_rank"].null_count < answers.num_rows
+    cot_rows = cot_decoding_curves(branch_problems(answers, problems), seed=seed) if branched else []
+    curves += cot_rows
     greedy = greedy_accuracy(run_dir, fmt)
     result = Aggregate(run_dir, answers, problems_table, curves, greedy)
     for name, table in (("answers.parquet", answers), ("problems.parquet", problems_table),
@@ -174,6 +192,9 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
     }
     if greedy is not None:
         result.metrics["accuracy/greedy"] = greedy
+    widest = max((r["k"] for r in cot_rows), default=0)
+    result.metrics.update({f"cot_decoding/{r['method'].removeprefix('cot_decoding_')}": r["accuracy"]
+                           for r in cot_rows if r["k"] == widest})
     return result
 
 
@@ -181,12 +202,12 @@ def summary_table(result: Aggregate, ks: tuple[int, ...] = (1, 4, 16, 64, 256, 1
     """A short text table: greedy, then maj@k and pass@k (and weighted) at a few k."""
     by = {(r["method"], r["k"]): r for r in result.curves}
     shown = sorted({k for _, k in by if k in ks} | {max(k for _, k in by)})
-    lines = [f"{'method':<14}" + "".join(f"{'k=' + str(k):>9}" for k in shown)]
+    lines = [f"{'method':<22}" + "".join(f"{'k=' + str(k):>9}" for k in shown)]
     if result.greedy is not None:
-        lines.append(f"{'greedy':<14}{100 * result.greedy:>8.1f}%")
+        lines.append(f"{'greedy':<22}{100 * result.greedy:>8.1f}%")
     for method in dict.fromkeys(m for m, _ in by):
         cells = "".join(f"{100 * by[(method, k)]['accuracy']:>8.1f}%" if (method, k) in by else f"{'':>9}" for k in shown)
-        lines.append(f"{method + '@k':<14}{cells}")
+        lines.append(f"{method + '@k':<22}{cells}")
     return "\n".join(lines)
 
 
@@ -205,10 +226,12 @@ def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], extra_metr
 
 @hydra.main(config_path="../conf", config_name="aggregate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    check_top_percent(cfg.answer.top_percent)
     config = rundir.saved_config(cfg.run_dir) or {"run_dir": cfg.run_dir}
     fmt = cfg.answer.format or config.get("answer", {}).get("format") or "auto"
-    result = aggregate(cfg.run_dir, fmt, cfg.answer.confidence)
-    run_id = track(cfg, result, {**config, "answer": {"format": fmt, "confidence": cfg.answer.confidence}})
+    result = aggregate(cfg.run_dir, fmt, cfg.answer.confidence, top_percent=cfg.answer.top_percent)
+    answer = {"format": fmt, "confidence": cfg.answer.confidence, "top_percent": cfg.answer.top_percent}
+    run_id = track(cfg, result, {**config, "answer": answer})
     print(summary_table(result))
     print(f"tables and plot: {cfg.run_dir}/{{answers,problems,curves}}.parquet, {result.files[-1]}", file=sys.stderr)
     if run_id:

@@ -52,6 +52,12 @@ def _brief(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def compose(*overrides: str, config_name: str = "config") -> DictConfig:
+    """The config these command-line overrides give, for code that runs a job in-process (tests, benchmarks)."""
+    with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra.compose(config_name=config_name, overrides=list(overrides))
+
+
 def entry_point(config_name: str = "config") -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """Decorator: a Hydra main over conf/<config_name>.yaml whose expected errors end it with one line."""
 

@@ -97,6 +97,7 @@ CONFIDENCES = ("mean", "lowest_group", "tail", "bottom_percent")
 class AnswerConfig:
     format: Optional[str] = "auto"  # jobs.aggregate: null reads it from the run's saved config
     confidence: str = "mean"  # per-sample confidence weighting votes: mean | lowest_group | tail | bottom_percent
+    top_percent: Optional[float] = None  # DeepConf filter: also vote with only the top η% most confident of each draw
 
 
 @dataclass
@@ -121,8 +122,32 @@ class AggregateConfig:
     run_dir: str = MISSING
 
 
+@dataclass
+class ExportSettings:
+    max_per_problem: int = 4  # at most this many right samples per problem (after deduplication)
+
+
+@dataclass
+class ExportConfig:
+    run_dir: str = MISSING
+    out: Optional[str] = None  # null: <run_dir>/sft
+    export: ExportSettings = field(default_factory=ExportSettings)
+
+
+@dataclass
+class EnsembleConfig:
+    tracking: TrackingConfig = MISSING
+    answer: AnswerConfig = field(default_factory=lambda: AnswerConfig(format=None))
+    run_dirs: list[str] = MISSING
+    weights: Optional[list[float]] = None  # one vote weight per run; null: equal
+    out: str = MISSING
+    seed: int = 0
+
+
 ConfigStore.instance().store(name="schema", node=Config)
 ConfigStore.instance().store(name="aggregate_schema", node=AggregateConfig)
+ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+ConfigStore.instance().store(name="ensemble_schema", node=EnsembleConfig)
 
 
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
@@ -151,6 +176,9 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.decoding in DECODINGS, "decoding", cfg.decoding, f"must be one of {DECODINGS}")
     _check(cfg.answer.format in ANSWER_FORMATS, "answer.format", cfg.answer.format, f"must be one of {ANSWER_FORMATS}")
     _check(cfg.answer.confidence in CONFIDENCES, "answer.confidence", cfg.answer.confidence, f"must be one of {CONFIDENCES}")
+    check_top_percent(cfg.answer.top_percent)
+    if cfg.decoding == "cot_decoding":
+        _check(s.max_tokens >= 2, "sampling.max_tokens", s.max_tokens, "must be >= 2 with decoding=cot_decoding (first token, then the rest)")
     _check(
         cfg.dataset.answer_format in ANSWER_FORMATS,
         "dataset.answer_format",
@@ -169,6 +197,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.prompt.shots:
         _check(bool(d.train_path), "dataset.train_path", d.train_path, f"prompt={cfg.prompt.name} needs exemplars from a train split")
         _check(d.train_path != d.path, "dataset.train_path", d.train_path, "must not be the evaluated split")
+
+
+def check_top_percent(top_percent: Optional[float]) -> None:
+    """answer.top_percent is null or a percentage in (0, 100]."""
+    _check(top_percent is None or 0 < top_percent <= 100, "answer.top_percent", top_percent, "must be in (0, 100] or null")
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

@@ -28,10 +28,12 @@ def greedy_config(cfg: DictConfig) -> DictConfig:
 
 def evaluate(cfg: DictConfig) -> str | None:
     """Sample, aggregate and track one configuration; returns the MLflow run id."""
-    runs = [cfg] + ([greedy_config(cfg)] if cfg.greedy_baseline and cfg.sampling.temperature > 0 else [])
+    sampled = cfg.decoding == "sample" and cfg.sampling.temperature > 0  # CoT-decoding's rank-0 branch is greedy
+    runs = [cfg] + ([greedy_config(cfg)] if cfg.greedy_baseline and sampled else [])
     summaries = sample_runs(runs)
     result = aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.sampling.seed,
-                       title=f"{cfg.model.name} / {cfg.dataset.name} / {cfg.prompt.name}")
+                       title=f"{cfg.model.name} / {cfg.dataset.name} / {cfg.prompt.name}",
+                       top_percent=cfg.answer.top_percent)
     main = summaries[0]
     speed = {"throughput/tokens_per_s": main.tokens / main.seconds} if main.seconds else {}
     run_id = track(cfg, result, config_module.resolved(cfg), speed)

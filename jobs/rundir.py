@@ -11,7 +11,7 @@ import yaml
 from analysis.traces import filesystem
 
 # Keys a rerun may change without changing what any finished sample is.
-RESUMABLE_KEYS = ("sampling.n", "dataset.limit", "dataset.size", "replicas", "cluster", "tracking", "run_dir", "answer")
+RESUMABLE_KEYS = ("sampling.n", "sampling.top_k_branches", "dataset.limit", "dataset.size", "replicas", "cluster", "tracking", "run_dir", "answer")
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

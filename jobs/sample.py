@@ -30,8 +30,10 @@ def derive_seed(base_seed: int, problem_id: str, sample_idx: int) -> int:
 
 
 def plan_units(problems: list[Problem], prompts: dict[str, Any], n: int, base_seed: int, unit_size: int,
-               done: dict[str, set[int]], run_dir: str = "", spec: Any = None) -> Iterator[Any]:
-    """Work units covering every (problem, sample_idx) not yet done, `unit_size` samples each."""
+               done: dict[str, set[int]], run_dir: str = "", spec: Any = None,
+               whole_problems: bool = False) -> Iterator[Any]:
+    """Work units covering every (problem, sample_idx) not yet done, `unit_size` samples each; with
+    `whole_problems`, at least `unit_size`, never splitting a problem's samples between units."""
     from actors.replica import Request, WorkUnit
 
     batch: list[Request] = []
@@ -42,9 +44,12 @@ def plan_units(problems: list[Problem], prompts: dict[str, Any], n: int, base_se
                 continue
             batch.append(Request(problem.problem_id, problem.question, problem.gold, prompts[problem.problem_id],
                                  idx, derive_seed(base_seed, problem.problem_id, idx)))
-            if len(batch) == unit_size:
+            if len(batch) == unit_size and not whole_problems:
                 yield WorkUnit(_unit_name(batch), run_dir, spec, batch)
                 batch = []
+        if len(batch) >= unit_size and whole_problems:
+            yield WorkUnit(_unit_name(batch), run_dir, spec, batch)
+            batch = []
     if batch:
         yield WorkUnit(_unit_name(batch), run_dir, spec, batch)
 
@@ -76,6 +81,35 @@ def prepare_problems(cfg: DictConfig) -> tuple[list[Problem], dict[str, Any]]:
     return problems, {p.problem_id: render(cfg.prompt, p, shots) for p in problems}
 
 
+def samples_per_problem(cfg: DictConfig) -> int:
+    """Rows per problem: `sampling.n` samples, or with CoT-decoding one per branch (`sampling.top_k_branches`)."""
+    return cfg.sampling.top_k_branches if cfg.decoding == "cot_decoding" else cfg.sampling.n
+
+
+def stop_texts(prompt: DictConfig) -> tuple[str, ...]:
+    """Where a completion-style sample ends: a new line opening the next question as the template does ("Q:")."""
+    head = prompt.completion.split("{question}")[0].strip()
+    return () if prompt.chat or not head else ("\n" + head,)
+
+
+def sampling_spec(cfg: DictConfig, run_id: str) -> Any:
+    """How the run's samples are drawn (CoT-decoding: greedy branches) and the columns every row carries."""
+    from actors.replica import SamplingSpec
+
+    branching = cfg.decoding == "cot_decoding"
+    return SamplingSpec(
+        temperature=0.0 if branching else cfg.sampling.temperature,
+        top_p=1.0 if branching else cfg.sampling.top_p,
+        max_tokens=cfg.sampling.max_tokens,
+        logprobs=cfg.sampling.logprobs,
+        columns={"run_id": run_id, "model": cfg.model.name, "prompt": cfg.prompt.name, "decoding": cfg.decoding},
+        decoding=cfg.decoding,
+        branches=cfg.sampling.top_k_branches,
+        answer_format=cfg.answer.format,
+        stop=stop_texts(cfg.prompt),
+    )
+
+
 def engine_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """vllm.LLM arguments: the model's, then the cluster's engine settings."""
     return {
@@ -89,8 +123,6 @@ def engine_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[Any]]:
     """Prepare one run's directory; its summary so far, the samples missing, and their work units."""
-    from actors.replica import SamplingSpec
-
     problems, prompts = prepare_problems(cfg)
     try:
         run_id = rundir.prepare(cfg.run_dir, config_module.resolved(cfg))
@@ -98,16 +130,11 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[Any]]:
         raise RunDirError(f"run_dir={cfg.run_dir}: cannot write there: {error}") from None
     done = done_samples(cfg.run_dir)
     summary = SampleSummary(cfg.run_dir, run_id, len(problems))
-    summary.skipped = sum(len([i for i in done.get(p.problem_id, ()) if i < cfg.sampling.n]) for p in problems)
-    spec = SamplingSpec(
-        temperature=cfg.sampling.temperature,
-        top_p=cfg.sampling.top_p,
-        max_tokens=cfg.sampling.max_tokens,
-        logprobs=cfg.sampling.logprobs,
-        columns={"run_id": run_id, "model": cfg.model.name, "prompt": cfg.prompt.name, "decoding": cfg.decoding},
-    )
-    units = plan_units(problems, prompts, cfg.sampling.n, cfg.sampling.seed, cfg.cluster.unit_size, done, cfg.run_dir, spec)
-    return summary, len(problems) * cfg.sampling.n - summary.skipped, units
+    n = samples_per_problem(cfg)
+    summary.skipped = sum(len([i for i in done.get(p.problem_id, ()) if i < n]) for p in problems)
+    units = plan_units(problems, prompts, n, cfg.sampling.seed, cfg.cluster.unit_size, done, cfg.run_dir,
+                       sampling_spec(cfg, run_id), whole_problems=cfg.decoding == "cot_decoding")
+    return summary, len(problems) * n - summary.skipped, units
 
 
 def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> list[SampleSummary]:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from jobs import tracking
 
+SWEEP_TAG = "sweep"  # marks a sweep's parent run
 OVERRIDES_TAG = "overrides"  # all of a run's command-line overrides, space-separated
 OVERRIDE_PREFIX = "override."  # one tag per override: override.<key> = value
 
@@ -46,7 +47,7 @@ class SweepTracking(Callback):
         overrides = " ".join(config.hydra.overrides.task)
         name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
         run_id = tracking.start_run(config.tracking.uri, config.tracking.experiment, name,
-                                    {"sweep": "true", OVERRIDES_TAG: overrides})
+                                    {SWEEP_TAG: "true", OVERRIDES_TAG: overrides})
         os.environ[tracking.PARENT_RUN_ENV] = run_id
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:

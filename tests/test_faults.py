@@ -20,7 +20,9 @@ import pytest
 from actors.double import EngineDouble
 from analysis.traces import RunDirError, done_samples, open_traces, read_columns, write_shard
 from jobs.sample import sample_runs
-from tests.conftest import ROOT, make_config
+from jobs.cli import compose as make_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sample_keys(run_dir: Path) -> list[tuple[str, int]]:
@@ -258,7 +260,7 @@ def test_a_prompt_longer_than_the_context_fails_alone_with_its_reason(local_ray,
                       "cluster.unit_size=3")
     [summary] = sample_runs([cfg])
     assert (summary.samples, summary.errors) == (6, 2)
-    table = read_columns(cfg.run_dir, ["problem_id", "finish_reason", "error", "text"])
+    table = read_columns(cfg.run_dir, ["problem_id", "sample_idx", "finish_reason", "error", "text"])
     by_problem = {}
     for row in table.to_pylist():
         by_problem.setdefault(row["problem_id"], []).append(row)

@@ -1,0 +1,180 @@
+"""Compare runs of an MLflow experiment: their scaling curves on one plot and one table, logged back to MLflow.
+
+    python -m jobs.compare parent=RUN_ID                            # the members of a sweep
+    python -m jobs.compare tag.override.prompt=cot                  # runs carrying a tag
+    python -m jobs.compare filter="params.sampling.n = '32'"        # any MLflow search filter
+    python -m jobs.compare parent=RUN_ID methods=[maj,pass] tracking.uri=http://127.0.0.1:5000
+
+Selections combine (all must hold); sweep parents and earlier comparisons are never selected. Reads
+through MlflowClient only: each run's `accuracy/<method>` history (step = k) with its 95% interval,
+and `tokens/per_problem`. Writes comparison.{png,parquet,csv,md} into `out` and logs them as the
+artifacts of a new run tagged `comparison`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from analysis.curves import METHODS
+from analysis.plots import plot_curves
+from jobs import cli, rundir, tracking
+from jobs.config import ConfigError, TrackingConfig
+from jobs.sweep import OVERRIDE_PREFIX, SWEEP_TAG
+
+COMPARISON_TAG = "comparison"
+
+
+@dataclass
+class CompareConfig:
+    tracking: TrackingConfig = MISSING
+    experiment: str = MISSING
+    parent: Optional[str] = None
+    tag: dict[str, Any] = field(default_factory=dict)
+    filter: Optional[str] = None
+    methods: list[str] = field(default_factory=lambda: ["maj"])
+    out: str = MISSING
+
+
+ConfigStore.instance().store(name="compare_schema", node=CompareConfig)
+
+
+@dataclass
+class Comparison:
+    """What one comparison produced."""
+
+    table: pa.Table
+    files: list[Path]
+    run_id: str
+
+
+def search_filter(parent: Optional[str], tags: dict[str, str], extra: Optional[str]) -> str:
+    """One MLflow filter: children of `parent`, carrying every tag, and matching `extra`."""
+    clauses = [f"tags.`mlflow.parentRunId` = '{parent}'"] if parent else []
+    clauses += [f"tags.`{key}` = '{value}'" for key, value in sorted(tags.items())]
+    return " and ".join(clauses + ([extra] if extra else []))
+
+
+def select_runs(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    """The experiment's evaluation runs matching the filter, oldest first."""
+    runs = client.search_runs([experiment_id], filter_string, order_by=["attributes.start_time ASC"])
+    return [r for r in runs if COMPARISON_TAG not in r.data.tags and SWEEP_TAG not in r.data.tags]
+
+
+def run_curves(client: Any, run_id: str, methods: list[str]) -> list[dict[str, Any]]:
+    """A run's curves from its metric histories: one row per (method, k) with accuracy and interval."""
+    rows = []
+    for method in methods:
+        history = {name: {m.step: m.value for m in client.get_metric_history(run_id, f"accuracy/{method}{name}")}
+                   for name in ("", "/ci_low", "/ci_high")}
+        for k, accuracy in sorted(history[""].items()):
+            rows.append({"method": method, "k": k, "accuracy": accuracy,
+                         "ci_low": history["/ci_low"].get(k, accuracy), "ci_high": history["/ci_high"].get(k, accuracy)})
+    return rows
+
+
+def run_labels(runs: list[Any]) -> dict[str, str]:
+    """A short label per run: the overrides in which the selected runs differ, else the run's name."""
+    overrides = {r.info.run_id: {k[len(OVERRIDE_PREFIX):]: v for k, v in r.data.tags.items() if k.startswith(OVERRIDE_PREFIX)}
+                 for r in runs}
+    keys = sorted({key for values in overrides.values() for key in values})
+    varying = [key for key in keys if len({values.get(key) for values in overrides.values()}) > 1]
+    labels = {r.info.run_id: " ".join(f"{k}={overrides[r.info.run_id][k]}" for k in varying
+                                      if k in overrides[r.info.run_id]) or r.info.run_name for r in runs}
+    if len(set(labels.values())) < len(labels):
+        labels = {run_id: f"{label} ({run_id[:8]})" for run_id, label in labels.items()}
+    return labels
+
+
+def comparison_table(runs: list[Any], curves: dict[str, list[dict[str, Any]]], labels: dict[str, str],
+                     methods: list[str]) -> pa.Table:
+    """One row per (run, method): accuracy at each k, tokens per problem, greedy accuracy."""
+    ks = sorted({row["k"] for rows in curves.values() for row in rows})
+    rows = []
+    for run in runs:
+        run_id, metrics = run.info.run_id, run.data.metrics
+        for method in methods:
+            by_k = {r["k"]: r["accuracy"] for r in curves[run_id] if r["method"] == method}
+            if by_k:
+                rows.append({"run_id": run_id, "run": labels[run_id], "method": method,
+                             **{f"acc@{k}": by_k.get(k) for k in ks},
+                             "tokens_per_problem": metrics.get("tokens/per_problem"),
+                             "greedy": metrics.get("accuracy/greedy")})
+    return pa.Table.from_pylist(rows)
+
+
+def markdown(table: pa.Table) -> str:
+    """The table in Markdown, accuracies in percent."""
+    def cell(name: str, value: Any) -> str:
+        if value is None:
+            return ""
+        if name.startswith("acc@") or name == "greedy":
+            return f"{100 * value:.1f}%"
+        return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+    names = [n for n in table.column_names if n != "run_id"]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(cell(n, row[n]) for n in names) + " |" for row in table.to_pylist()]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(table: pa.Table, plot_rows: list[dict[str, Any]], out: Path, title: str) -> list[Path]:
+    """comparison.{png,parquet,csv,md} in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "comparison.parquet")
+    pacsv.write_csv(table, out / "comparison.csv")
+    (out / "comparison.md").write_text(markdown(table))
+    png = plot_curves(plot_rows, out / "comparison.png", title, label_key="label")
+    return [png, out / "comparison.parquet", out / "comparison.csv", out / "comparison.md"]
+
+
+def compare(uri: str, experiment: str, filter_string: str, methods: list[str], out: Path) -> Comparison:
+    """Select runs, read their curves, write the plot and table, and log them as a comparison run."""
+    from mlflow.tracking import MlflowClient
+
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ConfigError(f"methods={methods}: {bad} not among {list(METHODS)}")
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ValueError(f"experiment={experiment!r}: no such experiment in {uri}")
+    runs = select_runs(client, found.experiment_id, filter_string)
+    curves = {r.info.run_id: run_curves(client, r.info.run_id, methods) for r in runs}
+    runs = [r for r in runs if curves[r.info.run_id]]
+    if not runs:
+        raise ValueError(f"no run of experiment {experiment!r} matching {filter_string or 'anything'!r} has accuracy/{methods[0]} curves")
+    labels = run_labels(runs)
+    table = comparison_table(runs, curves, labels, methods)
+    plot_rows = [{**row, "label": labels[run_id] + (f" {row['method']}@k" if len(methods) > 1 else "")}
+                 for run_id, rows in curves.items() if run_id in labels for row in rows]
+    files = write_outputs(table, plot_rows, out, f"{experiment}: {len(runs)} runs")
+    tags = {COMPARISON_TAG: "true", "compare.filter": filter_string or "(every run)", "compare.runs": str(len(runs))}
+    run_id = client.create_run(found.experiment_id, run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags).info.run_id
+    for path in files:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id)
+    return Comparison(table, files, run_id)
+
+
+@cli.entry_point("compare")
+def main(cfg: DictConfig) -> None:
+    tags = {key: str(value) for key, value in rundir.flatten(OmegaConf.to_container(cfg.tag)).items()}
+    result = compare(cfg.tracking.uri, cfg.experiment, search_filter(cfg.parent, tags, cfg.filter), list(cfg.methods),
+                     Path(cfg.out))
+    print(markdown(result.table))
+    print(f"table and plot: {Path(cfg.out) / 'comparison.{png,parquet,csv,md}'}", file=sys.stderr)
+    print(f"MLflow: {tracking.run_link(cfg.tracking.uri, result.run_id)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""A real MLflow tracking server (sqlite backend, proxied artifacts): jobs log over HTTP, MlflowClient reads back."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.curves import k_grid
+from analysis.traces import filesystem, write_shard
+from jobs import rundir, tracking
+from jobs.compare import compare, search_filter
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLD = "7"
+
+
+def synthetic_run(run_dir: str, n: int = 4) -> None:
+    """Three problems x n samples, written as replicas write shards: one always right, one never, one half."""
+    config = {"model": {"name": "synthetic"}, "dataset": {"name": "arith"}, "prompt": {"name": "cot"},
+              "sampling": {"n": n, "temperature": 0.7}, "answer": {"format": "number"}}
+    run_id = rundir.prepare(run_dir, config)
+    for problem, right in (("p0", n), ("p1", 0), ("p2", n // 2)):
+        rows = [{"run_id": run_id, "problem_id": problem, "sample_idx": i, "gold": GOLD, "num_tokens": 10 + i,
+                 "text": f"Step by step. The answer is {GOLD if i < right else 8 + i % 2}."} for i in range(n)]
+        write_shard(rows, run_dir, f"part-{problem}")
+
+
+def run_module(module: str, *overrides: str) -> subprocess.CompletedProcess:
+    """`python -m <module> overrides...` from the project folder, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_an_aggregation_of_an_object_store_run_dir_is_logged_over_http_and_reads_back(mlflow_server, tmp_path):
+    run_dir = f"file://{tmp_path}/run"  # a URI: everything goes through pyarrow's filesystem layer
+    synthetic_run(run_dir)
+    done = run_module("jobs.aggregate", f"run_dir={run_dir}", f"tracking.uri={mlflow_server}",
+                      "tracking.experiment=http")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    [run] = client.search_runs([client.get_experiment_by_name("http").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert run.data.params["sampling.n"] == "4" and run.data.params["answer.format"] == "number"
+    assert run.data.tags["run_dir"] == run_dir and run.data.tags["override.run_dir"] == run_dir
+    assert run.data.metrics["problems"] == 3 and run.data.metrics["tokens/per_problem"] == 46
+
+    fs, root = filesystem(run_dir)
+    local_curves = pq.read_table(f"{root}/curves.parquet", filesystem=fs).to_pylist()
+    for method in ("maj", "pass", "weighted_maj"):
+        history = client.get_metric_history(run.info.run_id, f"accuracy/{method}")
+        expected = {r["k"]: r["accuracy"] for r in local_curves if r["method"] == method}
+        assert sorted(m.step for m in history) == k_grid(4) == sorted(expected)
+        assert {m.step: m.value for m in history} == pytest.approx(expected)
+    assert {m.step: m.value for m in client.get_metric_history(run.info.run_id, "accuracy/pass")} == pytest.approx({1: 0.5, 2: 11 / 18, 4: 2 / 3})
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {"answers.parquet", "problems.parquet", "curves.parquet", "curves.png", "config.yaml"}
+    fetched = client.download_artifacts(run.info.run_id, "curves.parquet", str(tmp_path))
+    assert pq.read_table(fetched).to_pylist() == local_curves
+    assert fs.get_file_info(f"{root}/curves.png").size > 0 and not (ROOT / "curves.png").exists()
+
+
+def log_run(uri: str, experiment: str, prompt: str, accuracy: dict[int, float], tokens: float) -> str:
+    """An evaluation run as jobs.aggregate logs it, with maj@k curve `accuracy` and its prompt override tag."""
+    curves = [{"method": "maj", "k": k, "accuracy": a, "ci_low": a - 0.1, "ci_high": a + 0.1} for k, a in accuracy.items()]
+    return tracking.log_evaluation(uri, experiment, f"run-{prompt}", {"prompt.name": prompt},
+                                   {"tokens/per_problem": tokens}, curves, [], {}, {"override.prompt": prompt})
+
+
+def test_compare_selects_runs_by_parent_tag_or_filter_and_logs_one_plot_and_table(mlflow_server, tmp_path, monkeypatch):
+    experiment = "compare"
+    parent = tracking.start_run(mlflow_server, experiment, "sweep", {"sweep": "true"})
+    monkeypatch.setenv(tracking.PARENT_RUN_ENV, parent)
+    direct = log_run(mlflow_server, experiment, "direct", {1: 0.25, 2: 0.5, 4: 0.75}, 30.0)
+    cot = log_run(mlflow_server, experiment, "cot", {1: 0.5, 2: 0.625, 4: 1.0}, 120.0)
+    monkeypatch.delenv(tracking.PARENT_RUN_ENV)
+    log_run(mlflow_server, experiment, "plain", {1: 0.0, 2: 0.0, 4: 0.0}, 10.0)  # outside the sweep
+
+    done = run_module("jobs.compare", f"parent={parent}", f"experiment={experiment}", f"tracking.uri={mlflow_server}",
+                      f"out={tmp_path}/out")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| prompt=direct | maj | 25.0% | 50.0% | 75.0% | 30.0 |" in done.stdout
+    assert "| prompt=cot | maj | 50.0% | 62.5% | 100.0% | 120.0 |" in done.stdout
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    [logged] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "tags.comparison = 'true'")
+    artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert artifacts == {"comparison.png", "comparison.parquet", "comparison.csv", "comparison.md"}
+    table = pq.read_table(client.download_artifacts(logged.info.run_id, "comparison.parquet", str(tmp_path)))
+    assert table.column_names == ["run_id", "run", "method", "acc@1", "acc@2", "acc@4", "tokens_per_problem", "greedy"]
+    assert table.select(["run_id", "acc@4", "tokens_per_problem"]).to_pylist() == [
+        {"run_id": direct, "acc@4": 0.75, "tokens_per_problem": 30.0}, {"run_id": cot, "acc@4": 1.0, "tokens_per_problem": 120.0}]
+
+    by_tag = compare(mlflow_server, experiment, search_filter(None, {"override.prompt": "cot"}, None), ["maj"], tmp_path / "t")
+    assert by_tag.table["run_id"].to_pylist() == [cot]
+    by_filter = compare(mlflow_server, experiment, search_filter(None, {}, "metrics.`tokens/per_problem` < 50"),
+                        ["maj"], tmp_path / "f")
+    assert sorted(by_filter.table["run"].to_pylist()) == ["prompt=direct", "prompt=plain"]
+
+
+def test_compare_names_a_missing_experiment_in_one_line(mlflow_server):
+    done = run_module("jobs.compare", "experiment=nowhere", f"tracking.uri={mlflow_server}")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"error: experiment='nowhere': no such experiment in {mlflow_server}"
