@@ -4,10 +4,12 @@
 
 Each member runs as a Ray task (no resources of its own) whose engine replicas ask for
 `replicas x cpus_per_replica` CPUs and `replicas x gpus_per_replica` GPUs (x `tensor_parallel_size`).
-A member starts only when the members already running leave that much of the cluster free, so members
-never wait on each other's GPUs; one that needs more than the whole cluster runs alone (and its job
-says why it cannot start). Members see the launcher's MARGINAL_* and MLFLOW_* environment, so their
-runs nest under the sweep's MLflow parent run.
+A member starts only when the members already running leave that much of the cluster's CPUs and GPUs
+(counted at launch) free, so members never wait on each other's GPUs; one that needs more than the
+whole cluster runs alone, and its job says why it cannot start. With `hydra.launcher.max_concurrent=N`
+up to N members run at once whatever the cluster holds now, their replicas waiting for the autoscaler
+to add nodes (run them with MARGINAL_AUTOSCALING=1). Members see the launcher's MARGINAL_* and MLFLOW_*
+environment, so their runs nest under the sweep's MLflow parent run.
 
 Hydra finds this plugin in the `hydra_plugins` namespace package: run jobs from the project folder.
 """
@@ -109,15 +111,21 @@ class RayLauncher(Launcher):
         import ray
 
         task = ray.remote(num_cpus=0, max_retries=0)(_run_member).options(runtime_env={"env_vars": forwarded_env()})
-        limit = self.max_concurrent or len(members)
         waiting, running, returns = list(members), {}, {}
         while waiting or running:
-            free = {r: total[r] - sum(m.needs[r] for m in running.values()) for r in RESOURCES}
-            while waiting and len(running) < limit and (not running or fits(waiting[0].needs, free)):
+            while waiting and self._can_start(waiting[0], list(running.values()), total):
                 member = waiting.pop(0)
-                ref = task.remote(self.hydra_context, member.config, self.task_function, Singleton.get_state())
-                running[ref] = member
-                free = {r: free[r] - member.needs[r] for r in RESOURCES}
+                running[task.remote(self.hydra_context, member.config, self.task_function, Singleton.get_state())] = member
+                log.info(f"#{member.idx} started ({len(running)} running)")
             [done], _ = ray.wait(list(running), num_returns=1)
-            returns[running.pop(done).idx] = ray.get(done)
+            member = running.pop(done)
+            returns[member.idx] = ray.get(done)
+            log.info(f"#{member.idx} finished: {returns[member.idx].status.name}")
         return returns
+
+    def _can_start(self, member: Member, running: list[Member], total: dict[str, float]) -> bool:
+        """Up to max_concurrent members when it is set, else whenever the running ones leave room (or none runs)."""
+        if self.max_concurrent:
+            return len(running) < self.max_concurrent
+        free = {r: total[r] - sum(m.needs[r] for m in running) for r in RESOURCES}
+        return not running or fits(member.needs, free)

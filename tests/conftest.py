@@ -29,7 +29,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stop_process_group(process: subprocess.Popen, grace_s: float = 10) -> None:
+def stop_process_group(process: subprocess.Popen, grace_s: float = 5) -> None:
     """End a process started with start_new_session=True and everything it started: SIGTERM, then SIGKILL."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
         try:
