@@ -71,8 +71,8 @@ def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
                     "problem_id": data["problem_id"],
                     "sample_idx": pa.array(data["sample_idx"], pa.int64()),
                     "gold": [str(g) for g in data["gold"]],
-                    "extracted": [a for a, _ in pairs],
-                    "canonical": [k for _, k in pairs],
+                    "extracted": pa.array([a for a, _ in pairs], pa.string()),  # typed: a batch may hold no answer
+                    "canonical": pa.array([k for _, k in pairs], pa.string()),
                     "confidence": pa.array(scores, pa.float64()),
                     "num_tokens": pa.array(data.get("num_tokens", [0] * n), pa.int64()),
                     "branch_rank": pa.array(data.get("branch_rank", [None] * n), pa.int64()),  # CoT-decoding

@@ -74,22 +74,24 @@ def run_curves(client: Any, run_id: str, methods: list[str]) -> list[dict[str, A
     """A run's curves from its metric histories: one row per (method, k) with accuracy and interval."""
     rows = []
     for method in methods:
-        history = {name: {m.step: m.value for m in client.get_metric_history(run_id, f"accuracy/{method}{name}")}
-                   for name in ("", "/ci_low", "/ci_high")}
-        for k, accuracy in sorted(history[""].items()):
-            rows.append({"method": method, "k": k, "accuracy": accuracy,
-                         "ci_low": history["/ci_low"].get(k, accuracy), "ci_high": history["/ci_high"].get(k, accuracy)})
+        accuracy, low, high = (
+            {m.step: m.value for m in client.get_metric_history(run_id, f"accuracy/{method}{suffix}")}
+            for suffix in ("", "/ci_low", "/ci_high"))
+        rows += [{"method": method, "k": k, "accuracy": value,
+                  "ci_low": low.get(k, value), "ci_high": high.get(k, value)} for k, value in sorted(accuracy.items())]
     return rows
 
 
 def run_labels(runs: list[Any]) -> dict[str, str]:
     """A short label per run: the overrides in which the selected runs differ, else the run's name."""
-    overrides = {r.info.run_id: {k[len(OVERRIDE_PREFIX):]: v for k, v in r.data.tags.items() if k.startswith(OVERRIDE_PREFIX)}
-                 for r in runs}
+    overrides = {r.info.run_id: {key[len(OVERRIDE_PREFIX):]: value for key, value in r.data.tags.items()
+                                 if key.startswith(OVERRIDE_PREFIX)} for r in runs}
     keys = sorted({key for values in overrides.values() for key in values})
     varying = [key for key in keys if len({values.get(key) for values in overrides.values()}) > 1]
-    labels = {r.info.run_id: " ".join(f"{k}={overrides[r.info.run_id][k]}" for k in varying
-                                      if k in overrides[r.info.run_id]) or r.info.run_name for r in runs}
+    labels = {}
+    for run in runs:
+        values = overrides[run.info.run_id]
+        labels[run.info.run_id] = " ".join(f"{k}={values[k]}" for k in varying if k in values) or run.info.run_name
     if len(set(labels.values())) < len(labels):
         labels = {run_id: f"{label} ({run_id[:8]})" for run_id, label in labels.items()}
     return labels
@@ -141,9 +143,9 @@ def compare(uri: str, experiment: str, filter_string: str, methods: list[str], o
     """Select runs, read their curves, write the plot and table, and log them as a comparison run."""
     from mlflow.tracking import MlflowClient
 
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ConfigError(f"methods={methods}: {bad} not among {list(METHODS)}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"methods={methods}: {unknown} not among {list(METHODS)}")
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -152,29 +154,54 @@ def compare(uri: str, experiment: str, filter_string: str, methods: list[str], o
     curves = {r.info.run_id: run_curves(client, r.info.run_id, methods) for r in runs}
     runs = [r for r in runs if curves[r.info.run_id]]
     if not runs:
-        raise ValueError(f"no run of experiment {experiment!r} matching {filter_string or 'anything'!r} has accuracy/{methods[0]} curves")
+        raise ValueError(f"experiment={experiment!r}: no run matching {filter_string or 'anything'!r} "
+                         f"has accuracy/{methods[0]} curves")
     labels = run_labels(runs)
     table = comparison_table(runs, curves, labels, methods)
-    plot_rows = [{**row, "label": labels[run_id] + (f" {row['method']}@k" if len(methods) > 1 else "")}
-                 for run_id, rows in curves.items() if run_id in labels for row in rows]
+    plot_rows = [{**row, "label": labels[r.info.run_id] + (f" {row['method']}@k" if len(methods) > 1 else "")}
+                 for r in runs for row in curves[r.info.run_id]]
     files = write_outputs(table, plot_rows, out, f"{experiment}: {len(runs)} runs")
     tags = {COMPARISON_TAG: "true", "compare.filter": filter_string or "(every run)", "compare.runs": str(len(runs))}
-    run_id = client.create_run(found.experiment_id, run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags).info.run_id
+    return Comparison(table, files, log_comparison(client, found.experiment_id, files, tags))
+
+
+def log_comparison(client: Any, experiment_id: str, files: list[Path], tags: dict[str, str]) -> str:
+    """A finished run holding the comparison's files as artifacts; returns its id."""
+    name = f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
     for path in files:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id)
-    return Comparison(table, files, run_id)
+    return run_id
+
+
+def selection(cfg: DictConfig) -> str:
+    """The MLflow filter for the runs that `parent`, `tag` and `filter` select."""
+    tags = {key: str(value) for key, value in rundir.flatten(OmegaConf.to_container(cfg.tag)).items()}
+    return search_filter(cfg.parent, tags, cfg.filter)
 
 
 @cli.entry_point("compare")
 def main(cfg: DictConfig) -> None:
-    tags = {key: str(value) for key, value in rundir.flatten(OmegaConf.to_container(cfg.tag)).items()}
-    result = compare(cfg.tracking.uri, cfg.experiment, search_filter(cfg.parent, tags, cfg.filter), list(cfg.methods),
-                     Path(cfg.out))
+    result = compare(cfg.tracking.uri, cfg.experiment, selection(cfg), list(cfg.methods), Path(cfg.out))
     print(markdown(result.table))
     print(f"table and plot: {Path(cfg.out) / 'comparison.{png,parquet,csv,md}'}", file=sys.stderr)
     print(f"MLflow: {tracking.run_link(cfg.tracking.uri, result.run_id)}", file=sys.stderr)
 
 
+def hydra_args(argv: list[str]) -> list[str]:
+    """The command line as Hydra must read it: `tag.KEY=VALUE` adds a key the config lacks (`+tag.KEY=VALUE`),
+    and a `filter=` value stays one string whatever MLflow syntax it holds (spaces, quotes, comparisons)."""
+    args = []
+    for arg in argv:
+        if arg.startswith("tag."):
+            arg = "+" + arg
+        elif arg.startswith("filter=") and not arg.startswith(("filter='", 'filter="')):
+            arg = 'filter="' + arg[len("filter="):].replace('"', '\\"') + '"'
+        args.append(arg)
+    return args
+
+
 if __name__ == "__main__":
+    sys.argv = hydra_args(sys.argv)
     main()

@@ -29,7 +29,7 @@ class Problem:
 
 
 def load_problems(cfg: DictConfig, split: str = "test") -> list[Problem]:
-    """The problems of `cfg` (a dataset config), at most `cfg.limit` of them."""
+    """The problems of `cfg` (a dataset config): of the test split at most `cfg.limit`, of the train split all."""
     if cfg.name == "arith":
         seed = cfg.seed if split == "test" else cfg.seed + 1_000_003  # a disjoint train split
         problems = arith_problems(cfg.size if split == "test" else max(cfg.size, 64), cfg.steps, seed, split)
@@ -39,7 +39,7 @@ def load_problems(cfg: DictConfig, split: str = "test") -> list[Problem]:
             raise DatasetError(f"dataset={cfg.name}: no path for the {split} split (dataset.path / dataset.train_path)")
         problems = list(_file_problems(Path(path), cfg))
     _check_unique(problems, cfg.name)
-    return problems[: cfg.limit] if cfg.limit else problems
+    return problems[: cfg.limit] if cfg.limit and split == "test" else problems  # exemplars come from the whole train split
 
 
 def _check_unique(problems: list[Problem], name: str) -> None:

@@ -15,10 +15,11 @@ import time
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from jobs import tracking
 
@@ -31,11 +32,11 @@ def override_tags() -> dict[str, str]:
     """The running Hydra job's command-line overrides as MLflow tags (none outside a Hydra job)."""
     if not HydraConfig.initialized():
         return {}
-    overrides = list(HydraConfig.get().overrides.task)
-    if not overrides:
+    overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
+    pairs = [(o.key_or_group, str(o.value())) for o in OverridesParser.create().parse_overrides(overrides)]
+    if not pairs:
         return {}
-    pairs = (o.partition("=") for o in overrides)
-    return {OVERRIDES_TAG: " ".join(overrides), **{OVERRIDE_PREFIX + k.lstrip("+~"): v for k, _, v in pairs}}
+    return {OVERRIDES_TAG: " ".join(f"{k}={v}" for k, v in pairs), **{OVERRIDE_PREFIX + k: v for k, v in pairs}}
 
 
 class SweepTracking(Callback):
@@ -44,7 +45,7 @@ class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))  # as typed
         name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
         run_id = tracking.start_run(config.tracking.uri, config.tracking.experiment, name,
                                     {SWEEP_TAG: "true", OVERRIDES_TAG: overrides})

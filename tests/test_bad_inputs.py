@@ -29,7 +29,8 @@ BAD_FILES = {
     "a-file": b"not a folder",
 }
 
-# (case, overrides, the exact stderr line); {data} is the folder of BAD_FILES, {run} the run_dir.
+# (case, overrides, the exact stderr line); {data} is the folder of BAD_FILES, {run} the run_dir, and a
+# line ending in "..." is a prefix (the options that follow change as conf/ grows).
 CASES = [
     ("malformed JSON", ["dataset=file", "dataset.path={data}/malformed.jsonl"],
      "error: {data}/malformed.jsonl:2: malformed JSON (Expecting value at column 29)"),
@@ -67,11 +68,9 @@ CASES = [
      "error: Could not override 'sampling.bogus'. To append to your config use +sampling.bogus=1 "
      "(Key 'bogus' not in 'SamplingConfig')"),
     ("unknown prompt", ["prompt=nope"],
-     "error: In 'config': Could not find 'prompt/nope' Available options in 'prompt': "
-     "analogical cot direct few_shot_cot plain step_back"),
+     "error: In 'config': Could not find 'prompt/nope' Available options in 'prompt': ..."),
     ("unknown model", ["model=nope"],
-     "error: In 'config': Could not find 'model/nope' Available options in 'model': "
-     "qwen2_5_7b qwen2_5_math_1_5b smollm2_135m"),
+     "error: In 'config': Could not find 'model/nope' Available options in 'model': ..."),
     ("few-shot prompt without a train split", ["prompt.shots=2"],
      "error: dataset.train_path=None: prompt=cot needs exemplars from a train split"),
     ("model path that does not exist", ["model.path=/nonexistent"],
@@ -102,6 +101,7 @@ def test_a_bad_input_fails_at_once_with_one_exact_line_and_starts_nothing(tmp_pa
     result = subprocess.run([sys.executable, "-m", "jobs.sample", f"run_dir={run}", "tracking=none", *args],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.splitlines() == [line.format(data=data, run=run)]
+    [printed], expected = result.stderr.splitlines(), line.format(data=data, run=run)
+    assert printed.startswith(expected[:-3]) if expected.endswith("...") else printed == expected
     assert time.monotonic() - start < 60
     assert "Ray" not in result.stderr + result.stdout and not (run / "traces").exists()

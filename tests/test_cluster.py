@@ -32,7 +32,8 @@ from tests.conftest import free_port, stop_process_group, wait_for_http
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
-TINY = ("dataset.limit=2", "sampling.n=2", "sampling.max_tokens=32", "greedy_baseline=false", "cluster.cpus_per_replica=1")
+TINY = ("dataset.limit=2", "sampling.n=2", "sampling.max_tokens=32", "greedy_baseline=false", "cluster.cpus_per_replica=1",
+        "cluster.unit_size=1")  # one sample per work unit: both replicas get work
 
 
 # --- cluster.yaml ---------------------------------------------------------------------------------
@@ -179,9 +180,12 @@ def test_a_submitted_evaluation_runs_its_replicas_on_both_nodes_and_logs_over_ht
     history = MlflowClient(tracking_uri=mlflow_server).get_metric_history(run.info.run_id, "accuracy/maj")
     assert sorted(m.step for m in history) == [1, 2] and run.data.metrics["tokens/per_problem"] > 0
 
-    [package] = {p for d in ray_cluster.temp_dirs for p in d.glob("session_*/runtime_resources/working_dir_files/*")}
-    assert (package / "jobs" / "evaluate.py").is_file() and (package / "conf" / "config.yaml").is_file()
-    assert not [name for name in (".venv", ".git", "runs", "mlflow.db") if (package / name).exists()]
+    packages = [p for d in ray_cluster.temp_dirs for p in d.glob("session_latest/runtime_resources/working_dir_files/*")
+                if p.is_dir()]  # the working dir as each node unpacked it
+    assert len(packages) == 2
+    for package in packages:
+        assert (package / "jobs" / "evaluate.py").is_file() and (package / "conf" / "config.yaml").is_file()
+        assert not [name for name in (".venv", ".git", "runs", "mlflow.db") if (package / name).exists()]
 
 
 @pytest.mark.cluster
@@ -191,9 +195,9 @@ def test_a_submission_without_the_token_or_with_a_wrong_one_is_refused(ray_clust
     command = ("job", "submit", "--address", ray_cluster.dashboard, "--", "python", "-c", "print('ran')")
     no_token = {k: v for k, v in ray_cluster.env.items() if not k.startswith("RAY_")} | {"HOME": str(tmp_path)}
     refused = ray_cluster.ray(*command, env=no_token, timeout=120)
-    assert refused.returncode != 0 and "Unauthorized: Missing authentication token" in refused.stderr
+    assert refused.returncode != 0 and "Unauthorized: Missing authentication token" in refused.stdout + refused.stderr
     wrong = ray_cluster.ray(*command, env={**no_token, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32}, timeout=120)
-    assert wrong.returncode != 0 and "Forbidden: Invalid authentication token" in wrong.stderr
+    assert wrong.returncode != 0 and "Forbidden: Invalid authentication token" in wrong.stdout + wrong.stderr
     listed = ray_cluster.ray("job", "list", "--address", ray_cluster.dashboard, timeout=120)
     assert listed.returncode == 0 and "ran" not in listed.stdout and "print(" not in listed.stdout
 
@@ -206,7 +210,7 @@ def test_a_sweep_submitted_with_the_ray_launcher_runs_members_at_once_nested_und
         "-m", "hydra/launcher=ray", "prompt=direct,cot", f"run_dir={tmp_path}/" + "${prompt.name}",
         f"hydra.sweep.dir={tmp_path}/sweep", f"tracking.uri={mlflow_server}", "tracking.experiment=cluster-sweep"))
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
-    assert "#1 started (2 running)" in job.stdout  # one CPU per node, one replica per member: both at once
+    assert "#1 started (2 running)" in job.stdout + job.stderr  # one CPU per node, one replica per member: both at once
 
     runs = experiment_runs(mlflow_server, "cluster-sweep")
     [parent] = [r for r in runs if r.data.tags.get("sweep") == "true"]

@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 from analysis.curves import k_grid
 from analysis.traces import filesystem, write_shard
 from jobs import rundir, tracking
-from jobs.compare import compare, search_filter
+from jobs.cli import compose
+from jobs.compare import compare, hydra_args, selection
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLD = "7"
@@ -95,12 +96,13 @@ def test_compare_selects_runs_by_parent_tag_or_filter_and_logs_one_plot_and_tabl
     assert table.select(["run_id", "acc@4", "tokens_per_problem"]).to_pylist() == [
         {"run_id": direct, "acc@4": 0.75, "tokens_per_problem": 30.0}, {"run_id": cot, "acc@4": 1.0, "tokens_per_problem": 120.0}]
 
-    by_tag = compare(mlflow_server, experiment, search_filter(None, {"override.prompt": "cot"}, None), ["maj"], tmp_path / "t")
-    assert by_tag.table["run_id"].to_pylist() == [cot]
-    by_filter = compare(mlflow_server, experiment, search_filter(None, {}, "metrics.`tokens/per_problem` < 50"),
-                        ["maj"], tmp_path / "f")
-    assert sorted(by_filter.table["run"].to_pylist()) == ["prompt=direct", "prompt=plain"]
+    def select(*args: str) -> list[str]:  # compare's selection, given as on the command line
+        cfg = compose(*hydra_args(list(args)), config_name="compare")
+        return compare(mlflow_server, experiment, selection(cfg), ["maj"], tmp_path / "out").table["run"].to_pylist()
 
+    assert select("tag.override.prompt=cot") == ["run-cot"]  # one run: labelled by its name
+    assert select("filter=metrics.`tokens/per_problem` < 50 and params.`prompt.name` != 'cot'") == [
+        "prompt=direct", "prompt=plain"]
 
 def test_compare_names_a_missing_experiment_in_one_line(mlflow_server):
     done = run_module("jobs.compare", "experiment=nowhere", f"tracking.uri={mlflow_server}")

@@ -1,0 +1,45 @@
+"""A Hydra sweep of `jobs.evaluate` on this machine: every member runs, nested under one MLflow parent run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.traces import open_traces
+from jobs.compare import compare, search_filter
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.engine
+
+
+def test_a_sweep_nests_one_tagged_run_per_member_under_a_parent_and_compare_draws_them(mlflow_server, tmp_path):
+    sweep = subprocess.run(
+        [sys.executable, "-m", "jobs.evaluate", "-m", "prompt=direct,cot", "dataset.limit=2", "sampling.n=2",
+         "sampling.max_tokens=32", "greedy_baseline=false", f"run_dir={tmp_path}/" + "${prompt.name}",
+         f"hydra.sweep.dir={tmp_path}/sweep", f"tracking.uri={mlflow_server}", "tracking.experiment=sweep"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert sweep.returncode == 0, sweep.stderr[-4000:]
+    assert (tmp_path / "sweep" / "multirun.yaml").is_file()  # the sweep's record stays out of the project folder
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    children = sorted((r for r in runs if r is not parent), key=lambda r: r.data.tags["override.prompt"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["overrides"].startswith("prompt=direct,cot ")
+    assert f"run_dir={tmp_path}/" + "${prompt.name}" in parent.data.tags["overrides"]  # as typed, not resolved
+    assert [r.data.tags["override.prompt"] for r in children] == ["cot", "direct"]
+    for run in children:
+        prompt = run.data.tags["override.prompt"]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.data.params["prompt.name"] == prompt
+        assert f"prompt={prompt} " in run.data.tags["overrides"] + " "
+        assert run.data.tags["run_dir"] == str(tmp_path / prompt) and open_traces(str(tmp_path / prompt)).count_rows() == 4
+
+    result = compare(mlflow_server, "sweep", search_filter(parent.info.run_id, {}, None), ["maj", "pass"], tmp_path / "cmp")
+    assert sorted(zip(result.table["run"].to_pylist(), result.table["method"].to_pylist())) == [
+        ("prompt=cot", "maj"), ("prompt=cot", "pass"), ("prompt=direct", "maj"), ("prompt=direct", "pass")]
+    assert {a.path for a in client.list_artifacts(result.run_id)} == {f"comparison.{x}" for x in ("png", "parquet", "csv", "md")}
+    tokens = {r.data.tags["override.prompt"]: r.data.metrics["tokens/per_problem"] for r in children}
+    assert {row["run"]: row["tokens_per_problem"] for row in result.table.to_pylist()} == {
+        f"prompt={p}": t for p, t in tokens.items()}
