@@ -20,6 +20,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+import jobs.config  # noqa: F401 - registers the structured configs that conf/ builds on
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 EXIT_USAGE = 2
 FULL_ERRORS = os.environ.get("HYDRA_FULL_ERROR") == "1"  # as the user set it: every error with its traceback

@@ -29,18 +29,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stop_process_group(process: subprocess.Popen, grace_s: float = 5) -> None:
-    """End a process started with start_new_session=True and everything it started: SIGTERM, then SIGKILL."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def stop_process_groups(*processes: subprocess.Popen, grace_s: float = 10) -> None:
+    """End processes started with start_new_session=True and all they started: SIGTERM together, then SIGKILL
+    what is left of their process groups."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for process in processes:
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def wait_for_http(url: str, process: subprocess.Popen, timeout_s: float) -> None:
@@ -71,4 +71,4 @@ def mlflow_server(tmp_path_factory):
         wait_for_http(f"http://127.0.0.1:{port}/health", server, timeout_s=180)
         yield f"http://127.0.0.1:{port}"
     finally:
-        stop_process_group(server)
+        stop_process_groups(server)

@@ -27,7 +27,7 @@ from analysis.traces import open_traces
 from jobs.aggregate import aggregate
 from jobs.cli import compose
 from jobs.sample import sample_runs
-from tests.conftest import free_port, stop_process_group, wait_for_http
+from tests.conftest import free_port, stop_process_groups, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -148,15 +148,14 @@ def ray_cluster(tmp_path_factory):
             time.sleep(1)
         yield cluster
     finally:
-        for node in reversed(nodes):
-            stop_process_group(node)
+        stop_process_groups(*nodes)
         for temp_dir in temp_dirs:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def job_command(*overrides: str) -> list[str]:
     """`python -m jobs.evaluate` with this project's interpreter (the nodes share it here; on a cluster, `python`)."""
-    return [sys.executable, "-m", "jobs.evaluate", *TINY, *overrides]
+    return [sys.executable, "-m", "jobs.evaluate", *overrides, *TINY]  # Hydra's flags (-m) before any override
 
 
 def experiment_runs(uri: str, experiment: str) -> list:

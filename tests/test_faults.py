@@ -143,6 +143,14 @@ def test_a_failed_write_names_the_run_dir_and_leaves_nothing_a_resume_would_read
     assert done_samples(str(tmp_path)) == {"a": {0}}
 
 
+def test_what_is_done_takes_a_bit_per_sample_index_not_a_python_int(tmp_path):
+    write_shard([{"problem_id": "a", "sample_idx": i, "text": "t", "gold": "1"} for i in range(0, 20_000, 2)],
+                str(tmp_path), "part-a")
+    done = done_samples(str(tmp_path))["a"]
+    assert done == set(range(0, 20_000, 2)) and len(done) == 10_000 and 1 not in done and 19_998 in done
+    assert len(done.bits) == 2_500  # bytes: 20,000 indices / 8
+
+
 def test_a_resume_ignores_the_temp_file_of_a_write_killed_before_any_shard(tmp_path):
     (tmp_path / "traces").mkdir()
     (tmp_path / "traces" / ".part-a.0123.tmp").write_bytes(b"PAR1 half")  # a replica killed mid-write
