@@ -14,12 +14,11 @@ Options, read from `engine_kwargs` (vLLM's own keys there are ignored):
 from __future__ import annotations
 
 import os
-import socket
 import time
 from types import SimpleNamespace
 from typing import Any
 
-from actors.replica import EngineReplica, Request, SamplingSpec, WorkUnit
+from actors.replica import EngineReplica, Request, SamplingSpec, WorkUnit, replica_name
 
 CORRECT, WRONG = 45, 90  # seed % 100 below CORRECT: gold; below WRONG: a wrong number; else no answer
 WRONG_OFFSETS = (1, -1, 2, 10, -3)  # wrong answers cluster on a few near misses, as a model's do
@@ -31,7 +30,7 @@ class EngineDouble(EngineReplica):
     clock = staticmethod(time.process_time)  # CPU time: many doubles share few cores
 
     def __init__(self, model_path: str, engine_kwargs: dict[str, Any]):
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = replica_name()
         self.delay_s = float(engine_kwargs.get("delay_s", 0))
         self.crash_on_unit = engine_kwargs.get("crash_on_unit")
         self.crash_marker = engine_kwargs.get("crash_marker")

@@ -68,7 +68,7 @@ class EngineReplica:
         self.llm = LLM(model=model_path, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        self.name = f"{ray.util.get_node_ip_address()}:{os.getpid()}"  # the node's address tells nodes apart
+        self.name = replica_name()
 
     def ready(self) -> str:
         """The replica's name, once its engine is loaded."""
@@ -191,6 +191,11 @@ class EngineReplica:
                 **_logprob_columns(completion, spec.logprobs),
             )
         return row
+
+
+def replica_name() -> str:
+    """`<node address>:<pid>`, the `replica` column: the node's address tells nodes apart."""
+    return f"{ray.util.get_node_ip_address()}:{os.getpid()}"
 
 
 def _params(spec: SamplingSpec, seed: int, max_tokens: int):

@@ -46,9 +46,9 @@ def setup(venv: Path) -> None:
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, "--no-deps", LM_EVAL], check=True)
     subprocess.run([*pip, *LM_EVAL_DEPS], check=True)
-    meta = site / "vllm-0.32.0.dist-info"
+    meta = site / "vllm-0.32.0+cpu.dist-info"  # "+cpu": vLLM picks its CPU platform by this version
     meta.mkdir(exist_ok=True)
-    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm\nVersion: 0.32.0\n")
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm\nVersion: 0.32.0+cpu\n")
     (meta / "RECORD").write_text("")
 
 

@@ -29,7 +29,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stop_process_groups(*processes: subprocess.Popen, grace_s: float = 10) -> None:
+def stop_process_groups(*processes: subprocess.Popen, grace_s: float = 5) -> None:
     """End processes started with start_new_session=True and all they started: SIGTERM together, then SIGKILL
     what is left of their process groups."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

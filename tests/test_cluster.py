@@ -7,7 +7,6 @@ submit jobs with `ray job submit --working-dir .` as a user would.
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys

@@ -8,12 +8,22 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.traces import open_traces
+from jobs.cli import compose
 from jobs.compare import compare, search_filter
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.engine
 
 
+def test_every_combination_is_a_member_with_a_run_dir_of_its_own():
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = OverridesParser.create().parse_overrides(["prompt=direct,cot", "sampling.temperature=0.3,0.7,1.0"])
+    [members] = BasicSweeper.split_arguments(swept, max_batch_size=None)
+    assert len(members) == 6 and len({compose(*member).run_dir for member in members}) == 6
+
+
+@pytest.mark.engine
 def test_a_sweep_nests_one_tagged_run_per_member_under_a_parent_and_compare_draws_them(mlflow_server, tmp_path):
     sweep = subprocess.run(
         [sys.executable, "-m", "jobs.evaluate", "-m", "prompt=direct,cot", "dataset.limit=2", "sampling.n=2",
