@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,9 +28,8 @@ from analysis.curves import majority_vote, scaling_curves
 from analysis.plots import plot_curves
 from analysis.traces import filesystem, open_traces
 from analysis.voting import correct_class, extract_all, group_answers
-from jobs import config as _schemas  # noqa: F401 - registers aggregate_schema, named by conf/aggregate.yaml
 from jobs.config import check_top_percent
-from jobs import rundir, sweep, tracking
+from jobs import cli, rundir, sweep, tracking
 
 GREEDY_SUBDIR = "greedy"
 READ_BATCH = 65_536
@@ -224,7 +222,7 @@ def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], extra_metr
     )
 
 
-@hydra.main(config_path="../conf", config_name="aggregate", version_base="1.3")
+@cli.entry_point("aggregate")
 def main(cfg: DictConfig) -> None:
     check_top_percent(cfg.answer.top_percent)
     config = rundir.saved_config(cfg.run_dir) or {"run_dir": cfg.run_dir}

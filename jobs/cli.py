@@ -20,6 +20,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from jobs import config  # noqa: F401 - registers the structured configs that conf/*.yaml name
+
 import jobs.config  # noqa: F401 - registers the structured configs that conf/ builds on
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -37,7 +39,7 @@ PROJECT_ERRORS = (
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or an unusable environment, not a bug (ValueError covers ConfigError, DatasetError)."""
     loaded = tuple(getattr(sys.modules[module], name) for module, name in PROJECT_ERRORS if module in sys.modules)
-    return (ValueError, HydraException, OmegaConfBaseException, *loaded)
+    return (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, *loaded)
 
 
 def one_line(error: BaseException) -> str:

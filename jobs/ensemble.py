@@ -22,7 +22,6 @@ from analysis.curves import k_grid, scaling_curves
 from analysis.ensemble import METHOD, EnsembleProblem, ensemble_curve, ensemble_problem
 from analysis.plots import plot_curves
 from jobs import cli, rundir, tracking
-from jobs import config as _schemas  # noqa: F401 - registers ensemble_schema, named by conf/ensemble.yaml
 
 
 class EnsembleError(ValueError):

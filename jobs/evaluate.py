@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig, open_dict
 
+from jobs import cli
 from jobs import config as config_module
 from jobs import tracking
 from jobs.aggregate import GREEDY_SUBDIR, aggregate, summary_table, track
@@ -44,7 +44,7 @@ def evaluate(cfg: DictConfig) -> str | None:
     return run_id
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@cli.entry_point("config")
 def main(cfg: DictConfig) -> None:
     config_module.validate(cfg)
     evaluate(cfg)

@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.traces import open_traces
 from jobs import cli, rundir
-from jobs import config as _schemas  # noqa: F401 - registers export_schema, named by conf/export.yaml
 from jobs.problems import Problem
 from jobs.prompts import render
 
