@@ -1,14 +1,15 @@
 """A test double of `EngineReplica` for tests and benchmarks: no model, canned chain-of-thought texts.
 
 It is not a model and never reachable from the config: only code passes it as the replica class
-(`run_sampling(cfg, replica_class=EngineDouble)`). Each text is a deterministic function of the
+(`jobs.sample.sample_runs([cfg], replica_class=EngineDouble)`). Each text is a deterministic function of the
 request's seed: the gold answer 45% of the time, a wrong number 45%, no answer 10% (cut off at
 `length`). Rows and shards are written exactly as the real replica writes them.
 
 Options, read from `engine_kwargs` (vLLM's own keys there are ignored):
   delay_s        sleep this long before each unit (slow replicas, for scheduling tests)
   crash_on_unit  exit the process abruptly (`os._exit`) after the delay of this unit (1-based), unwritten
-  crash_marker   with crash_on_unit: only the replica that creates this file first crashes (it writes its name there)
+  crash_marker   with crash_on_unit: only the replica that creates this file first crashes, and writes
+                 its name there
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ Scheduling faults run on the engine double (actors/double.py) in-process; the re
 """
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,8 +19,8 @@ import pytest
 
 from actors.double import EngineDouble
 from analysis.traces import RunDirError, done_samples, open_traces, read_columns, write_shard
+from jobs.cli import compose
 from jobs.sample import sample_runs
-from jobs.cli import compose as make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +47,14 @@ def capture(func, *args, **kwargs) -> list[BaseException]:
     return []
 
 
+def in_background(func, *args, **kwargs) -> tuple[threading.Thread, list[BaseException]]:
+    """`func` running in a thread, and the list its exception (if any) lands in."""
+    outcome: list[BaseException] = []
+    thread = threading.Thread(target=lambda: outcome.extend(capture(func, *args, **kwargs)))
+    thread.start()
+    return thread, outcome
+
+
 def wait_for(condition, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -65,7 +73,7 @@ def double_run(tmp_path):
     (model / "config.json").write_text("{}")  # the double loads nothing; check_model wants a model folder
 
     def make(*overrides: str):
-        return make_config(f"run_dir={tmp_path}/run", f"model.path={model}", "tracking=none", "dataset.limit=6",
+        return compose(f"run_dir={tmp_path}/run", f"model.path={model}", "tracking=none", "dataset.limit=6",
                            "sampling.n=8", "replicas=2", "cluster.cpus_per_replica=1", "cluster.unit_size=4",
                            "++cluster.engine.delay_s=0.05", *overrides)
 
@@ -117,9 +125,7 @@ def test_in_flight_work_is_bounded_by_replicas_times_max_inflight(local_ray, dou
 def test_a_run_dir_that_becomes_unwritable_stops_the_run_with_an_error_naming_it(local_ray, double_run, tmp_path):
     cfg = double_run("cluster.unit_size=2", "++cluster.engine.delay_s=0.1")
     traces = Path(cfg.run_dir) / "traces"
-    outcome: list[BaseException] = []
-    job = threading.Thread(target=lambda: outcome.extend(capture(sample_runs, [cfg], replica_class=EngineDouble)))
-    job.start()
+    job, outcome = in_background(sample_runs, [cfg], replica_class=EngineDouble)
     wait_for(lambda: any(traces.glob("*.parquet")), timeout_s=60)
     traces.rename(tmp_path / "traces.moved")
     traces.write_text("a file where the traces folder was: every later shard write fails")
@@ -168,34 +174,26 @@ def run_job(*overrides: str, **popen) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def in_background(func, *args, **kwargs) -> tuple[threading.Thread, list[BaseException]]:
-    """`func` running in a thread, and the list its exception (if any) lands in."""
-    outcome: list[BaseException] = []
-    thread = threading.Thread(target=lambda: outcome.extend(capture(func, *args, **kwargs)))
-    thread.start()
-    return thread, outcome
-
-
-def first_shard_replica_pid(traces: Path) -> int:
-    """The process id of the replica that wrote the first shard to appear."""
+def first_shard_replica(traces: Path) -> str:
+    """The name (`address:pid`) of the replica that wrote the first shard to appear."""
     wait_for(lambda: any(traces.glob("*.parquet")), timeout_s=300)
-    name = open_traces(str(traces.parent)).to_table(columns=["replica"])["replica"][0].as_py()
-    return int(name.rsplit(":", 1)[1])
+    return open_traces(str(traces.parent)).to_table(columns=["replica"])["replica"][0].as_py()
 
 
 @pytest.mark.engine
 def test_a_sigkilled_vllm_replica_has_its_work_redone_elsewhere_and_every_sample_written_once(local_ray, tmp_path):
-    cfg = make_config(f"run_dir={tmp_path}/run", *ENGINE_RUN, "dataset.limit=3", "sampling.n=2", "replicas=2",
+    cfg = compose(f"run_dir={tmp_path}/run", *ENGINE_RUN, "dataset.limit=3", "sampling.n=2", "replicas=2",
                       "cluster.cpus_per_replica=1", "cluster.unit_size=1")
     job, outcome = in_background(sample_runs, [cfg])
-    killed = first_shard_replica_pid(tmp_path / "run" / "traces")
-    os.kill(killed, signal.SIGKILL)
+    killed = first_shard_replica(tmp_path / "run" / "traces")
+    pid = int(killed.rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
     job.join(timeout=600)
-    assert outcome == [] and not psutil.pid_exists(killed)
+    assert outcome == [] and not psutil.pid_exists(pid)
     keys = sample_keys(cfg.run_dir)
     assert len(keys) == len(set(keys)) and set(keys) == expected_keys(cfg)
     replicas = set(open_traces(cfg.run_dir).to_table(columns=["replica"])["replica"].to_pylist())
-    assert replicas - {f"{name}:{killed}" for name in {r.rsplit(':', 1)[0] for r in replicas}}
+    assert replicas - {killed}  # the others (and its replacement) did the rest
 
 
 @pytest.mark.engine
@@ -216,7 +214,7 @@ def test_a_sigkilled_driver_resumes_without_recomputing_finished_samples(local_r
     done_before = len(sample_keys(run))
     assert 0 < done_before < 16, "the driver should die mid-run"
 
-    cfg = make_config(f"run_dir={run}", *ENGINE_RUN, *overrides)
+    cfg = compose(f"run_dir={run}", *ENGINE_RUN, *overrides)
     [summary] = sample_runs([cfg])
     assert (summary.skipped, summary.samples) == (done_before, 16 - done_before)
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (run / "traces").glob("*.parquet")
@@ -251,7 +249,7 @@ def test_a_replica_that_cannot_start_fails_the_run_at_once_with_its_cause(local_
                                                                           fault, overrides, cause):
     from actors.pool import ReplicaStartError
 
-    cfg = make_config(f"run_dir={tmp_path}/run", *ENGINE_RUN, "dataset.limit=1", "sampling.n=1",
+    cfg = compose(f"run_dir={tmp_path}/run", *ENGINE_RUN, "dataset.limit=1", "sampling.n=1",
                       "cluster.startup_timeout_s=600", *(o.format(corrupt=corrupt_model) for o in overrides))
     start = time.monotonic()
     with pytest.raises(ReplicaStartError, match=rf"a replica failed to start: .*{cause}"):
@@ -267,7 +265,7 @@ def test_a_prompt_longer_than_the_context_fails_alone_with_its_reason(local_ray,
     rows = [{"question": "What is 2 + 3?", "answer": "5"}, {"question": long_question, "answer": "3000"},
             {"question": "What is 4 * 5?", "answer": "20"}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = make_config(f"run_dir={tmp_path}/run", *ENGINE_RUN, "dataset=file", f"dataset.path={data}", "sampling.n=2",
+    cfg = compose(f"run_dir={tmp_path}/run", *ENGINE_RUN, "dataset=file", f"dataset.path={data}", "sampling.n=2",
                       "cluster.unit_size=3")
     [summary] = sample_runs([cfg])
     assert (summary.samples, summary.errors) == (6, 2)
