@@ -62,7 +62,8 @@ def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_
                     replica_class: type = EngineReplica):
     """A function that starts one replica actor with the resources it needs."""
     actor = ray.remote(replica_class)
-    env = {"env_vars": dict(cluster.env)} if cluster.env else None
+    # Ray starts workers at niceness 15; a replica does the job's work, so it must not yield to every other process.
+    env = {"env_vars": {**cluster.env, "RAY_worker_niceness": "0"}}
 
     def create():
         options: dict[str, Any] = {"num_cpus": cluster.cpus_per_replica, "runtime_env": env, "max_restarts": 0}

@@ -146,7 +146,7 @@ class EngineReplica:
         """The row of one branch: its first token then the greedy rest, with its rank and answer confidence Δ."""
         steps = [step] + list(rest.logprobs)
         branch = SimpleNamespace(
-            text=step[token].decoded_token + rest.text,
+            text=(step[token].decoded_token or "") + rest.text,
             token_ids=[token] + list(rest.token_ids),
             finish_reason=rest.finish_reason,
             cumulative_logprob=step[token].logprob + (rest.cumulative_logprob or 0.0),

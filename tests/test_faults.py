@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from ray import get as ray_get
 
 from actors.double import EngineDouble
 from analysis.traces import RunDirError, done_samples, open_traces, read_columns, write_shard
@@ -120,6 +121,15 @@ def test_in_flight_work_is_bounded_by_replicas_times_max_inflight(local_ray, dou
         done += 1
         most = max(most, pulled - done)
     assert done == pulled == 40 and most <= 2 * 3
+
+
+def test_replicas_run_at_normal_priority_not_rays_worker_niceness(local_ray, double_run):
+    from actors import cluster, pool
+
+    cfg = double_run()
+    [replica] = pool.start(cluster.replica_factory(cfg.cluster, 1, cfg.model.path, {}, EngineDouble), 1, 60)
+    pid = int(ray_get(replica.ready.remote()).rsplit(":", 1)[1])
+    assert psutil.Process(pid).nice() == 0
 
 
 def test_a_run_dir_that_becomes_unwritable_stops_the_run_with_an_error_naming_it(local_ray, double_run, tmp_path):
