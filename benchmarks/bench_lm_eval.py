@@ -7,8 +7,9 @@ Both sides run as commands, one after the other, on the embedded model with the 
 arguments and environment: `lm-eval run` with a self-consistency task (the job's prompt text through
 the model's chat template, `repeats` samples, regex + majority_vote filter) and `python -m jobs.sample`
 (no logprobs, as lm-eval computes none). It reports both wall times and their ratio, then takes
-lm-eval's logged samples, runs our extraction and vote on them (analysis.voting, analysis.curves)
-and counts the problems where our majority answer equals lm-eval's.
+lm-eval's logged samples and counts the problems where our majority answer equals lm-eval's: with
+our extraction (analysis.voting: 'The answer is', boxed, ..., else the last number) and with lm-eval's
+own regex answers (the vote alone: analysis.voting.group_answers + analysis.curves.majority_vote).
 
 lm-eval lives in its own venv (--venv) so the project's venv is never changed: `--setup` creates it
 with the project's packages visible through a .pth file, installs lm-eval and its missing
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -97,31 +99,36 @@ def timed(command: list[str], env: dict[str, str], log: Path) -> float:
     return time.monotonic() - start
 
 
-def our_vote(texts: list[str], fmt: str) -> str | None:
-    """Our majority answer (canonical key) over one problem's texts."""
+def our_vote(keys: list[str | None], fmt: str) -> str | None:
+    """Our majority answer over one problem's canonical answer keys (None: no answer)."""
     from analysis.curves import majority_vote
-    from analysis.voting import extract_all, group_answers
+    from analysis.voting import group_answers
 
-    labels, classes = group_answers([key for _, key in extract_all(texts, fmt, workers=1)], fmt)
+    labels, classes = group_answers(keys, fmt)
     winner, _ = majority_vote(labels)
     return classes[winner] if winner >= 0 else None
 
 
-def compare_votes(samples_file: Path, fmt: str) -> tuple[int, int, list[dict[str, Any]]]:
-    """(agreeing problems, problems, disagreements) between lm-eval's vote and ours on lm-eval's samples."""
+def compare_votes(samples_file: Path, fmt: str) -> dict[str, Any]:
+    """Per problem: lm-eval's vote, ours on its texts (our extraction), ours on its regex's answers (vote only)."""
     from analysis.answers import canonicalize
+    from analysis.voting import extract_all
 
-    agree, rows = 0, []
-    docs = [json.loads(line) for line in samples_file.open()]
-    for doc in docs:
+    rows = []
+    for line in samples_file.open():
+        doc = json.loads(line)
         texts = [r[0] if isinstance(r, list) else r for r in doc["resps"]]
         theirs = doc["filtered_resps"][0]
-        theirs = None if theirs == "[invalid]" else canonicalize(theirs, fmt)
-        ours = our_vote(texts, fmt)
-        agree += theirs == ours
-        if theirs != ours:
-            rows.append({"id": doc["doc"]["id"], "lm_eval": theirs, "ours": ours})
-    return agree, len(docs), rows
+        matches = [re.search(ANSWER_REGEX, t) for t in texts]
+        rows.append({
+            "id": doc["doc"]["id"],
+            "lm_eval": None if theirs == "[invalid]" else canonicalize(theirs, fmt),
+            "ours": our_vote([key for _, key in extract_all(texts, fmt, workers=1)], fmt),
+            "ours_on_its_answers": our_vote([canonicalize(m.group(1), fmt) if m else None for m in matches], fmt),
+            "answered": sum(m is not None for m in matches),
+        })
+    return {"rows": rows, "agree": sum(r["lm_eval"] == r["ours"] for r in rows),
+            "vote_agree": sum(r["lm_eval"] == r["ours_on_its_answers"] for r in rows)}
 
 
 def main() -> None:
@@ -157,15 +164,18 @@ def main() -> None:
                        env, tmp / "lm-eval.log")
         ours_s = timed([sys.executable, "-m", "jobs.sample", *overrides], env, tmp / "job.log")
         [samples_file] = (tmp / "lm-eval").rglob(f"samples_{TASK}_*.jsonl")
-        agree, total, disagreements = compare_votes(samples_file, cfg.answer.format)
+        votes = compare_votes(samples_file, cfg.answer.format)
 
     print(f"{args.problems} problems x {args.samples} samples, max_tokens {args.max_tokens}, "
           f"T={cfg.sampling.temperature}, top_p={cfg.sampling.top_p}")
     print(f"lm-eval (vLLM backend): {peer_s:.1f}s   jobs.sample (1 replica): {ours_s:.1f}s   "
           f"ratio ours/lm-eval: {ours_s / peer_s:.2f} (wall time, both from the command's start)")
-    print(f"majority vote on lm-eval's samples: ours equals lm-eval's on {agree}/{total} problems")
-    for row in disagreements:
-        print(f"  {row['id']}: lm-eval {row['lm_eval']!r}, ours {row['ours']!r}")
+    rows, total = votes["rows"], len(votes["rows"])
+    print(f"on lm-eval's samples: our extraction + vote equals lm-eval's vote on {votes['agree']}/{total} problems; "
+          f"our vote over lm-eval's own extracted answers equals it on {votes['vote_agree']}/{total}")
+    for row in rows:
+        print(f"  {row['id']}: lm-eval {row['lm_eval']!r} ({row['answered']}/{args.samples} samples match its regex), "
+              f"ours {row['ours']!r}, ours on its answers {row['ours_on_its_answers']!r}")
 
 
 if __name__ == "__main__":
