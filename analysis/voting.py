@@ -39,7 +39,7 @@ def extract_all(texts: Sequence[str], fmt: str, workers: int | None = None) -> l
 
 
 def group_answers(keys: Sequence[Optional[str]], fmt: str) -> tuple[np.ndarray, list[str]]:
-    """Class id per sample (-1: no answer) and each class's answer, classes ordered by votes."""
+    """Class id per sample (-1: no answer) and each class's answer (its most voted key), most voted keys first."""
     classes: list[str] = []
     class_of: dict[str, int] = {}
     for key, _ in Counter(k for k in keys if k is not None).most_common():
