@@ -316,7 +316,7 @@ def vote_at_k_mc(
             else:  # which samples vote depends on the whole prefix: recount it
                 w = filter_top(sample_weights[order[:, :k]], top_percent).ravel()
                 totals = np.bincount(cells[:, :k].ravel(), weights=w, minlength=rows * m).reshape(rows, m)
-            batch_scores[:, i] = _tie_credit(totals * votes_for, target)
+            batch_scores[:, i] = tie_credit(totals * votes_for, target)
             prev = k
         scores.append(batch_scores)
     scores = np.concatenate(scores)
@@ -324,7 +324,7 @@ def vote_at_k_mc(
     return scores.mean(axis=0), stderr
 
 
-def _tie_credit(votes: np.ndarray, target: int) -> np.ndarray:
+def tie_credit(votes: np.ndarray, target: int) -> np.ndarray:
     """Per row: 1/t if `target` is among the t top-voted classes, else 0; 0 when no votes."""
     top = votes.max(axis=1, keepdims=True)
     tied = votes >= top * (1 - TIE_RTOL)

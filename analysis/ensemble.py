@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from analysis.curves import Problem, _tie_credit, bootstrap_ci, k_grid, n_permutations
+from analysis.curves import Problem, tie_credit, bootstrap_ci, k_grid, n_permutations
 from analysis.voting import correct_class, group_answers
 
 METHOD = "ensemble"
@@ -64,7 +64,7 @@ def ensemble_at_k_mc(problem: EnsembleProblem, ks: Sequence[int], model_weights:
         for j, k in enumerate(ks):
             for weight, model_cells in zip(model_weights, cells):
                 votes += weight * np.bincount(model_cells[:, prev:k].ravel(), minlength=rows * m).reshape(rows, m)
-            batch_scores[:, j] = _tie_credit(votes * (classes >= 0), target)
+            batch_scores[:, j] = tie_credit(votes * (classes >= 0), target)
             prev = k
         scores.append(batch_scores)
     scores = np.concatenate(scores)
