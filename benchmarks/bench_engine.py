@@ -1,14 +1,14 @@
 """The job against the raw engine, side by side in one run on this machine.
 
-    python -m benchmarks.bench_engine                       # 16 problems x 8 samples, max_tokens 128
+    python -m benchmarks.bench_engine                       # the default job's shape: 24 problems x 16, max_tokens 192
     python -m benchmarks.bench_engine --problems 4 --samples 4 --max-tokens 32 cluster.unit_size=8
 
 `direct`: one `vllm.LLM` in this process, one `LLM.generate` call over every sample. `job`:
 `jobs.sample.sample_runs` with one replica (Ray already started). Both get the same token prompts,
 the same per-sample seeds and SamplingParams, the same engine arguments and environment, and both
-start cold: each timing runs from loading the engine to the last sample (the job's also covers
-dispatch and shard writes). Tokens/s are generated tokens over those times; the ratio is job/direct.
-Extra arguments are Hydra overrides for both (e.g. cluster.unit_size=128).
+start cold: each timing runs from importing vLLM (the replica imports it in its actor) to the last
+sample (the job's also covers starting the actor, dispatch and shard writes). Tokens/s are generated
+tokens over those times; the ratio is job/direct. Extra arguments are Hydra overrides for both.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import sys
 import tempfile
 import time
 from typing import Any
@@ -33,14 +34,15 @@ def planned_requests(cfg: DictConfig) -> list[Any]:
 
 
 def run_direct(cfg: DictConfig, model_path: str, spec: Any) -> dict[str, Any]:
-    """Load vllm.LLM here and generate every sample in one call."""
-    from vllm import LLM
-    from vllm.inputs import TokensPrompt
-
+    """Import vLLM, load vllm.LLM here and generate every sample in one call."""
     from actors.replica import _params
     from jobs.sample import engine_kwargs
 
+    assert "vllm" not in sys.modules, "vLLM must be imported inside the timing, as the replica does"
     start = time.monotonic()
+    from vllm import LLM
+    from vllm.inputs import TokensPrompt
+
     llm = LLM(model=model_path, **engine_kwargs(cfg))
     loaded = time.monotonic()
     tokenizer = llm.get_tokenizer()
@@ -77,9 +79,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", type=int, default=16)
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--problems", type=int, default=24)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sides")
     args = parser.parse_args()
 
@@ -106,7 +108,7 @@ def main() -> None:
     rate = {name: r["tokens"] / r["wall_s"] for name, r in (("direct", direct), ("job", job))}
     print(f"{args.problems} problems x {args.samples} samples, max_tokens {args.max_tokens}, "
           f"unit_size {cfg.cluster.unit_size}, T={s.temperature}, top_p={s.top_p}, logprobs={s.logprobs}")
-    print(f"direct LLM.generate: {direct['tokens']} tokens in {direct['wall_s']:.1f}s (load {direct['load_s']:.1f}s, "
+    print(f"direct LLM.generate: {direct['tokens']} tokens in {direct['wall_s']:.1f}s (import + load {direct['load_s']:.1f}s, "
           f"generate {direct['generate_s']:.1f}s): {rate['direct']:.1f} tok/s")
     print(f"jobs.sample, 1 replica: {job['tokens']} tokens in {job['wall_s']:.1f}s (of which generating "
           f"{job['generate_s']:.1f}s, writing {job['write_s']:.2f}s): {rate['job']:.1f} tok/s")

@@ -75,7 +75,7 @@ class ClusterConfig:
     num_cpus: Optional[int] = None
     cpus_per_replica: float = 1
     gpus_per_replica: float = 0
-    unit_size: int = 32
+    unit_size: int = 256
     max_inflight: int = 2
     max_replica_restarts: int = 2
     startup_timeout_s: float = 300

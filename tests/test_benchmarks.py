@@ -1,0 +1,59 @@
+"""Every benchmark runs in CI at a small size, so none rots; the checks are on what they report, never on time.
+
+Full sizes and the measured figures are in docs/benchmarks.md.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(name: str, *args: str, timeout_s: float = 600) -> str:
+    """Run `python -m benchmarks.<name> args...` from the project folder; return its stdout."""
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=timeout_s)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def figures(pattern: str, text: str) -> list[float]:
+    """Every number `pattern`'s one group matches in `text`."""
+    return [float(m.replace(",", "")) for m in re.findall(pattern, text)]
+
+
+def test_bench_scale_streams_both_shapes_with_a_driver_far_under_a_gigabyte(tmp_path):
+    out = bench("bench_scale", "--samples", "4000", "--replicas", "2", "--problems", "40", "--unit-size", "200")
+    assert "1 x 4000 samples on 2 replicas" in out and "40 x 100 samples on 2 replicas" in out
+    peaks = figures(r"driver peak RSS (\d+) MB", out) + figures(r"resume scan of [\d.]+s (\d+) MB", out)
+    assert len(peaks) == 4 and all(0 < mb < 1024 for mb in peaks), out
+    assert all(rate > 0 for rate in figures(r"Parquet writes ([\d,]+) rows/s", out)), out
+
+
+def test_bench_curves_keeps_the_monte_carlo_error_under_a_tenth_of_a_point():
+    out = bench("bench_curves", "--problems", "60", "--samples", "128", "--compare", "10")
+    [stderr_points] = figures(r"standard error of maj@k, worst k: ([\d.]+) points", out)
+    assert stderr_points < 0.1, out
+    assert len(figures(r"maj@(\d+) ", out)) == 8  # k = 1, 2, 4, ..., 128
+
+
+def test_bench_extract_reports_both_rates_and_their_ratio():
+    out = bench("bench_extract", "--problems", "20", "--samples", "50")
+    assert "texts: 1,000 (20 problems x 50 samples)" in out
+    [one] = figures(r"1 worker: +([\d,]+) samples/s", out)
+    [speed_up] = figures(r"speed-up: +([\d.]+)x", out)
+    assert one > 0 and speed_up > 0, out
+
+
+@pytest.mark.engine
+def test_bench_engine_gives_the_job_and_the_raw_engine_the_same_samples():
+    out = bench("bench_engine", "--problems", "2", "--samples", "4", "--max-tokens", "16", "cluster.unit_size=8")
+    [direct_tokens] = figures(r"direct LLM.generate: (\d+) tokens", out)
+    [job_tokens] = figures(r"jobs.sample, 1 replica: (\d+) tokens", out)
+    assert direct_tokens == job_tokens > 0, out
+    assert "identical texts: 8/8" in out, out
+    assert figures(r"ratio job/direct: ([\d.]+)", out)[0] > 0, out
