@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from jobs import config  # noqa: F401 - registers the structured configs that conf/*.yaml name
-
-import jobs.config  # noqa: F401 - registers the structured configs that conf/ builds on
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 EXIT_USAGE = 2
@@ -69,7 +69,7 @@ def entry_point(config_name: str = "config") -> Callable[[Callable[[DictConfig],
         hydra_main = hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
         if FULL_ERRORS:
             return hydra_main(task)
-        hydra_task = hydra_main(_reported(task))  # reports the task's errors
+        hydra_task = hydra_main(_reported(task, in_task=True))  # reports the task's errors
 
         @functools.wraps(task)
         def main() -> Any:
@@ -84,8 +84,10 @@ def entry_point(config_name: str = "config") -> Callable[[Callable[[DictConfig],
     return decorate
 
 
-def _reported(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`func`, exiting with status 2 and `error: <message>` on an expected error."""
+def _reported(func: Callable[..., Any], in_task: bool = False) -> Callable[..., Any]:
+    """`func`, exiting with status 2 and `error: <message>` on an expected error. A sweep member's task
+    (`in_task`, multirun) prints the line and raises on instead: Hydra fails that member alone, runs the
+    others and closes the sweep's MLflow parent run FAILED, then the command exits 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -95,6 +97,8 @@ def _reported(func: Callable[..., Any]) -> Callable[..., Any]:
             if not isinstance(error, expected_errors()):
                 raise
             print(f"error: {one_line(error)}", file=sys.stderr)
+            if in_task and HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
             sys.exit(EXIT_USAGE)
 
     return wrapper

@@ -5,6 +5,7 @@
 `SweepTracking` (conf/config.yaml, `hydra.callbacks`) opens the parent run when the multirun starts and
 exports its id (`tracking.PARENT_RUN_ENV`) to the members, whose runs nest under it and carry their
 overrides as tags (`override_tags`). The parent closes FINISHED when every member succeeded, else FAILED.
+Only the jobs it is given open one: a sweep of `jobs.sample`, which logs nothing, opens none.
 Members run one after another, or concurrently on Ray with `hydra/launcher=ray`.
 """
 
@@ -42,8 +43,11 @@ def override_tags() -> dict[str, str]:
 class SweepTracking(Callback):
     """Opens a sweep's MLflow parent run, nests the members under it, and closes it with the sweep's outcome."""
 
+    def __init__(self, tracked_jobs: list[str]):
+        self.tracked_jobs = set(tracked_jobs)  # Hydra job names (`jobs.<name>`) whose members log to MLflow
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not config.tracking.enabled:
+        if not config.tracking.enabled or config.hydra.job.name not in self.tracked_jobs:
             return
         overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))  # as typed
         name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"

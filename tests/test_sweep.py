@@ -53,3 +53,20 @@ def test_a_sweep_nests_one_tagged_run_per_member_under_a_parent_and_compare_draw
     tokens = {r.data.tags["override.prompt"]: r.data.metrics["tokens/per_problem"] for r in children}
     assert {row["run"]: row["tokens_per_problem"] for row in result.table.to_pylist()} == {
         f"prompt={p}": t for p, t in tokens.items()}
+
+
+@pytest.mark.parametrize("job, parents", [("evaluate", ["FAILED"]), ("sample", [])])
+def test_a_failing_member_fails_alone_and_only_a_tracked_job_opens_a_parent_run(job, parents, tmp_path):
+    """Every member runs and prints its error; evaluate's parent run closes FAILED; sample (logs nothing) opens none."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = subprocess.run(
+        [sys.executable, "-m", f"jobs.{job}", "-m", f"model.path={tmp_path}/no-model", "sampling.temperature=0.3,0.7",
+         f"run_dir={tmp_path}/run-" + "${sampling.temperature}", f"hydra.sweep.dir={tmp_path}/sweep",
+         f"tracking.uri={uri}", "tracking.experiment=sweep"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    missing = f"error: model.path='{tmp_path}/no-model': no Hugging Face model folder (config.json) there"
+    assert sweep.returncode == 2 and sweep.stderr.count(missing) == 3, sweep.stderr[-4000:]  # each member, then the sweep
+    assert "#1 : " in sweep.stdout + sweep.stderr and "Traceback" not in sweep.stderr
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("sweep")
+    runs = MlflowClient(tracking_uri=uri).search_runs([experiment.experiment_id]) if experiment else []
+    assert [r.info.status for r in runs if r.data.tags.get("sweep") == "true"] == parents and len(runs) == len(parents)
