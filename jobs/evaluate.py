@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig) -> str | None:
                        title=f"{cfg.model.name} / {cfg.dataset.name} / {cfg.prompt.name}",
                        top_percent=cfg.answer.top_percent)
     main = summaries[0]
-    speed = {"throughput/tokens_per_s": main.tokens / main.seconds} if main.seconds else {}
+    speed = {"throughput/tokens_per_replica_s": main.tokens_per_replica_s} if main.generate_seconds else {}
     run_id = track(cfg, result, config_module.resolved(cfg), speed)
     print(summary_table(result))
     print(f"plot:   {result.files[-1]}\ntables: {cfg.run_dir}/{{answers,problems,curves}}.parquet", file=sys.stderr)

@@ -69,9 +69,14 @@ class SampleSummary:
     skipped: int = 0  # already present from an earlier call
     tokens: int = 0
     errors: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the call, shared by every run sampled in it
     generate_seconds: float = 0.0  # summed over units: replicas generating (the double reports CPU time)
     write_seconds: float = 0.0  # summed over units: replicas writing shards
+
+    @property
+    def tokens_per_replica_s(self) -> float:
+        """Generated tokens per second of one replica generating this run's units."""
+        return self.tokens / self.generate_seconds if self.generate_seconds else 0.0
 
 
 def prepare_problems(cfg: DictConfig) -> tuple[list[Problem], dict[str, Any]]:
@@ -173,13 +178,16 @@ def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> li
             elapsed = time.monotonic() - start
             bar.update(result["rows"])
             bar.set_postfix_str(f"{samples / elapsed:.1f} samples/s, {tokens / elapsed:.0f} tok/s")
-    for s in summaries.values():
-        s.seconds = time.monotonic() - start
+    wall = time.monotonic() - start
+    for s in summaries.values():  # the runs share the replicas, so each has its own generation time, not wall time
+        s.seconds = wall
         print(
-            f"[sample] {s.samples} samples ({s.skipped} already present, {s.errors} failed) in {s.seconds:.1f}s: "
-            f"{s.tokens / max(s.seconds, 1e-9):.0f} tok/s -> {s.run_dir}/traces",
+            f"[sample] {s.samples} samples ({s.skipped} already present, {s.errors} failed), {s.tokens} tokens in "
+            f"{s.generate_seconds:.1f} replica-s generating: {s.tokens_per_replica_s:.0f} tok/s -> {s.run_dir}/traces",
             file=sys.stderr,
         )
+    print(f"[sample] in all: {samples} samples, {tokens} tokens in {wall:.1f}s on {cfg.replicas} replica(s): "
+          f"{tokens / wall:.0f} tok/s", file=sys.stderr)
     return list(summaries.values())
 
 
