@@ -8,8 +8,10 @@ arguments and environment: `lm-eval run` with a self-consistency task (the job's
 the model's chat template, `repeats` samples, regex + majority_vote filter) and `python -m jobs.sample`
 (no logprobs, as lm-eval computes none). It reports both wall times and their ratio, then takes
 lm-eval's logged samples and counts the problems where our majority answer equals lm-eval's: with
-our extraction (analysis.voting: 'The answer is', boxed, ..., else the last number) and with lm-eval's
-own regex answers (the vote alone: analysis.voting.group_answers + analysis.curves.majority_vote).
+our extraction (analysis.voting: 'The answer is', boxed, ..., else the last number) and with the answers
+lm-eval's filter extracted (the vote alone: analysis.voting.group_answers + analysis.curves.majority_vote).
+lm-eval votes with both of its GSM8K CoT extractions: 'strict' (the first "The answer is N") and
+'flexible' (the last number in the text, close to our fallback).
 
 lm-eval lives in its own venv (--venv) so the project's venv is never changed: `--setup` creates it
 with the project's packages visible through a .pth file, installs lm-eval and its missing
@@ -37,7 +39,11 @@ LM_EVAL = "lm-eval==0.4.13"
 LM_EVAL_DEPS = ["datasets", "evaluate", "more-itertools", "pytablewriter", "rouge-score", "sacrebleu", "sqlitedict",
                 "word2number"]
 TASK = "marginal_self_consistency"
-ANSWER_REGEX = r"The answer is (\-?[0-9\.\,]*[0-9]+)"
+# lm-eval's two GSM8K chain-of-thought extractions (gsm8k-cot-self-consistency): (regex, group_select)
+FILTERS = {
+    "strict": (r"The answer is (\-?[0-9\.\,]*[0-9]+)", 0),  # the first 'The answer is N'
+    "flexible": (r"(-?[$0-9.,]{2,})|(-?[0-9]+)", -1),  # the last number
+}
 
 
 def setup(venv: Path) -> None:
@@ -55,7 +61,7 @@ def setup(venv: Path) -> None:
 
 
 def task_yaml(data: Path, cfg: DictConfig) -> str:
-    """The lm-eval task: our prompt text per problem, `n` samples each, majority vote over 'The answer is N'."""
+    """The lm-eval task: our prompt text per problem, `n` samples each, a majority vote per extraction in FILTERS."""
     s = cfg.sampling
     return json.dumps({  # YAML is a superset of JSON
         "task": TASK, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
@@ -63,8 +69,9 @@ def task_yaml(data: Path, cfg: DictConfig) -> str:
         "doc_to_target": "{{answer}}", "num_fewshot": 0, "repeats": s.n,
         "generation_kwargs": {"until": [], "do_sample": True, "temperature": s.temperature, "top_p": s.top_p,
                               "max_gen_toks": s.max_tokens},
-        "filter_list": [{"name": "maj", "filter": [{"function": "regex", "regex_pattern": ANSWER_REGEX},
-                                                   {"function": "majority_vote"}, {"function": "take_first"}]}],
+        "filter_list": [{"name": name, "filter": [
+            {"function": "regex", "regex_pattern": regex, "group_select": group},
+            {"function": "majority_vote"}, {"function": "take_first"}]} for name, (regex, group) in FILTERS.items()],
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
     }, indent=1)
 
@@ -109,26 +116,36 @@ def our_vote(keys: list[str | None], fmt: str) -> str | None:
     return classes[winner] if winner >= 0 else None
 
 
-def compare_votes(samples_file: Path, fmt: str) -> dict[str, Any]:
-    """Per problem: lm-eval's vote, ours on its texts (our extraction), ours on its regex's answers (vote only)."""
+def lm_eval_answer(text: str, regex: str, group_select: int) -> str | None:
+    """What lm-eval's regex filter extracts from one sample (its RegexFilter), None for its '[invalid]'."""
+    matches = re.findall(regex, text)
+    if not matches:
+        return None
+    match = matches[group_select]
+    if isinstance(match, tuple):
+        match = next((m for m in match if m), None)
+    return match.strip() if match else None
+
+
+def compare_votes(samples_file: Path, fmt: str) -> dict[str, list[dict[str, Any]]]:
+    """Per filter and problem: lm-eval's vote, ours on its texts (our extraction), ours on its filter's answers."""
     from analysis.answers import canonicalize
     from analysis.voting import extract_all
 
-    rows = []
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in FILTERS}
     for line in samples_file.open():
         doc = json.loads(line)
-        texts = [r[0] if isinstance(r, list) else r for r in doc["resps"]]
+        texts = [text for request in doc["resps"] for text in request]  # one request per problem, `repeats` texts
         theirs = doc["filtered_resps"][0]
-        matches = [re.search(ANSWER_REGEX, t) for t in texts]
-        rows.append({
+        answers = [lm_eval_answer(t, *FILTERS[doc["filter"]]) for t in texts]
+        rows[doc["filter"]].append({
             "id": doc["doc"]["id"],
             "lm_eval": None if theirs == "[invalid]" else canonicalize(theirs, fmt),
             "ours": our_vote([key for _, key in extract_all(texts, fmt, workers=1)], fmt),
-            "ours_on_its_answers": our_vote([canonicalize(m.group(1), fmt) if m else None for m in matches], fmt),
-            "answered": sum(m is not None for m in matches),
+            "ours_on_its_answers": our_vote([canonicalize(a, fmt) if a else None for a in answers], fmt),
+            "answered": sum(a is not None for a in answers),
         })
-    return {"rows": rows, "agree": sum(r["lm_eval"] == r["ours"] for r in rows),
-            "vote_agree": sum(r["lm_eval"] == r["ours_on_its_answers"] for r in rows)}
+    return rows
 
 
 def main() -> None:
@@ -170,12 +187,14 @@ def main() -> None:
           f"T={cfg.sampling.temperature}, top_p={cfg.sampling.top_p}")
     print(f"lm-eval (vLLM backend): {peer_s:.1f}s   jobs.sample (1 replica): {ours_s:.1f}s   "
           f"ratio ours/lm-eval: {ours_s / peer_s:.2f} (wall time, both from the command's start)")
-    rows, total = votes["rows"], len(votes["rows"])
-    print(f"on lm-eval's samples: our extraction + vote equals lm-eval's vote on {votes['agree']}/{total} problems; "
-          f"our vote over lm-eval's own extracted answers equals it on {votes['vote_agree']}/{total}")
-    for row in rows:
-        print(f"  {row['id']}: lm-eval {row['lm_eval']!r} ({row['answered']}/{args.samples} samples match its regex), "
-              f"ours {row['ours']!r}, ours on its answers {row['ours_on_its_answers']!r}")
+    for name, rows in votes.items():
+        agree = sum(r["lm_eval"] == r["ours"] for r in rows)
+        vote_agree = sum(r["lm_eval"] == r["ours_on_its_answers"] for r in rows)
+        print(f"lm-eval's '{name}' extraction, on its samples: our extraction + vote equals its vote on {agree}/{len(rows)} "
+              f"problems; our vote over its extracted answers equals it on {vote_agree}/{len(rows)}")
+        for row in rows:
+            print(f"  {row['id']}: lm-eval {row['lm_eval']!r} ({row['answered']}/{args.samples} samples match), "
+                  f"ours {row['ours']!r}, ours on its answers {row['ours_on_its_answers']!r}")
 
 
 if __name__ == "__main__":
