@@ -57,3 +57,22 @@ def test_bench_engine_gives_the_job_and_the_raw_engine_the_same_samples():
     assert direct_tokens == job_tokens > 0, out
     assert "identical texts: 8/8" in out, out
     assert figures(r"ratio job/direct: ([\d.]+)", out)[0] > 0, out
+
+
+def test_the_peer_comparison_reads_every_repeat_and_votes_like_lm_eval_with_its_extractions(tmp_path):
+    """A samples file as lm-eval logs it (one request per problem holding all repeats, one line per filter)."""
+    import json
+
+    from benchmarks.bench_lm_eval import FILTERS, compare_votes, lm_eval_answer
+
+    texts = ["2 + 3 = 5. The answer is 5.", "so the answer is 5", "2 + 2 = 4", "The answer is 7. Check: 7"]
+    votes = {"strict": "[invalid]", "flexible": "7"}  # strict: 2 of 4 invalid, lm-eval's vote counts them
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps({"doc": {"id": "p0"}, "resps": [texts], "filtered_resps": [votes[name]],
+                                        "filter": name}) + "\n" for name in FILTERS))
+    assert [lm_eval_answer(t, *FILTERS["strict"]) for t in texts] == ["5", None, None, "7"]
+    assert [lm_eval_answer(t, *FILTERS["flexible"]) for t in texts] == ["5.", "5", "4", "7"]
+    rows = compare_votes(path, "number")
+    assert [(r["answered"], r["lm_eval"]) for r in rows["strict"]] == [(2, None)]
+    assert [r["answered"] for r in rows["flexible"]] == [4]
+    assert rows["strict"][0]["ours"] == rows["flexible"][0]["ours"] == "5"  # ours reads 'so the answer is 5' too
