@@ -7,7 +7,6 @@ its cause within `startup_timeout_s`.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator

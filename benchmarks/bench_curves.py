@@ -23,7 +23,6 @@ from analysis.curves import (
     class_counts,
     k_grid,
     maj_at_k_exact,
-    maj_curve,
     n_permutations,
     pass_curve,
     scaling_curves,

@@ -9,16 +9,12 @@ answers.parquet, problems.parquet, curves.parquet and curves.png into run_dir.
 from __future__ import annotations
 
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from analysis import confidence as conf_lib
@@ -26,7 +22,7 @@ from analysis.cot_decoding import cot_decoding_curves
 from analysis.curves import Problem as VoteProblem
 from analysis.curves import majority_vote, scaling_curves
 from analysis.plots import plot_curves
-from analysis.traces import filesystem, open_traces
+from analysis.traces import open_traces
 from analysis.voting import correct_class, extract_all, group_answers
 from jobs.config import check_top_percent
 from jobs import cli, rundir, sweep, tracking
@@ -140,23 +136,6 @@ def greedy_accuracy(run_dir: str, fmt: str) -> Optional[float]:
     return float(np.mean(table["correct"].to_numpy(zero_copy_only=False)))
 
 
-def _write(table: pa.Table, run_dir: str, name: str) -> str:
-    fs, root = filesystem(run_dir)
-    pq.write_table(table, f"{root}/{name}", filesystem=fs, compression="zstd")
-    return f"{run_dir}/{name}"
-
-
-def _plot(curves: list[dict[str, Any]], run_dir: str, title: str, greedy: Optional[float]) -> str:
-    """Draw curves.png into run_dir: directly when it is local, through a local file when it is a URI."""
-    if "://" not in run_dir:
-        return str(plot_curves(curves, Path(run_dir) / "curves.png", title, greedy=greedy))
-    fs, root = filesystem(run_dir)
-    with tempfile.TemporaryDirectory() as staging:
-        local = plot_curves(curves, Path(staging) / "curves.png", title, greedy=greedy)
-        pafs.copy_files(str(local), f"{root}/curves.png", destination_filesystem=fs)
-    return f"{run_dir}/curves.png"
-
-
 def branch_problems(answers: pa.Table, problems: list[VoteProblem]) -> list[VoteProblem]:
     """A CoT-decoding run's problems with each branch's Δ as its weight (branches in rank order)."""
     deltas = answers["answer_confidence"].to_numpy(zero_copy_only=False)
@@ -177,8 +156,9 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
     result = Aggregate(run_dir, answers, problems_table, curves, greedy)
     for name, table in (("answers.parquet", answers), ("problems.parquet", problems_table),
                         ("curves.parquet", pa.Table.from_pylist(curves))):
-        result.files.append(_write(table, run_dir, name))
-    result.files.append(_plot(curves, run_dir, title or run_dir, greedy))
+        result.files.append(rundir.write_table(table, run_dir, name))
+    result.files.append(rundir.write_figure(lambda path: plot_curves(curves, path, title or run_dir, greedy=greedy),
+                                            run_dir, "curves.png"))
     tokens = problems_table["tokens"].to_numpy()
     result.metrics = {
         "problems": float(problems_table.num_rows),

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from analysis.curves import k_grid, scaling_curves
@@ -30,10 +29,9 @@ class EnsembleError(ValueError):
 
 def read_answers(run_dir: str) -> pa.Table:
     """A run's answers (problem_id, sample_idx, canonical, gold), sorted; fails clearly before aggregation."""
-    path = Path(run_dir) / "answers.parquet"
-    if not path.is_file():
+    table = rundir.read_table(run_dir, "answers.parquet", ["problem_id", "sample_idx", "canonical", "gold"])
+    if table is None:
         raise EnsembleError(f"{run_dir}: no answers.parquet; run `python -m jobs.aggregate run_dir={run_dir}` first")
-    table = pq.read_table(path, columns=["problem_id", "sample_idx", "canonical", "gold"])
     return table.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
 
 
@@ -105,21 +103,21 @@ def main(cfg: DictConfig) -> None:
     fmt = cfg.answer.format or (rundir.saved_config(run_dirs[0]) or {}).get("answer", {}).get("format") or "auto"
     weights = list(cfg.weights) if cfg.weights is not None else None
     rows = ensemble(run_dirs, fmt, weights, cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), out / "curves.parquet")
-    plot = plot_curves(rows, out / "curves.png", f"ensemble of {len(run_dirs)} runs", label_key=("run", "method"))
+    out = cfg.out.rstrip("/")
+    table = rundir.write_table(pa.Table.from_pylist(rows), out, "curves.parquet")
+    title = f"ensemble of {len(run_dirs)} runs"
+    plot = rundir.write_figure(lambda path: plot_curves(rows, path, title, label_key=("run", "method")), out, "curves.png")
     print(table_text(rows))
     if cfg.tracking.enabled:
         logged = [r if r["run"] == METHOD else {**r, "method": f"{r['method']}/{r['run']}"} for r in rows]
-        config = {"run_dirs": run_dirs, "weights": weights, "answer": {"format": fmt}, "seed": cfg.seed, "out": str(out)}
+        config = {"run_dirs": run_dirs, "weights": weights, "answer": {"format": fmt}, "seed": cfg.seed, "out": out}
         run_id = tracking.log_evaluation(
             cfg.tracking.uri, cfg.tracking.experiment, f"ensemble-{'+'.join(run_names(run_dirs))}",
             rundir.flatten(config), {"runs": float(len(run_dirs))}, logged,
-            [out / "curves.parquet", plot], config, {"ensemble": "true"},
+            [table, plot], config, {"ensemble": "true"},
         )
         print(f"MLflow: {tracking.run_link(cfg.tracking.uri, run_id)}", file=sys.stderr)
-    print(f"table and plot: {out}/curves.parquet, {plot}", file=sys.stderr)
+    print(f"table and plot: {table}, {plot}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.traces import open_traces
@@ -38,10 +36,9 @@ class ExportError(ValueError):
 
 def right_samples(run_dir: str) -> dict[str, set[int]]:
     """The sample indices graded right, per problem, from the run's answers.parquet."""
-    path = Path(run_dir) / "answers.parquet"
-    if not path.is_file():
+    table = rundir.read_table(run_dir, "answers.parquet", ["problem_id", "sample_idx", "correct"])
+    if table is None:
         raise ExportError(f"{run_dir}: no answers.parquet; run `python -m jobs.aggregate run_dir={run_dir}` first")
-    table = pq.read_table(path, columns=["problem_id", "sample_idx", "correct"])
     table = table.filter(pc.equal(table["correct"], True))
     right: dict[str, set[int]] = {}
     for pid, idx in zip(table["problem_id"].to_pylist(), table["sample_idx"].to_pylist()):
@@ -93,11 +90,9 @@ def export(run_dir: str, out: str, max_per_problem: int) -> dict[str, Any]:
          "run_dir": run_dir, "model": row.get("model")}
         for pid in sorted(kept) for row in sorted(kept[pid].values(), key=lambda r: r["sample_idx"])
     ]
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "sft.jsonl", "w") as lines:
-        lines.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    pq.write_table(pa.Table.from_pylist(records), folder / "sft.parquet", compression="zstd")
+    out = out.rstrip("/")
+    rundir.write_text(f"{out}/sft.jsonl", "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    rundir.write_table(pa.Table.from_pylist(records), out, "sft.parquet")
     manifest = {
         "source_run": records[0]["source_run"] if records else None,
         "run_dir": run_dir,
@@ -109,7 +104,7 @@ def export(run_dir: str, out: str, max_per_problem: int) -> dict[str, Any]:
         "max_per_problem": max_per_problem,
         "files": ["sft.jsonl", "sft.parquet"],
     }
-    (folder / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    rundir.write_text(f"{out}/export.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -1,11 +1,17 @@
-"""The run directory: its saved config, its run id, and the check that a rerun is the same run."""
+"""The run directory: its saved config, its run id, the check that a rerun is the same run, and reading
+and writing its files, whether run_dir is a local path or a URI (file://, s3://, gs://, ...)."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Optional
 
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import yaml
 
 from analysis.traces import filesystem
@@ -44,6 +50,36 @@ def write_text(uri: str, text: str) -> None:
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as stream:
         stream.write(text.encode())
+
+
+def read_table(folder: str, name: str, columns: list[str]) -> Optional[pa.Table]:
+    """The Parquet file `<folder>/<name>`, or None when there is none."""
+    fs, root = filesystem(folder)
+    if fs.get_file_info(f"{root}/{name}").type != pafs.FileType.File:
+        return None
+    return pq.read_table(f"{root}/{name}", columns=columns, filesystem=fs)
+
+
+def write_table(table: pa.Table, folder: str, name: str) -> str:
+    """Write `table` as `<folder>/<name>` (zstd Parquet); returns that path."""
+    fs, root = filesystem(folder)
+    fs.create_dir(root, recursive=True)
+    pq.write_table(table, f"{root}/{name}", filesystem=fs, compression="zstd")
+    return f"{folder}/{name}"
+
+
+def write_figure(draw: Callable[[Path], Path], folder: str, name: str) -> str:
+    """`draw(path)` saves a figure; it lands in `<folder>/<name>` directly when local, through a staging file
+    when `folder` is a URI. Returns that path."""
+    if "://" not in folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return str(draw(Path(folder) / name))
+    fs, root = filesystem(folder)
+    with tempfile.TemporaryDirectory() as staging:
+        local = draw(Path(staging) / name)
+        fs.create_dir(root, recursive=True)
+        pafs.copy_files(str(local), f"{root}/{name}", destination_filesystem=fs)
+    return f"{folder}/{name}"
 
 
 def prepare(run_dir: str, config: dict[str, Any]) -> str:

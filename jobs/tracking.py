@@ -44,7 +44,7 @@ def log_evaluation(
 
     Artifacts are local paths or URIs of any filesystem pyarrow knows (a run_dir in an object store).
     """
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     client = _client(uri)
     tags = dict(tags or {})

@@ -98,11 +98,12 @@ def test_ensemble_needs_the_same_problems_and_aggregated_runs(tmp_path):
         ensemble([a, a], "gsm8k", [1.0], seed=0)
 
 
-def test_ensemble_command_writes_curves_and_plot(tmp_path):
-    a = write_answers(tmp_path / "a", {"p1": ["5", "4"], "p2": ["5", "5"]})
-    b = write_answers(tmp_path / "b", {"p1": ["5", "5"], "p2": ["1", "2"]})
+@pytest.mark.parametrize("scheme", ["", "file://"])  # a URI goes through pyarrow's filesystem layer, as s3:// would
+def test_ensemble_command_writes_curves_and_plot(tmp_path, scheme):
+    a = scheme + write_answers(tmp_path / "a", {"p1": ["5", "4"], "p2": ["5", "5"]})
+    b = scheme + write_answers(tmp_path / "b", {"p1": ["5", "5"], "p2": ["1", "2"]})
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.ensemble", f"run_dirs=[{a},{b}]", f"out={tmp_path}/ens", "tracking=none"],
+        [sys.executable, "-m", "jobs.ensemble", f"run_dirs=[{a},{b}]", f"out={scheme}{tmp_path}/ens", "tracking=none"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

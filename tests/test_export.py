@@ -59,6 +59,16 @@ def test_exports_distinct_right_samples_as_chat(run, tmp_path):
     assert (manifest["source_run"], manifest["records"], manifest["problems"], manifest["right_samples"]) == ("run123", 3, 2, 5)
 
 
+def test_export_reads_and_writes_uris(run, tmp_path):
+    """A run_dir and an out folder given as URIs (file:// here, as s3:// on a cluster) give the same records."""
+    local = export(run, str(tmp_path / "local"), max_per_problem=2)
+    remote = export(f"file://{run}", f"file://{tmp_path}/remote/", max_per_problem=2)
+    assert {k: v for k, v in remote.items() if k != "run_dir"} == {k: v for k, v in local.items() if k != "run_dir"}
+    strip = [{**r, "run_dir": None} for r in pq.read_table(tmp_path / "local" / "sft.parquet").to_pylist()]
+    assert [{**r, "run_dir": None} for r in pq.read_table(tmp_path / "remote" / "sft.parquet").to_pylist()] == strip
+    assert (tmp_path / "remote" / "sft.jsonl").read_text().count("\n") == 3 and (tmp_path / "remote" / "export.json").is_file()
+
+
 def test_more_room_still_skips_duplicates(run, tmp_path):
     export(run, str(tmp_path / "sft"), max_per_problem=10)
     table = pq.read_table(tmp_path / "sft" / "sft.parquet")

@@ -1,7 +1,5 @@
 """Prompt styles: chat and completion rendering, and few-shot exemplars from the train split."""
 
-from pathlib import Path
-
 import pytest
 
 from jobs.config import ConfigError, validate

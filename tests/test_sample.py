@@ -1,6 +1,5 @@
 """Sampling plumbing without the engine: seeds, work units, the run directory, the trace schema."""
 
-import pyarrow.dataset as ds
 import pytest
 
 from analysis.traces import TRACE_SCHEMA, done_samples, open_traces, write_shard
