@@ -62,10 +62,12 @@ def run(create: Callable[[], Any], units: Iterable[Any], options: PoolOptions) -
     inflight: dict[Any, tuple[int, Any]] = {}  # ObjectRef -> (slot, unit)
     restarts = 0
     while True:
-        for slot, replica in replicas.items():
-            while load[slot] < options.max_inflight and (unit := retry.popleft() if retry else next(todo, None)):
-                inflight[replica.run.remote(unit)] = (slot, unit)
-                load[slot] += 1
+        while load[slot := min(replicas, key=load.__getitem__)] < options.max_inflight:  # least loaded first
+            unit = retry.popleft() if retry else next(todo, None)
+            if unit is None:
+                break
+            inflight[replicas[slot].run.remote(unit)] = (slot, unit)
+            load[slot] += 1
         if not inflight:
             return
         [ref], _ = ray.wait(list(inflight), num_returns=1)

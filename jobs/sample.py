@@ -137,9 +137,15 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[Any]]:
     summary = SampleSummary(cfg.run_dir, run_id, len(problems))
     n = samples_per_problem(cfg)
     summary.skipped = sum(len([i for i in done.get(p.problem_id, ()) if i < n]) for p in problems)
-    units = plan_units(problems, prompts, n, cfg.sampling.seed, cfg.cluster.unit_size, done, cfg.run_dir,
-                       sampling_spec(cfg, run_id), whole_problems=cfg.decoding == "cot_decoding")
-    return summary, len(problems) * n - summary.skipped, units
+    missing = len(problems) * n - summary.skipped
+    units = plan_units(problems, prompts, n, cfg.sampling.seed, capped_unit_size(cfg.cluster.unit_size, missing, cfg.replicas),
+                       done, cfg.run_dir, sampling_spec(cfg, run_id), whole_problems=cfg.decoding == "cot_decoding")
+    return summary, missing, units
+
+
+def capped_unit_size(largest: int, missing: int, replicas: int) -> int:
+    """`cluster.unit_size`, or less when a run has too few samples to give every replica a unit of it."""
+    return max(1, min(largest, -(-missing // replicas)))
 
 
 def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> list[SampleSummary]:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow.parquet as pq
 import pytest
 from ray import get as ray_get
 
@@ -91,6 +92,14 @@ def test_a_crashed_replica_has_its_units_reassigned_and_every_sample_is_written_
     crashed = marker.read_text()  # the replica that died mid-run
     replicas = set(open_traces(cfg.run_dir).to_table(columns=["replica"])["replica"].to_pylist())
     assert len(replicas - {crashed}) == 2  # the other first replica and the one started in the dead one's place
+
+
+def test_a_small_run_is_split_so_that_every_replica_gets_work(local_ray, double_run):
+    cfg = double_run("cluster.unit_size=256")  # 48 samples, 2 replicas: two units of 24, not one of 48
+    [summary] = sample_runs([cfg], replica_class=EngineDouble)
+    shards = [pq.read_table(p, columns=["replica"]) for p in Path(cfg.run_dir, "traces").glob("*.parquet")]
+    assert summary.samples == 48 and sorted(t.num_rows for t in shards) == [24, 24]
+    assert len({t["replica"][0].as_py() for t in shards}) == 2
 
 
 def test_when_every_replica_dies_the_run_fails_with_the_cause_and_keeps_its_shards(local_ray, double_run):

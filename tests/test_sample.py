@@ -5,7 +5,7 @@ import pytest
 from analysis.traces import TRACE_SCHEMA, done_samples, open_traces, write_shard
 from jobs import rundir
 from jobs.problems import arith_problems
-from jobs.sample import derive_seed, plan_units
+from jobs.sample import capped_unit_size, derive_seed, plan_units
 
 
 def test_seed_depends_on_base_problem_and_index_only():
@@ -41,6 +41,12 @@ def test_units_skip_what_is_done_and_names_are_stable():
 
 def row(pid, idx, **extra):
     return {"run_id": "r", "problem_id": pid, "sample_idx": idx, "text": "t", "gold": "1", "seed": idx, "num_tokens": 1, **extra}
+
+
+def test_a_run_too_small_for_every_replica_gets_smaller_units():
+    assert capped_unit_size(256, 10_000, 8) == 256  # plenty: the configured size
+    assert capped_unit_size(256, 800, 8) == 100 and capped_unit_size(256, 801, 8) == 101  # every replica gets a unit
+    assert capped_unit_size(256, 384, 1) == 256 and capped_unit_size(256, 3, 8) == 1 and capped_unit_size(4, 0, 2) == 1
 
 
 def test_shards_are_zstd_parquet_with_the_schema_and_hidden_temp_files_are_ignored(tmp_path):
