@@ -51,6 +51,7 @@ def test_cluster_config_is_one_override():
     cfg = make("cluster=gpu", "model=qwen2_5_math_1_5b")
     validate(cfg)
     assert cfg.cluster.gpus_per_replica == 1 and cfg.model.path == "Qwen/Qwen2.5-Math-1.5B-Instruct"
+    assert cfg.cluster.unit_size == 1024 and make().cluster.unit_size == 256  # each at least its engine's batch
 
 
 @pytest.mark.parametrize(
