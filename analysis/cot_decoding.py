@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from analysis.answers import extract_answer
-from analysis.curves import Problem, bootstrap_ci, k_grid
+from analysis.curves import Curves, Estimates, Problem, curve_rows, k_grid
 
 RESYNC_CHARS = 4  # how far past the expected offset a token's text may start (after undecodable bytes)
 SELECTIONS = ("max", "agg")
@@ -74,20 +74,17 @@ def choose(labels: np.ndarray, deltas: np.ndarray, selection: str) -> int:
     return int(classes[np.argmax(np.bincount(codes, weights=deltas[answered]))])
 
 
-def cot_decoding_curves(problems: Sequence[Problem], ks: Sequence[int] | None = None, seed: int = 0) -> list[dict]:
+def cot_decoding_curves(problems: Sequence[Problem], ks: Sequence[int] | None = None, seed: int = 0) -> Curves:
     """Accuracy of CoT-decoding ("max" and "agg") using the top-k branches, per k, with 95% bootstrap
     intervals over problems. Each problem's samples are its branches in rank order, `weights` their Δ."""
     ks = k_grid(min(len(p.labels) for p in problems)) if ks is None else list(ks)
-    rows = []
+    curves = Curves(ks=list(ks), rows=[])
     for selection in SELECTIONS:
         values = np.array([[_right(p, k, selection) for k in ks] for p in problems], dtype=float)
-        low, high = bootstrap_ci(values, seed=seed)
-        rows += [
-            {"method": f"cot_decoding_{selection}", "k": k, "accuracy": float(values[:, j].mean()),
-             "ci_low": float(low[j]), "ci_high": float(high[j]), "stderr": 0.0, "n_estimated": 0}
-            for j, k in enumerate(ks)
-        ]
-    return rows
+        estimates = Estimates(values, np.zeros_like(values), np.zeros(values.shape, dtype=bool))
+        curves.per_problem[f"cot_decoding_{selection}"] = estimates
+        curves.rows += curve_rows(f"cot_decoding_{selection}", ks, estimates, seed=seed)
+    return curves
 
 
 def _right(problem: Problem, k: int, selection: str) -> bool:

@@ -75,6 +75,7 @@ SE_TARGET = 0.001  # Monte Carlo standard error allowed on a mean over problems
 MIN_PERMUTATIONS = 32
 N_BOOTSTRAP = 1000
 TIE_RTOL = 1e-9  # weighted votes within this relative distance of the top count as tied
+DELTA_SUFFIX = "_minus_greedy"  # paired differences to the greedy baseline: method maj_minus_greedy, ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -458,18 +459,37 @@ def scaling_curves(
         else:
             estimates = weighted_maj_curve(problems, ks, seed, top_percent if method == top_method else None)
         curves.per_problem[method] = estimates
-        low, high = bootstrap_ci(estimates.values, n_boot, seed)
-        mean_stderr = np.sqrt((estimates.stderr**2).sum(axis=0)) / len(problems)
-        for j, k in enumerate(ks):
-            curves.rows.append(
-                {
-                    "method": method,
-                    "k": k,
-                    "accuracy": float(estimates.values[:, j].mean()),
-                    "ci_low": float(low[j]),
-                    "ci_high": float(high[j]),
-                    "stderr": float(mean_stderr[j]),
-                    "n_estimated": int(estimates.estimated[:, j].sum()),
-                }
-            )
+        curves.rows += curve_rows(method, ks, estimates, n_boot, seed)
     return curves
+
+
+def curve_rows(method: str, ks: Sequence[int], estimates: Estimates, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> list[dict]:
+    """One row per k: the mean over problems, its 95% bootstrap interval and Monte Carlo error."""
+    low, high = bootstrap_ci(estimates.values, n_boot, seed)
+    mean_stderr = np.sqrt((estimates.stderr**2).sum(axis=0)) / len(estimates.values)
+    return [
+        {
+            "method": method,
+            "k": int(k),
+            "accuracy": float(estimates.values[:, j].mean()),
+            "ci_low": float(low[j]),
+            "ci_high": float(high[j]),
+            "stderr": float(mean_stderr[j]),
+            "n_estimated": int(estimates.estimated[:, j].sum()),
+        }
+        for j, k in enumerate(ks)
+    ]
+
+
+def paired_deltas(per_problem: dict[str, Estimates], ks: Sequence[int], baseline: np.ndarray,
+                  n_boot: int = N_BOOTSTRAP, seed: int = 0) -> list[dict]:
+    """Per method and k, the mean over problems of (method - baseline), e.g. maj@k minus greedy, as rows
+    of method `<method>_minus_greedy`; the interval is a paired bootstrap: both sides of each resample
+    are the same problems. `baseline` holds one value per problem (rows of `per_problem`)."""
+    baseline = np.asarray(baseline, dtype=float)[:, None]
+    return [
+        row
+        for method, est in per_problem.items()
+        for row in curve_rows(method + DELTA_SUFFIX, ks, Estimates(est.values - baseline, est.stderr, est.estimated),
+                              n_boot, seed)
+    ]

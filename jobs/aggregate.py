@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 
 from analysis import confidence as conf_lib
 from analysis.cot_decoding import cot_decoding_curves
+from analysis.curves import DELTA_SUFFIX, Curves, Estimates, majority_vote, paired_deltas, scaling_curves
 from analysis.curves import Problem as VoteProblem
-from analysis.curves import majority_vote, scaling_curves
 from analysis.plots import plot_curves
 from analysis.traces import open_traces
 from analysis.voting import correct_class, extract_all, group_answers
@@ -122,8 +122,8 @@ def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[VoteProb
     return answers, pa.Table.from_pylist(rows), problems
 
 
-def greedy_accuracy(run_dir: str, fmt: str) -> Optional[float]:
-    """Accuracy of the greedy baseline stored in run_dir/greedy, if the run has one."""
+def greedy_correct(run_dir: str, fmt: str) -> Optional[dict[str, bool]]:
+    """Per problem, whether the greedy baseline stored in run_dir/greedy is right; None without one."""
     greedy_dir = f"{run_dir.rstrip('/')}/{GREEDY_SUBDIR}"
     try:
         answers = read_answers(greedy_dir, fmt, "mean")
@@ -133,7 +133,23 @@ def greedy_accuracy(run_dir: str, fmt: str) -> Optional[float]:
     if first.num_rows == 0:
         return None
     _, table, _ = vote(first, fmt)
-    return float(np.mean(table["correct"].to_numpy(zero_copy_only=False)))
+    return dict(zip(table["problem_id"].to_pylist(), table["correct"].to_pylist()))
+
+
+def first_branch_correct(answers: pa.Table) -> dict[str, bool]:
+    """Per problem, whether a CoT-decoding run's rank-0 branch (greedy decoding of the same prompt) is right."""
+    first = answers.filter(pc.equal(answers["branch_rank"], 0))
+    return dict(zip(first["problem_id"].to_pylist(), first["correct"].to_pylist()))
+
+
+def deltas_to_greedy(curves: Curves, problem_ids: list[str], greedy: dict[str, bool], seed: int) -> list[dict]:
+    """Paired differences of every curve to greedy, on the problems both have."""
+    shared = np.array([pid in greedy for pid in problem_ids])
+    baseline = np.array([float(greedy[pid]) for pid in problem_ids if pid in greedy])
+    if not shared.any():
+        return []
+    per_problem = {m: Estimates(e.values[shared], e.stderr[shared], e.estimated[shared]) for m, e in curves.per_problem.items()}
+    return paired_deltas(per_problem, curves.ks, baseline, seed=seed)
 
 
 def branch_problems(answers: pa.Table, problems: list[VoteProblem]) -> list[VoteProblem]:
@@ -148,16 +164,24 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
 
     `top_percent` adds the DeepConf-filtered curve; a CoT-decoding run gets its max and agg curves."""
     answers, problems_table, problems = vote(read_answers(run_dir, fmt, confidence), fmt)
-    curves = scaling_curves(problems, seed=seed, top_percent=top_percent).rows
+    parts = [scaling_curves(problems, seed=seed, top_percent=top_percent)]
     branched = answers["branch_rank"].null_count < answers.num_rows
-    cot_rows = cot_decoding_curves(branch_problems(answers, problems), seed=seed) if branched else []
-    curves += cot_rows
-    greedy = greedy_accuracy(run_dir, fmt)
+    if branched:
+        parts.append(cot_decoding_curves(branch_problems(answers, problems), seed=seed))
+    curves = [row for part in parts for row in part.rows]
+    by_problem = greedy_correct(run_dir, fmt) or (first_branch_correct(answers) if branched else None)
+    ids = problems_table["problem_id"].to_pylist()
+    greedy = None
+    if by_problem:
+        shared = [by_problem[pid] for pid in ids if pid in by_problem]
+        greedy = float(np.mean(shared)) if shared else None
+        curves += [row for part in parts for row in deltas_to_greedy(part, ids, by_problem, seed)]
     result = Aggregate(run_dir, answers, problems_table, curves, greedy)
     for name, table in (("answers.parquet", answers), ("problems.parquet", problems_table),
                         ("curves.parquet", pa.Table.from_pylist(curves))):
         result.files.append(rundir.write_table(table, run_dir, name))
-    result.files.append(rundir.write_figure(lambda path: plot_curves(curves, path, title or run_dir, greedy=greedy),
+    accuracy_rows = [r for r in curves if not r["method"].endswith(DELTA_SUFFIX)]
+    result.files.append(rundir.write_figure(lambda path: plot_curves(accuracy_rows, path, title or run_dir, greedy=greedy),
                                             run_dir, "curves.png"))
     tokens = problems_table["tokens"].to_numpy()
     result.metrics = {
@@ -170,6 +194,7 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
     }
     if greedy is not None:
         result.metrics["accuracy/greedy"] = greedy
+    cot_rows = parts[1].rows if branched else []
     widest = max((r["k"] for r in cot_rows), default=0)
     result.metrics.update({f"cot_decoding/{r['method'].removeprefix('cot_decoding_')}": r["accuracy"]
                            for r in cot_rows if r["k"] == widest})
@@ -177,15 +202,25 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
 
 
 def summary_table(result: Aggregate, ks: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)) -> str:
-    """A short text table: greedy, then maj@k and pass@k (and weighted) at a few k."""
+    """A short text table: greedy, maj@k and pass@k (and the others) at a few k, then each method's
+    paired difference to greedy in points, with its 95% interval at the largest k."""
     by = {(r["method"], r["k"]): r for r in result.curves}
     shown = sorted({k for _, k in by if k in ks} | {max(k for _, k in by)})
-    lines = [f"{'method':<22}" + "".join(f"{'k=' + str(k):>9}" for k in shown)]
+    methods = list(dict.fromkeys(m for m, _ in by))
+    lines = [f"{'method':<26}" + "".join(f"{'k=' + str(k):>9}" for k in shown)]
     if result.greedy is not None:
-        lines.append(f"{'greedy':<22}{100 * result.greedy:>8.1f}%")
-    for method in dict.fromkeys(m for m, _ in by):
+        lines.append(f"{'greedy':<26}{100 * result.greedy:>8.1f}%")
+    for method in (m for m in methods if not m.endswith(DELTA_SUFFIX)):
         cells = "".join(f"{100 * by[(method, k)]['accuracy']:>8.1f}%" if (method, k) in by else f"{'':>9}" for k in shown)
-        lines.append(f"{method + '@k':<22}{cells}")
+        lines.append(f"{method + '@k':<26}{cells}")
+    deltas = [m for m in methods if m.endswith(DELTA_SUFFIX)]
+    if deltas:
+        lines.append(f"paired difference to greedy, points (95% CI at k={shown[-1]}):")
+    for method in deltas:
+        cells = "".join(f"{100 * by[(method, k)]['accuracy']:>+9.1f}" if (method, k) in by else f"{'':>9}" for k in shown)
+        last = by.get((method, shown[-1]))
+        interval = f"  [{100 * last['ci_low']:+.1f}, {100 * last['ci_high']:+.1f}]" if last else ""
+        lines.append(f"{method.removesuffix(DELTA_SUFFIX) + '@k - greedy':<26}{cells}{interval}")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from analysis.traces import RunDirError, done_samples
 from jobs import cli, rundir
 from jobs import config as config_module
 from jobs.problems import Problem, load_problems
+from jobs.progress import Progress
 from jobs.prompts import exemplars, render
 
 
@@ -153,8 +154,6 @@ def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> li
 
     `replica_class` replaces the vLLM replica (tests and benchmarks pass actors.double.EngineDouble).
     """
-    from tqdm import tqdm
-
     from actors import cluster
     from actors.embedded_model import resolve_model_path
     from actors.replica import EngineReplica
@@ -171,7 +170,7 @@ def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> li
 
     units = itertools.chain.from_iterable(u for _, _, u in planned)
     start, samples, tokens = time.monotonic(), 0, 0
-    with tqdm(total=todo, unit="sample", desc="sampling", file=sys.stderr, disable=None) as bar:
+    with Progress(todo) as progress:
         for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
                                     engine_kwargs(cfg), units, replica_class or EngineReplica):
             summary = summaries[result["run_dir"]]
@@ -181,9 +180,7 @@ def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> li
             summary.generate_seconds += result["generate_s"]
             summary.write_seconds += result["write_s"]
             samples, tokens = samples + result["rows"], tokens + result["tokens"]
-            elapsed = time.monotonic() - start
-            bar.update(result["rows"])
-            bar.set_postfix_str(f"{samples / elapsed:.1f} samples/s, {tokens / elapsed:.0f} tok/s")
+            progress.update(result["rows"], result["tokens"])
     wall = time.monotonic() - start
     for s in summaries.values():  # the runs share the replicas, so each has its own generation time, not wall time
         s.seconds = wall

@@ -1,7 +1,7 @@
 """MLflow logging of one evaluation: flattened config as params, curves as metrics with step=k.
 
 Each curve is the metric `accuracy/<method>` logged at step k, so MLflow's compare view overlays the
-scaling curves of several runs. Runs of a sweep are nested under the sweep's parent run.
+scaling curves of several runs; a paired difference to greedy is `delta_vs_greedy/<method>` at step k. Runs of a sweep are nested under the sweep's parent run.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
+
+from analysis.curves import DELTA_SUFFIX
 
 PARENT_RUN_ENV = "MARGINAL_PARENT_RUN_ID"  # set by the sweep callback for every member run
 MAX_PARAM_CHARS = 6000
@@ -59,8 +61,9 @@ def log_evaluation(
         client.log_batch(run_id, params=entries[start : start + 100])
     points = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     for row in curves:
+        name = curve_metric(row["method"])
         for suffix, column in (("", "accuracy"), ("/ci_low", "ci_low"), ("/ci_high", "ci_high")):
-            points.append(Metric(f"accuracy/{row['method']}{suffix}", float(row[column]), now, int(row["k"])))
+            points.append(Metric(f"{name}{suffix}", float(row[column]), now, int(row["k"])))
     for start in range(0, len(points), 1000):
         client.log_batch(run_id, metrics=points[start : start + 1000])
     with tempfile.TemporaryDirectory() as staging:
@@ -69,6 +72,13 @@ def log_evaluation(
     client.log_dict(run_id, config, "config.yaml")
     client.set_terminated(run_id)
     return run_id
+
+
+def curve_metric(method: str) -> str:
+    """The MLflow metric of a curve: `accuracy/<method>`, or `delta_vs_greedy/<method>` for a paired difference."""
+    if method.endswith(DELTA_SUFFIX):
+        return f"delta_vs_greedy/{method.removesuffix(DELTA_SUFFIX)}"
+    return f"accuracy/{method}"
 
 
 def local_copy(path: str, staging: str) -> str:

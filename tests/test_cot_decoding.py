@@ -65,7 +65,7 @@ def test_cot_decoding_curves_use_the_top_k_branches_in_rank_order():
         Problem(np.array([1, 0, 0]), 0, np.array([0.9, 0.5, 0.6])),  # max: wrong at every k; agg: right from k=3
         Problem(np.array([0, 1, 0]), 0, np.array([0.2, 0.3, 0.0])),  # max and agg: right at k=1, wrong from k=2
     ]
-    rows = {(r["method"], r["k"]): r["accuracy"] for r in cot_decoding_curves(problems, ks=[1, 2, 3])}
+    rows = {(r["method"], r["k"]): r["accuracy"] for r in cot_decoding_curves(problems, ks=[1, 2, 3]).rows}
     assert [rows[("cot_decoding_max", k)] for k in (1, 2, 3)] == [0.5, 0.0, 0.0]
     assert [rows[("cot_decoding_agg", k)] for k in (1, 2, 3)] == [0.5, 0.0, 0.5]
 
