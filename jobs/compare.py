@@ -9,11 +9,16 @@ Selections combine (all must hold); sweep parents and earlier comparisons are ne
 through MlflowClient only: each run's `accuracy/<method>` history (step = k) with its 95% interval,
 and `tokens/per_problem`. Writes comparison.{png,parquet,csv,md} into `out` and logs them as the
 artifacts of a new run tagged `comparison`.
+
+Paired differences: each run against the first selected run (the oldest), on the problems both hold,
+per method and k, with a paired bootstrap 95% interval over those problems (`paired.parquet`). They
+are computed from each run's logged `answers.parquet` artifact; runs without one are named and skipped.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +30,9 @@ import pyarrow.parquet as pq
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from analysis.curves import METHODS
+import numpy as np
+
+from analysis.curves import METHODS, Estimates, Problem, curve_rows, k_grid, scaling_curves
 from analysis.plots import plot_curves
 from jobs import cli, rundir, tracking
 from jobs.config import ConfigError, TrackingConfig
@@ -53,6 +60,7 @@ class Comparison:
     """What one comparison produced."""
 
     table: pa.Table
+    paired: pa.Table
     files: list[Path]
     run_id: str
 
@@ -114,6 +122,62 @@ def comparison_table(runs: list[Any], curves: dict[str, list[dict[str, Any]]], l
     return pa.Table.from_pylist(rows)
 
 
+def vote_problems(answers: pa.Table) -> dict[str, Problem]:
+    """Per problem id, its samples' answer classes, right class and confidences, from an answers.parquet."""
+    table = answers.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")]).to_pydict()
+    grouped: dict[str, list[int]] = {}
+    for row, pid in enumerate(table["problem_id"]):
+        grouped.setdefault(pid, []).append(row)
+    problems = {}
+    for pid, rows in grouped.items():
+        labels = np.array([table["class"][r] for r in rows], dtype=np.int64)
+        right = [table["class"][r] for r in rows if table["correct"][r]]
+        weights = np.nan_to_num(np.array([table["confidence"][r] for r in rows], dtype=float), nan=0.0)
+        problems[pid] = Problem(labels, right[0] if right else -1, weights)
+    return problems
+
+
+def paired_differences(base: dict[str, Problem], other: dict[str, Problem], methods: list[str],
+                       seed: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Per method and k, the mean of (other - base) over their shared problems with a paired bootstrap
+    interval (the same resampled problems on both sides); also how many problems were shared."""
+    shared = sorted(set(base) & set(other))
+    if not shared:
+        return [], 0
+    ks = k_grid(min(min(len(base[p].labels), len(other[p].labels)) for p in shared))
+    sides = [scaling_curves([side[p] for p in shared], ks=ks, methods=methods, seed=seed).per_problem
+             for side in (base, other)]
+    rows = []
+    for method in methods:
+        (b, o) = (side[method] for side in sides)
+        rows += curve_rows(method, ks, Estimates(o.values - b.values, np.hypot(o.stderr, b.stderr),
+                                                 o.estimated | b.estimated), seed=seed)
+    return rows, len(shared)
+
+
+def paired_table(client: Any, runs: list[Any], labels: dict[str, str], methods: list[str], staging: Path) -> pa.Table:
+    """Every later run against the first one, from their answers.parquet artifacts."""
+    problems, missing = {}, []
+    for run in runs:
+        if "answers.parquet" not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+            missing.append(labels[run.info.run_id])
+            continue
+        path = client.download_artifacts(run.info.run_id, "answers.parquet", str(staging / run.info.run_id))
+        problems[run.info.run_id] = vote_problems(pq.read_table(path, columns=["problem_id", "sample_idx", "class",
+                                                                              "correct", "confidence"]))
+    if missing:
+        print(f"note: no paired differences for {missing}: they have no answers.parquet artifact", file=sys.stderr)
+    base, rows = runs[0].info.run_id, []
+    for run in runs[1:]:
+        if base not in problems or run.info.run_id not in problems:
+            continue
+        diffs, shared = paired_differences(problems[base], problems[run.info.run_id], methods)
+        rows += [{"run": labels[run.info.run_id], "baseline": labels[base], "method": r["method"], "k": r["k"],
+                  "difference": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "problems": shared}
+                 for r in diffs]
+    return pa.Table.from_pylist(rows)
+
+
 def markdown(table: pa.Table) -> str:
     """The table in Markdown, accuracies in percent."""
     def cell(name: str, value: Any) -> str:
@@ -121,6 +185,8 @@ def markdown(table: pa.Table) -> str:
             return ""
         if name.startswith("acc@") or name == "greedy":
             return f"{100 * value:.1f}%"
+        if name in ("difference", "ci_low", "ci_high"):
+            return f"{100 * value:+.1f}"
         return f"{value:.1f}" if isinstance(value, float) else str(value)
 
     names = [n for n in table.column_names if n != "run_id"]
@@ -129,14 +195,19 @@ def markdown(table: pa.Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(table: pa.Table, plot_rows: list[dict[str, Any]], out: Path, title: str) -> list[Path]:
-    """comparison.{png,parquet,csv,md} in `out`."""
+def write_outputs(table: pa.Table, paired: pa.Table, plot_rows: list[dict[str, Any]], out: Path, title: str) -> list[Path]:
+    """comparison.{png,parquet,csv,md} in `out`, and paired.{parquet,md} when there are paired differences."""
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out / "comparison.parquet")
     pacsv.write_csv(table, out / "comparison.csv")
     (out / "comparison.md").write_text(markdown(table))
     png = plot_curves(plot_rows, out / "comparison.png", title, label_key="label")
-    return [png, out / "comparison.parquet", out / "comparison.csv", out / "comparison.md"]
+    files = [png, out / "comparison.parquet", out / "comparison.csv", out / "comparison.md"]
+    if paired.num_rows:
+        pq.write_table(paired, out / "paired.parquet")
+        (out / "paired.md").write_text(markdown(paired))
+        files += [out / "paired.parquet", out / "paired.md"]
+    return files
 
 
 def compare(uri: str, experiment: str, filter_string: str, methods: list[str], out: Path) -> Comparison:
@@ -158,11 +229,13 @@ def compare(uri: str, experiment: str, filter_string: str, methods: list[str], o
                          f"has accuracy/{methods[0]} curves")
     labels = run_labels(runs)
     table = comparison_table(runs, curves, labels, methods)
+    with tempfile.TemporaryDirectory() as staging:
+        paired = paired_table(client, runs, labels, methods, Path(staging))
     plot_rows = [{**row, "label": labels[r.info.run_id] + (f" {row['method']}@k" if len(methods) > 1 else "")}
                  for r in runs for row in curves[r.info.run_id]]
-    files = write_outputs(table, plot_rows, out, f"{experiment}: {len(runs)} runs")
+    files = write_outputs(table, paired, plot_rows, out, f"{experiment}: {len(runs)} runs")
     tags = {COMPARISON_TAG: "true", "compare.filter": filter_string or "(every run)", "compare.runs": str(len(runs))}
-    return Comparison(table, files, log_comparison(client, found.experiment_id, files, tags))
+    return Comparison(table, paired, files, log_comparison(client, found.experiment_id, files, tags))
 
 
 def log_comparison(client: Any, experiment_id: str, files: list[Path], tags: dict[str, str]) -> str:
@@ -185,6 +258,8 @@ def selection(cfg: DictConfig) -> str:
 def main(cfg: DictConfig) -> None:
     result = compare(cfg.tracking.uri, cfg.experiment, selection(cfg), list(cfg.methods), Path(cfg.out))
     print(markdown(result.table))
+    if result.paired.num_rows:
+        print(f"paired difference to {result.paired['baseline'][0]}, points (95% CI):\n{markdown(result.paired)}")
     print(f"table and plot: {Path(cfg.out) / 'comparison.{png,parquet,csv,md}'}", file=sys.stderr)
     print(f"MLflow: {tracking.run_link(cfg.tracking.uri, result.run_id)}", file=sys.stderr)
 

@@ -51,7 +51,8 @@ def test_bench_extract_reports_both_rates_and_their_ratio():
 
 @pytest.mark.engine
 def test_bench_engine_gives_the_job_and_the_raw_engine_the_same_samples():
-    out = bench("bench_engine", "--problems", "2", "--samples", "4", "--max-tokens", "16", "cluster.unit_size=8")
+    out = bench("bench_engine", "--problems", "2", "--samples", "4", "--max-tokens", "16", "cluster.unit_size=8",
+                "model=smollm2_135m")
     [direct_tokens] = figures(r"direct LLM.generate: (\d+) tokens", out)
     [job_tokens] = figures(r"jobs.sample, 1 replica: (\d+) tokens", out)
     assert direct_tokens == job_tokens > 0, out

@@ -31,7 +31,7 @@ from tests.conftest import free_port, stop_process_groups, wait_for_http
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
-TINY = ("dataset.limit=2", "sampling.n=2", "sampling.max_tokens=32", "greedy_baseline=false", "cluster.cpus_per_replica=1",
+TINY = ("model=smollm2_135m", "dataset.limit=2", "sampling.n=2", "sampling.max_tokens=32", "greedy_baseline=false", "cluster.cpus_per_replica=1",
         "cluster.unit_size=1")  # one sample per work unit: both replicas get work
 
 

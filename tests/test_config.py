@@ -24,11 +24,11 @@ def make(*overrides: str):
 def test_defaults_are_the_embedded_laptop_run():
     cfg = make()
     validate(cfg)
-    assert cfg.model.path == "embedded://smollm2-135m-instruct"
+    assert cfg.model.path == "embedded://qwen2.5-coder-0.5b-instruct"
     assert cfg.dataset.name == "arith" and cfg.prompt.name == "cot" and cfg.cluster.name == "local"
     assert cfg.replicas == 1 and cfg.decoding == "sample"
     assert cfg.tracking.uri.startswith("sqlite:///")
-    assert cfg.run_dir.startswith("runs/smollm2-135m-instruct/arith/cot-sample-t0.7")
+    assert cfg.run_dir.startswith("runs/qwen2.5-coder-0.5b-instruct/arith/cot-sample-t0.7")
 
 
 def test_user_interface_keys_override():

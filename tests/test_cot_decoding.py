@@ -94,7 +94,7 @@ def test_branches_on_the_top_k_first_tokens_and_resumes(tmp_path):
 
     def sample(k: int) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "jobs.sample", f"run_dir={run}", "decoding=cot_decoding", "prompt=plain",
+            [sys.executable, "-m", "jobs.sample", f"run_dir={run}", "model=smollm2_135m", "decoding=cot_decoding", "prompt=plain",
              "dataset.limit=2", "sampling.max_tokens=32", "sampling.logprobs=3", f"sampling.top_k_branches={k}",
              "tracking=none"],
             cwd=ROOT, capture_output=True, text=True, timeout=900,

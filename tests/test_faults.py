@@ -184,7 +184,7 @@ def test_a_resume_ignores_the_temp_file_of_a_write_killed_before_any_shard(tmp_p
 
 # --- the real engine ----------------------------------------------------------------------------
 
-ENGINE_RUN = ("tracking=none", "sampling.max_tokens=16", "sampling.logprobs=0")
+ENGINE_RUN = ("model=smollm2_135m", "tracking=none", "sampling.max_tokens=16", "sampling.logprobs=0")
 
 
 def run_job(*overrides: str, **popen) -> subprocess.Popen:

@@ -108,3 +108,28 @@ def test_compare_names_a_missing_experiment_in_one_line(mlflow_server):
     done = run_module("jobs.compare", "experiment=nowhere", f"tracking.uri={mlflow_server}")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"error: experiment='nowhere': no such experiment in {mlflow_server}"
+
+
+def test_compare_gives_the_paired_difference_between_two_runs_on_their_shared_problems(mlflow_server, tmp_path):
+    """Run b gets p1 right where run a never does; b also holds a problem a lacks, which is left out."""
+    experiment = "paired"
+    for name, extra in (("a", []), ("b", [("p1", 4), ("p9", 4)])):
+        run_dir = str(tmp_path / name)
+        synthetic_run(run_dir)
+        for problem, right in extra:
+            rows = [{"run_id": "r", "problem_id": problem, "sample_idx": i, "gold": GOLD, "num_tokens": 10,
+                     "text": f"The answer is {GOLD if i < right else 9}."} for i in range(4)]
+            write_shard(rows, run_dir, f"part-{problem}")  # the same deterministic name: replaces p1's shard
+        done = run_module("jobs.aggregate", f"run_dir={run_dir}", f"tracking.uri={mlflow_server}",
+                          f"tracking.experiment={experiment}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    done = run_module("jobs.compare", f"experiment={experiment}", f"tracking.uri={mlflow_server}", "methods=[maj,pass]",
+                      f"out={tmp_path}/out")
+    assert done.returncode == 0, done.stderr[-3000:]
+    paired = pq.read_table(tmp_path / "out" / "paired.parquet").to_pylist()
+    maj4 = next(r for r in paired if r["method"] == "maj" and r["k"] == 4)
+    assert maj4["problems"] == 3 and maj4["difference"] == pytest.approx(1 / 3)  # p1: 0 -> 1, p0 and p2 unchanged
+    assert maj4["ci_low"] == pytest.approx(0.0) and maj4["ci_high"] == pytest.approx(1.0)
+    pass1 = next(r for r in paired if r["method"] == "pass" and r["k"] == 1)
+    assert pass1["difference"] == pytest.approx(1 / 3)
+    assert "paired difference to" in done.stdout and "| maj | 4 | +33.3 |" in done.stdout

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.engine
 def sample(run_dir: Path, *overrides: str) -> str:
     """Run the job as a user would; returns its stderr."""
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.sample", f"run_dir={run_dir}", "dataset.limit=3", "sampling.max_tokens=48",
+        [sys.executable, "-m", "jobs.sample", f"run_dir={run_dir}", "model=smollm2_135m", "dataset.limit=3", "sampling.max_tokens=48",
          "tracking=none", *overrides],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
@@ -55,3 +55,20 @@ def test_greedy_baseline_is_deterministic(tmp_path):
     a, b = (open_traces(str(tmp_path / n)).to_table().sort_by("problem_id") for n in ("a", "b"))
     assert a.num_rows == 3 and a["text"].to_pylist() == b["text"].to_pylist()
     assert set(a["temperature"].to_pylist()) == {0.0}
+
+
+def test_the_default_model_runs_end_to_end_with_its_greedy_baseline_and_paired_delta(tmp_path):
+    """`jobs.evaluate` with no model override: embedded Qwen2.5-Coder-0.5B-Instruct, a few problems."""
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.evaluate", f"run_dir={run}", "dataset.limit=2", "sampling.n=2",
+         "sampling.max_tokens=96", "tracking=none"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = open_traces(str(run)).to_table()
+    assert table.num_rows == 4 and set(table["model"].to_pylist()) == {"qwen2.5-coder-0.5b-instruct"}
+    assert all(text.strip() for text in table["text"].to_pylist())
+    assert open_traces(str(run / "greedy")).to_table().num_rows == 2
+    assert "greedy" in result.stdout and "maj@k - greedy" in result.stdout, result.stdout
+    assert "[progress] 6/6 samples (100%)" in result.stderr

@@ -109,7 +109,7 @@ def test_confident_minority_outvotes_an_unsure_majority_on_fixed_traces(tmp_path
 def test_real_logprobs_give_top_k_per_token_and_confidence_weights(tmp_path):
     run = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.sample", f"run_dir={run}", "dataset.limit=2", "sampling.n=2",
+        [sys.executable, "-m", "jobs.sample", f"run_dir={run}", "model=smollm2_135m", "dataset.limit=2", "sampling.n=2",
          "sampling.max_tokens=32", "sampling.logprobs=5", "tracking=none"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )

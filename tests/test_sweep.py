@@ -26,7 +26,7 @@ def test_every_combination_is_a_member_with_a_run_dir_of_its_own():
 @pytest.mark.engine
 def test_a_sweep_nests_one_tagged_run_per_member_under_a_parent_and_compare_draws_them(mlflow_server, tmp_path):
     sweep = subprocess.run(
-        [sys.executable, "-m", "jobs.evaluate", "-m", "prompt=direct,cot", "dataset.limit=2", "sampling.n=2",
+        [sys.executable, "-m", "jobs.evaluate", "-m", "prompt=direct,cot", "model=smollm2_135m", "dataset.limit=2", "sampling.n=2",
          "sampling.max_tokens=32", "greedy_baseline=false", f"run_dir={tmp_path}/" + "${prompt.name}",
          f"hydra.sweep.dir={tmp_path}/sweep", f"tracking.uri={mlflow_server}", "tracking.experiment=sweep"],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
