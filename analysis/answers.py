@@ -10,8 +10,9 @@ Every answer gets a type from its own text, never from a guess about the run:
   strings (case, surrounding punctuation and quotes, a leading article, spacing);
 * ``math``: anything else, LaTeX or an expression with operators or digits.
 
-Only math reaches symbolic comparison (against math, a number, a letter or text); two pure-letter
-answers never do, so no algebra decides that two different words (``snta``, ``snat``) are equal.
+Only math reaches symbolic comparison (against math, a number or a letter); words never do, so no
+algebra decides that two different words (``snta``, ``snat``) are equal. The few words that name a
+constant (``MATH_WORDS``: 'infinity', 'pi') become its LaTeX.
 
 Model output is untrusted: nothing here calls ``eval``, and every step has a bounded cost
 that holds in any thread (no signals):
@@ -49,6 +50,7 @@ from analysis import words
 ANSWER_FORMATS = ("gsm8k", "math", "number", "auto", "text", "choice")
 ANSWER_TYPES = ("number", "math", "letter", "boolean", "choice", "text")
 GRADINGS = ("exact", "symbolic", "fallback")  # how a verdict was reached: key rules, math-verify, or neither
+MATH_WORDS = {"infinity": r"\infty", "pi": r"\pi"}  # words that name a math constant (auto, math)
 
 TAIL_CHARS = 8192
 MAX_ANSWER_CHARS = 1000
@@ -317,7 +319,8 @@ def _typed_key(answer: str, options: Mapping[str, str] | None) -> str | None:
     if boolean := words.boolean_key(text):
         return boolean
     if words.is_words(text):
-        return words.text_key(text)
+        key = words.text_key(text)
+        return MATH_WORDS.get(key, key)
     return squeezed
 
 
@@ -408,16 +411,16 @@ class Comparison(NamedTuple):
     how: str
 
 
-_SYMBOLIC_TYPES = {"math", "number", "letter", "text"}  # types that may meet math in sympy
+_SYMBOLIC_TYPES = {"math", "number", "letter"}  # types that may meet math in sympy; never text
 
 
 def compare(a: str | None, b: str | None, fmt: str = "auto", options: Mapping[str, str] | None = None) -> Comparison:
     """Whether two answers are equal, and how that was decided (time-bounded).
 
     Inputs are canonicalized again (idempotent). Equal keys are equal; otherwise only a pair holding
-    a ``math`` answer (with a math, number, letter or text one) goes to math-verify, in a worker
-    process bounded by SYMBOLIC_TIMEOUT_S; numbers compare exactly (0.1111 is not 1/9), and words,
-    letters, yes/no and choices never meet algebra. An overrun or unparsable pair falls back: not equal.
+    a ``math`` answer (with a math, number or letter one) goes to math-verify, in a worker process
+    bounded by SYMBOLIC_TIMEOUT_S; numbers compare exactly (0.1111 is not 1/9), and words, yes/no and
+    choices never meet algebra. An overrun or unparsable pair falls back: not equal.
     """
     _check_format(fmt)
     a_key, b_key = canonicalize(a, fmt, options), canonicalize(b, fmt, options)

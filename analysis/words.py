@@ -19,11 +19,12 @@ _SURROUNDING = QUOTES + "*_.,;:!?()[]{}<> \t\n"
 LATEX_TEXT = re.compile(r"\\(?:text|textrm|textbf|textit|mbox|mathrm|mathbf)\{([^{}]*)\}")
 _WORD_RUN = re.compile(r"[^\W\d_]{2,}")  # two or more letters in a row: a word, never a product of variables
 _NOT_WORDS = re.compile(r"[\d\\]")  # a digit or a LaTeX macro makes it math
+_SPELLED = re.compile(r"^[^\W\d_](?:-[^\W\d_]){2,}$")  # letters spelled out with hyphens: h-e-e-o
 _HEDGE = (
     r"(?:(?:most\s+|very\s+)?(?:likely|probably|definitely|certainly|clearly|technically|typically)"
     r"(?:\s+to\s+be)?[\s,:]+)?"
 )
-_BOOLEAN = re.compile(rf"^{_HEDGE}[{QUOTES}*]*(yes|no|true|false)[{QUOTES}*]*(?=$|\s*[,.;:!)\-\u2013\u2014])", re.IGNORECASE)
+_BOOLEAN = re.compile(rf"^{_HEDGE}[{QUOTES}*]*(yes|no|true|false)[{QUOTES}*]*(?=$|[ \t]*\n|\s*[,.;:!)\-\u2013\u2014])", re.IGNORECASE)
 _BOOLEAN_KEYS = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
 _CHOICE_LEAD = re.compile(
     rf"^{_HEDGE}(?:(?:the\s+)?(?:correct\s+|final\s+|best\s+|right\s+)?(?:answer|option|choice)\s*(?:is\b)?\s*[:\-]?\s*)?",
@@ -41,8 +42,9 @@ def unwrap(answer: str) -> str:
 
 
 def is_words(text: str) -> bool:
-    """Whether ``text`` reads as words: a run of two or more letters and no digit or LaTeX macro."""
-    return not _NOT_WORDS.search(text) and bool(_WORD_RUN.search(text))
+    """Whether ``text`` reads as words: a run of two or more letters and no digit or LaTeX macro, or
+    three or more letters spelled out with hyphens ('h-e-e-o')."""
+    return not _NOT_WORDS.search(text) and bool(_WORD_RUN.search(text) or _SPELLED.match(text))
 
 
 def text_key(text: str) -> str | None:
@@ -54,7 +56,8 @@ def text_key(text: str) -> str | None:
 
 
 def boolean_key(text: str) -> str | None:
-    """'yes' or 'no' when ``text`` opens with yes/no/true/false ('Yes.', '**No**, it cannot', 'probably no')."""
+    """'yes' or 'no' when ``text`` opens with yes/no/true/false, alone on its line or before punctuation
+    ('Yes.', '**No**, it cannot', 'probably no'; not 'No one knows')."""
     found = _BOOLEAN.match(unwrap(text))
     return _BOOLEAN_KEYS[found[1].lower()] if found else None
 

@@ -6,8 +6,9 @@ Each line of a file is one graded sample: `gold`, `correct` (the task's own verd
 answer the task's own extraction read) and optionally `text` (the model's whole output) and `question`
 (its options serve ``choice``). Per file it prints the samples, how often our verdict on the task's own
 extracted answer agrees with the task's ("grader"), how often our verdict from extracting the text
-ourselves agrees ("end to end", when texts are there), and how many anagrams of the gold we graded
-right (a different order of the same letters: it must be 0). `--show N` prints N disagreements per file.
+ourselves agrees ("end to end", when texts are there), and how many anagrams of the gold (a different
+order of the same letters) each of the two graded right: it must be 0/0. `--show N` prints N
+disagreements per file.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def is_anagram(answer: Optional[str], gold: str) -> bool:
 
 def agreement(rows: list[dict[str, Any]], fmt: str) -> dict[str, Any]:
     """Agreement counts of one file's rows, and its disagreements as (how, row, our verdict, our answer)."""
-    counts = Counter(grader=0, texts=0, end_to_end=0, anagrams=0)
+    counts = Counter(grader=0, texts=0, end_to_end=0, anagrams=0, anagrams_end_to_end=0)
     disagreements = []
     for row in rows:
         ours = verdict(row["extracted"], row, fmt)
@@ -48,7 +49,7 @@ def agreement(rows: list[dict[str, Any]], fmt: str) -> dict[str, Any]:
             ours = verdict(answer, row, fmt)
             counts["texts"] += 1
             counts["end_to_end"] += ours == row["correct"]
-            counts["anagrams"] += ours and is_anagram(answer, row["gold"])
+            counts["anagrams_end_to_end"] += ours and is_anagram(answer, row["gold"])
             if ours != row["correct"]:
                 disagreements.append(("end to end", row, ours, answer))
     return {"samples": len(rows), **counts, "disagreements": disagreements}
@@ -67,18 +68,21 @@ def main() -> None:
     args = parser.parse_args()
     print(f"format {args.fmt}")
     print(f"{'file':<44}{'samples':>8}{'grader':>10}{'end to end':>12}{'anagrams right':>16}")
+    print(f"{'':<44}{'':>8}{'':>10}{'':>12}{'(grader/e2e)':>16}")
     total: Counter = Counter()
     for path in args.files:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         result = agreement(rows, args.fmt)
         total.update({k: v for k, v in result.items() if k != "disagreements"})
         print(f"{path.stem:<44}{result['samples']:>8}{percent(result['grader'], result['samples']):>10}"
-              f"{percent(result['end_to_end'], result['texts']):>12}{result['anagrams']:>16}")
+              f"{percent(result['end_to_end'], result['texts']):>12}"
+              f"{str(result['anagrams']) + '/' + str(result['anagrams_end_to_end']):>16}")
         for how, row, ours, answer in result["disagreements"][: args.show]:
             print(f"    {how}: ours {'right' if ours else 'wrong'}, task {'right' if row['correct'] else 'wrong'}: "
                   f"answer {answer!r}, task's {row['extracted']!r}, gold {row['gold']!r}")
     print(f"{'all':<44}{total['samples']:>8}{percent(total['grader'], total['samples']):>10}"
-          f"{percent(total['end_to_end'], total['texts']):>12}{total['anagrams']:>16}")
+          f"{percent(total['end_to_end'], total['texts']):>12}"
+          f"{str(total['anagrams']) + '/' + str(total['anagrams_end_to_end']):>16}")
 
 
 if __name__ == "__main__":

@@ -375,6 +375,8 @@ GRADING_CASES = [
     ("s n t a", "snat", "auto", False),  # wrong at 18afb61
     ("eat tea", "tea eat", "auto", False),  # wrong at 18afb61
     ("xy", "yx", "math", False),  # wrong at 18afb61
+    ("s-n-t-a", "s-n-a-t", "auto", False),  # wrong at 18afb61
+    ("ee", "e^2", "math", False),  # wrong at 18afb61
     # case, quote and article variants of a word
     ("Snat", "snat", "auto", True),
     ("SNAT", "snat", "auto", True),
@@ -446,6 +448,7 @@ GRADING_CASES = [
     (r"\sqrt{2}/2", r"\frac{\sqrt2}{2}", "math", True),
     ("2^{10}", "1024", "auto", True),
     ("infinity", r"\infty", "math", True),
+    ("pi", r"\pi", "auto", True),  # wrong at 18afb61
     ("a n a a", "anaa", "auto", True),  # spaced letters spell the word, in order
 ]
 
@@ -471,7 +474,7 @@ def test_words_never_reach_symbolic_comparison(monkeypatch):
 
     monkeypatch.setattr(answers, "_symbolic_equal", refuse)
     pairs = [("snta", "snat"), ("melon", "lemon"), ("god", "dog"), ("xy", "yx"), ("X", "x"), ("dog+cat", "cat+dog"),
-             ("yes", "true"), ("B", "b"), ("the dog", "dog")]
+             ("yes", "true"), ("B", "b"), ("the dog", "dog"), ("h-e-e-o", "h-e-o-e"), ("ee", "e^2"), ("heeo", "h-e-e-o")]
     for a, b in pairs:
         for fmt in ("auto", "math"):
             assert compare(a, b, fmt).how == "exact", (a, b, fmt)
@@ -483,7 +486,8 @@ def test_words_never_reach_symbolic_comparison(monkeypatch):
         ("snta", "snat", "auto", "exact"),
         ("1/2", "0.5", "auto", "exact"),
         (r"\frac{\sqrt{2}}{2}", r"\sqrt{2}/2", "math", "symbolic"),
-        ("infinity", r"\infty", "math", "symbolic"),
+        (r"x^2", r"x \cdot x", "auto", "symbolic"),
+        ("infinity", r"\infty", "math", "exact"),  # a word naming a constant: its LaTeX key
         ("9^{9^{9^{9}}}", "1", "math", "fallback"),
         (r"\frac{1}{2}", "}{", "math", "fallback"),  # math-verify cannot parse it
         ("yes", "no", "auto", "exact"),
@@ -503,11 +507,15 @@ def test_compare_says_how_it_decided(a, b, fmt, how, warm_worker):
         ("False.", "math", "no", "boolean"),
         ("probably no", "auto", "no", "boolean"),
         ("Noel", "auto", "noel", "text"),
+        ("No one knows", "auto", "no one knows", "text"),
+        ("No\n\nBecause it cannot.", "auto", "no", "boolean"),
         ("option B", "auto", "B", "letter"),
         ("x", "math", "x", "letter"),
         (r"\text{(C)}", "math", "C", "letter"),
         ("p - q", "math", "p-q", "math"),
-        ("n-a-e-y", "auto", "n-a-e-y", "math"),
+        ("n-a-e-y", "auto", "n-a-e-y", "text"),  # letters spelled out
+        ("a-b", "auto", "a-b", "math"),
+        ("Infinity", "auto", r"\infty", "math"),
         ("3 cm", "auto", "3", "number"),
         ("The Dog.", "text", "dog", "text"),
         ("5.0", "text", "5.0", "text"),
