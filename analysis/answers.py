@@ -331,7 +331,7 @@ def _text_key(answer: str, options: Mapping[str, str] | None) -> str | None:
 
 def _choice_key(answer: str, options: Mapping[str, str] | None) -> str | None:
     """``choice``: the option letter the answer names, or the letter of the option whose text it is."""
-    letter = words.choice_letter(answer, whole=False)
+    letter = words.choice_letter(words.LATEX_TEXT.sub(r"\1", answer).strip("$ "), whole=False)
     if letter or not options:
         return letter
     key = _typed_key(answer, None)

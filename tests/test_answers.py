@@ -520,6 +520,8 @@ def test_compare_says_how_it_decided(a, b, fmt, how, warm_worker):
         ("The Dog.", "text", "dog", "text"),
         ("5.0", "text", "5.0", "text"),
         ("Answer: (b) Paris", "choice", "B", "choice"),
+        (r"\text{(D)}", "choice", "D", "choice"),
+        ("$C$", "choice", "C", "choice"),
         ("Paris", "choice", None, "none"),
         ("seven", "gsm8k", None, "none"),
     ],
