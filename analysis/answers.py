@@ -1,4 +1,18 @@
-"""Final-answer extraction, canonical answer keys and time-bounded answer equivalence.
+"""Final-answer extraction, typed canonical answer keys and time-bounded answer equivalence.
+
+Every answer gets a type from its own text, never from a guess about the run:
+
+* ``number``: an exact number ('18', '3/4'), units and thousands separators dropped;
+* ``boolean``: 'yes' or 'no' (also from 'Yes.', '**No**', 'True', 'false');
+* ``letter``: one letter, an option ('(B)', 'option B') or a variable ('x');
+* ``choice``: an option letter under ``answer.format=choice``;
+* ``text``: words (two or more letters in a row, no digit or LaTeX macro), compared as normalized
+  strings (case, surrounding punctuation and quotes, a leading article, spacing);
+* ``math``: anything else, LaTeX or an expression with operators or digits.
+
+Only math reaches symbolic comparison (against math, a number or a letter); words never do, so no
+algebra decides that two different words (``snta``, ``snat``) are equal. The few words that name a
+constant (``MATH_WORDS``: 'infinity', 'pi') become its LaTeX.
 
 Model output is untrusted: nothing here calls ``eval``, and every step has a bounded cost
 that holds in any thread (no signals):
@@ -9,10 +23,10 @@ that holds in any thread (no signals):
   ``MAX_DIGITS`` digits (or exponents beyond ``MAX_EXPONENT``) are not read as numbers;
 * canonical keys are built with string rules and ``fractions.Fraction`` only, never sympy;
 * symbolic comparison (math-verify with its signal timeouts disabled) runs in a small pool of
-  worker processes; a call that overruns ``SYMBOLIC_TIMEOUT_S`` gets False and its worker is
-  killed and later replaced, so one comparison costs at most that long (plus a worker's start,
-  once per process).  Answers that are too long, deeply nested or hold exponent towers are
-  refused before they reach sympy.
+  worker processes; a call that overruns ``SYMBOLIC_TIMEOUT_S`` falls back (not equal) and its
+  worker is killed and later replaced, so one comparison costs at most that long (plus a worker's
+  start, once per process).  Answers that are too long, deeply nested or hold exponent towers are
+  refused before they reach sympy (they fall back too).
 """
 
 from __future__ import annotations
@@ -29,8 +43,14 @@ import threading
 import time
 from fractions import Fraction
 from functools import lru_cache
+from typing import Callable, Mapping, NamedTuple
 
-ANSWER_FORMATS = ("gsm8k", "math", "number", "auto")
+from analysis import words
+
+ANSWER_FORMATS = ("gsm8k", "math", "number", "auto", "text", "choice")
+ANSWER_TYPES = ("number", "math", "letter", "boolean", "choice", "text")
+GRADINGS = ("exact", "symbolic", "fallback")  # how a verdict was reached: key rules, math-verify, or neither
+MATH_WORDS = {"infinity": r"\infty", "pi": r"\pi"}  # words that name a math constant (auto, math)
 
 TAIL_CHARS = 8192
 MAX_ANSWER_CHARS = 1000
@@ -42,6 +62,7 @@ SYMBOLIC_TIMEOUT_S = 5.0
 WORKER_START_TIMEOUT_S = 60.0
 WORKER_MEMORY_BYTES = 2 << 30
 WORKER_POOL_SIZE = 2
+WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "verify_worker.py")
 
 _NUMERIC_FORMATS = ("gsm8k", "number")
 _log = logging.getLogger(__name__)
@@ -60,7 +81,8 @@ def _check_format(fmt: str) -> None:
 _HASHES = re.compile(r"####[ \t]*([^\n]*)")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACE = re.compile(r"(?<!\\)[{}]")
-_ANSWER_IS = re.compile(r"\banswer\**\s*(?:is\b|:)\s*([^\n]*)", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"\banswer\**\s*(?:\([^()\n]{0,40}\)\s*)?(?:is\b\s*:?|:)\s*([^\n]*)", re.IGNORECASE)
+_OPTION_MARK = re.compile(r"\(([A-Z])\)")
 _NUMBER_TOKEN = re.compile(
     r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?(?:/\d+(?:\.\d+)?)?"
     r"|-?\\[dt]?frac\{\d+\}\{\d+\}"
@@ -127,7 +149,7 @@ def _last_boxed(text: str) -> str | None:
 
 
 def _after_answer_is(text: str) -> str | None:
-    """The phrase after the last 'the (final) answer is' or 'Answer:'."""
+    """The phrase after the last 'the (final) answer is', 'the answer (Yes or No) is' or 'Answer:'."""
     found = None
     for match in _ANSWER_IS.finditer(text):
         found = _clean_phrase(match.group(1)) or found
@@ -147,15 +169,29 @@ def _last_number(text: str) -> str | None:
     return None
 
 
+def _last_option_mark(text: str) -> str | None:
+    """The last option mark '(B)' in the text."""
+    marks = _OPTION_MARK.findall(text)
+    return f"({marks[-1]})" if marks else None
+
+
 _ALL_RULES = (_after_hashes, _last_boxed, _after_answer_is, _last_number)
-_RULES = {"gsm8k": _ALL_RULES, "number": _ALL_RULES, "auto": _ALL_RULES, "math": _ALL_RULES[1:]}
+_RULES = {
+    "gsm8k": _ALL_RULES,
+    "number": _ALL_RULES,
+    "auto": _ALL_RULES,
+    "math": _ALL_RULES[1:],
+    "text": _ALL_RULES[:3],
+    "choice": (*_ALL_RULES[:3], _last_option_mark),
+}
 
 
 def extract_answer(text: str, fmt: str = "auto") -> str | None:
     """The final answer written in a model's text, or None when there is none.
 
-    Precedence: '#### N' (not for ``math``), last ``\\boxed{}``, last 'answer is X', last number;
-    for ``gsm8k``/``number`` a candidate without a digit falls through to the next rule.
+    Precedence: '#### N' (not for ``math``), last ``\\boxed{}``, last 'answer is X', then the last
+    number (``text``: nothing more; ``choice``: the last '(B)'); for ``gsm8k``/``number`` a candidate
+    without a digit falls through to the next rule.
     """
     _check_format(fmt)
     tail = _tail(text)
@@ -177,7 +213,6 @@ _DROPPED = re.compile(
 _FRAC_SHORT = re.compile(r"\\[dt]?frac\s*(\{[^{}]*\}|\w)\s*(\{[^{}]*\}|\w)")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\w)")
 _TRAILING_TEXT = re.compile(r"(?<=\S)\s*\\(?:text|textrm|mbox)\{[^{}]*\}(?:\^\{?[23]\}?)?$")
-_TEXT = re.compile(r"\\(?:text|textrm|textbf|mbox|mathrm|mathbf)\{([^{}]*)\}")
 _UNIT_WORDS = re.compile(r"^([-\d.,/]+)\s+[A-Za-z]{2,}[A-Za-z.\s]*(?:\^\{?[23]\}?)?$")
 _ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*([^=]+)$")
 _SPACES = re.compile(r"(\\[A-Za-z]+)?\s+(?=([A-Za-z]?))")
@@ -188,7 +223,7 @@ _RATIO = re.compile(rf"({_PLAIN_NUMBER.pattern})/({_PLAIN_NUMBER.pattern})")
 _LATEX_FRACTION = re.compile(r"(-?)(\d+)?\\[dt]?frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}")
 
 
-def _normalize(answer: str) -> str:
+def _clean_latex(answer: str) -> str:
     """Deterministic LaTeX clean-up: no spacing/sizing macros, units, degrees, '$', '%' or text wrappers."""
     text = answer.strip()
     if text.startswith(("\\(", "\\[")) and text.endswith(("\\)", "\\]")):
@@ -198,10 +233,14 @@ def _normalize(answer: str) -> str:
     text = _FRAC_SHORT.sub(lambda m: rf"\frac{_braced(m[1])}{_braced(m[2])}", text)
     text = _SQRT_SHORT.sub(r"\\sqrt{\1}", text)
     text = _TRAILING_TEXT.sub("", text)
-    text = _TEXT.sub(r"\1", text).strip().rstrip(".").strip()
+    text = words.LATEX_TEXT.sub(r"\1", text).strip().rstrip(".").strip()
     text = _UNIT_WORDS.sub(r"\1", text)
     text = re.sub(r"^\(([A-Za-z])\)$", r"\1", text)
-    text = _ASSIGNMENT.sub(r"\1", text)
+    return _ASSIGNMENT.sub(r"\1", text)
+
+
+def _squeeze(text: str) -> str:
+    """``text`` without spaces, except one between a macro and a following letter ('\\pi r')."""
     return _SPACES.sub(lambda m: (m[1] or "") + (" " if m[1] and m[2] else ""), text)
 
 
@@ -256,24 +295,91 @@ def _loose_number(text: str) -> Fraction | None:
     return None
 
 
-def canonicalize(answer: str | None, fmt: str = "auto") -> str | None:
-    """A canonical key: equal keys mean equal answers (numbers normalised, LaTeX simplified).
+def _numeric_key(answer: str, options: Mapping[str, str] | None) -> str | None:
+    """``gsm8k``/``number``: the number the answer states ('18 apples', 'x = 12'), else None."""
+    text = _squeeze(_clean_latex(answer))
+    value = _parse_number(text) if text else None
+    if value is None and text:
+        value = _loose_number(text)
+    return None if value is None else _number_key(value)
 
-    Exact numbers become '18' or '3/4'; other answers (``math``/``auto``) become normalized
-    LaTeX; ``gsm8k``/``number`` answers without a number give None, as does an empty answer.
+
+def _typed_key(answer: str, options: Mapping[str, str] | None) -> str | None:
+    """``auto``/``math``: a letter, number, yes/no, text or normalized-LaTeX key, by what the answer is."""
+    letter = words.choice_letter(answer, whole=True)
+    if letter:
+        return letter
+    text = _clean_latex(answer)
+    squeezed = _squeeze(text)
+    if not squeezed:
+        return None
+    value = _parse_number(squeezed)
+    if value is not None:
+        return _number_key(value)
+    if boolean := words.boolean_key(text):
+        return boolean
+    if words.is_words(text):
+        key = words.text_key(text)
+        return MATH_WORDS.get(key, key)
+    return squeezed
+
+
+def _text_key(answer: str, options: Mapping[str, str] | None) -> str | None:
+    """``text``: the normalized string, nothing more ('The Dog.' -> 'dog'; '5' and '5.0' differ)."""
+    return words.text_key(answer)
+
+
+def _choice_key(answer: str, options: Mapping[str, str] | None) -> str | None:
+    """``choice``: the option letter the answer names, or the letter of the option whose text it is."""
+    letter = words.choice_letter(words.LATEX_TEXT.sub(r"\1", answer).strip("$ "), whole=False)
+    if letter or not options:
+        return letter
+    key = _typed_key(answer, None)
+    matches = [mark for mark, text in options.items() if key is not None and _typed_key(text, None) == key]
+    return matches[0] if len(matches) == 1 else None
+
+
+_KEYS: dict[str, Callable[[str, Mapping[str, str] | None], str | None]] = {
+    "gsm8k": _numeric_key,
+    "number": _numeric_key,
+    "math": _typed_key,
+    "auto": _typed_key,
+    "text": _text_key,
+    "choice": _choice_key,
+}
+
+
+def canonicalize(answer: str | None, fmt: str = "auto", options: Mapping[str, str] | None = None) -> str | None:
+    """A canonical key: equal keys mean equal answers; None for no answer.
+
+    ``auto``/``math`` type each answer (see the module docstring): numbers become '18' or '3/4',
+    yes/no 'yes' or 'no', words a normalized string, LaTeX a normalized form. ``gsm8k``/``number``
+    keep only a number, ``text`` only the normalized string, ``choice`` only an option letter (with
+    ``options``, from ``question_options``, an option's text gives its letter).
     """
     _check_format(fmt)
     if answer is None or len(answer) > MAX_ANSWER_CHARS:
         return None
-    text = _normalize(answer)
-    if not text:
-        return None
-    value = _parse_number(text)
-    if value is None and fmt in _NUMERIC_FORMATS:
-        value = _loose_number(text)
-        if value is None:
-            return None
-    return text if value is None else _number_key(value)
+    return _KEYS[fmt](words.unwrap(answer), options)
+
+
+def answer_type(key: str | None, fmt: str = "auto") -> str:
+    """The type of a canonical key (one of ANSWER_TYPES), or 'none' for no answer."""
+    _check_format(fmt)
+    if key is None:
+        return "none"
+    if fmt in ("text", "choice"):
+        return fmt
+    if fmt in _NUMERIC_FORMATS or _parse_number(key) is not None:
+        return "number"
+    if key in ("yes", "no"):
+        return "boolean"
+    if len(key) == 1 and key.isalpha():
+        return "letter"
+    return "text" if words.is_words(key) else "math"
+
+
+question_options = words.question_options
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,33 +404,56 @@ def _too_big_for_sympy(key: str) -> bool:
     return bool(_TOWER.search(key) or _BIG_FACTORIAL.search(key))
 
 
-def is_equivalent(a: str, b: str, fmt: str = "auto") -> bool:
-    """Whether two canonical answers are mathematically equal (time-bounded).
+class Comparison(NamedTuple):
+    """A verdict on two answers and how it was reached (one of GRADINGS)."""
 
-    Inputs are canonicalized again (idempotent). Numbers compare exactly (0.1111 is not 1/9); other
-    ``math``/``auto`` answers go to math-verify in a worker process, bounded by SYMBOLIC_TIMEOUT_S.
+    equal: bool
+    how: str
+
+
+_SYMBOLIC_TYPES = {"math", "number", "letter"}  # types that may meet math in sympy; never text
+
+
+def compare(a: str | None, b: str | None, fmt: str = "auto", options: Mapping[str, str] | None = None) -> Comparison:
+    """Whether two answers are equal, and how that was decided (time-bounded).
+
+    Inputs are canonicalized again (idempotent). Equal keys are equal; otherwise only a pair holding
+    a ``math`` answer (with a math, number or letter one) goes to math-verify, in a worker process
+    bounded by SYMBOLIC_TIMEOUT_S; numbers compare exactly (0.1111 is not 1/9), and words, yes/no and
+    choices never meet algebra. An overrun or unparsable pair falls back: not equal.
     """
     _check_format(fmt)
-    a_key, b_key = canonicalize(a, fmt), canonicalize(b, fmt)
-    if a_key is None or b_key is None:
-        return False
-    if a_key == b_key:
-        return True
-    if fmt in _NUMERIC_FORMATS or (_parse_number(a_key) is not None and _parse_number(b_key) is not None):
-        return False
+    a_key, b_key = canonicalize(a, fmt, options), canonicalize(b, fmt, options)
+    if a_key is None or b_key is None or a_key == b_key:
+        return Comparison(a_key is not None and a_key == b_key, "exact")
+    types = {answer_type(a_key, fmt), answer_type(b_key, fmt)}
+    if fmt not in ("math", "auto") or "math" not in types or not types <= _SYMBOLIC_TYPES:
+        return Comparison(False, "exact")
     if _too_big_for_sympy(a_key) or _too_big_for_sympy(b_key):
-        return False
-    return _symbolic_equal(*sorted((a_key, b_key)))
+        return Comparison(False, "fallback")
+    verdict = _symbolic_equal(*sorted((a_key, b_key)))
+    return Comparison(bool(verdict), "fallback" if verdict is None else "symbolic")
 
 
-def grade(answer: str | None, gold: str, fmt: str = "auto") -> bool:
-    """Whether a canonical answer equals the gold answer (None is never correct)."""
-    return answer is not None and is_equivalent(answer, gold, fmt)
+def is_equivalent(a: str | None, b: str | None, fmt: str = "auto", options: Mapping[str, str] | None = None) -> bool:
+    """Whether two answers are equal (see ``compare``)."""
+    return compare(a, b, fmt, options).equal
+
+
+def judge(answer: str | None, gold: str, fmt: str = "auto", options: Mapping[str, str] | None = None) -> Comparison:
+    """How an answer compares with the gold answer (None is never correct)."""
+    return compare(answer, gold, fmt, options) if answer is not None else Comparison(False, "exact")
+
+
+def grade(answer: str | None, gold: str, fmt: str = "auto", options: Mapping[str, str] | None = None) -> bool:
+    """Whether an answer equals the gold answer (None is never correct)."""
+    return judge(answer, gold, fmt, options).equal
 
 
 @lru_cache(maxsize=8192)
-def _symbolic_equal(a: str, b: str) -> bool:
-    """math-verify equality of two LaTeX answers, in a worker process (False on overrun)."""
+def _symbolic_equal(a: str, b: str) -> bool | None:
+    """math-verify equality of two LaTeX answers, in a worker process; None when it could not
+    parse them, failed or overran."""
     return _worker_pool().equal(a, b, SYMBOLIC_TIMEOUT_S)
 
 
@@ -332,9 +461,9 @@ class _Worker:
     """One math-verify process speaking JSON lines on its stdin/stdout."""
 
     def __init__(self) -> None:
-        # Run this file as a script; -P keeps analysis/ off the worker's sys.path.
+        # Run the worker file as a script; -P keeps analysis/ off the worker's sys.path.
         self._process = subprocess.Popen(
-            [sys.executable, "-P", os.path.abspath(__file__)],
+            [sys.executable, "-P", WORKER_SCRIPT, str(WORKER_MEMORY_BYTES)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -342,8 +471,9 @@ class _Worker:
         self._buffer = b""
         self._ready = False
 
-    def ask(self, a: str, b: str, timeout: float) -> bool | None:
-        """The worker's verdict on ``a == b``, or None when it failed or overran ``timeout``."""
+    def ask(self, a: str, b: str, timeout: float) -> str | None:
+        """The worker's reply on ``a == b`` ('1', '0', or 'u': unparsable), or None when it died or
+        overran ``timeout``."""
         if not self._ready:
             self._ready = self._read_line(WORKER_START_TIMEOUT_S) == "ready"
             if not self._ready:
@@ -354,8 +484,7 @@ class _Worker:
             self._process.stdin.flush()
         except OSError:
             return None
-        reply = self._read_line(timeout)
-        return None if reply is None else reply == "1"
+        return self._read_line(timeout)
 
     def _read_line(self, timeout: float) -> str | None:
         """The next line from the worker, or None on timeout or end of stream."""
@@ -391,20 +520,21 @@ class _WorkerPool:
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(size)
 
-    def equal(self, a: str, b: str, timeout: float) -> bool:
-        """Ask an idle (or new) worker; kill it when it does not answer in time."""
+    def equal(self, a: str, b: str, timeout: float) -> bool | None:
+        """Ask an idle (or new) worker: its verdict, or None when it could not parse the answers; a
+        worker that does not answer in time is killed (None)."""
         with self._slots:
             with self._lock:
                 worker = self._idle.pop() if self._idle else None
             worker = worker or _Worker()
-            verdict = worker.ask(a, b, timeout)
-            if verdict is None:
+            reply = worker.ask(a, b, timeout)
+            if reply is None:
                 _log.warning("symbolic comparison overran %.1f s or failed; worker replaced", timeout)
                 worker.kill()
-                return False
+                return None
             with self._lock:
                 self._idle.append(worker)
-            return verdict
+            return None if reply == "u" else reply == "1"
 
     def close(self) -> None:
         """Kill the idle workers."""
@@ -425,35 +555,3 @@ def _worker_pool() -> _WorkerPool:
             _pool = _WorkerPool(WORKER_POOL_SIZE)
             atexit.register(_pool.close)
         return _pool
-
-
-def _serve() -> None:
-    """Worker main loop: read JSON [a, b] lines on stdin, write '1'/'0' lines on stdout."""
-    import resource
-
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-
-    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-    soft = WORKER_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY_BYTES, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-    replies = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    replies.write("ready\n")
-    replies.flush()
-    for line in sys.stdin:
-        a, b = json.loads(line)
-        try:
-            parsed_a = parse("\\boxed{" + a + "}", config, parsing_timeout=None)
-            parsed_b = parse("\\boxed{" + b + "}", config, parsing_timeout=None)
-            same = verify(parsed_a, parsed_b, timeout_seconds=None) or verify(
-                parsed_b, parsed_a, timeout_seconds=None
-            )
-        except Exception:  # includes MemoryError (RLIMIT_AS) and RecursionError
-            same = False
-        replies.write("1\n" if same else "0\n")
-        replies.flush()
-
-
-if __name__ == "__main__":
-    _serve()

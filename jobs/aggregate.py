@@ -1,13 +1,16 @@
 """Aggregate a run's traces: answers, votes, scaling curves, a plot, and an MLflow run.
 
-    python -m jobs.aggregate run_dir=DIR [answer.format=gsm8k|math|number|auto]
+    python -m jobs.aggregate run_dir=DIR [answer.format=gsm8k|math|number|auto|text|choice] [answer.audit=N]
 
 Works on any directory whose traces/ holds at least problem_id, sample_idx, text and gold. Writes
-answers.parquet, problems.parquet, curves.parquet and curves.png into run_dir.
+answers.parquet, problems.parquet, curves.parquet, grading.parquet and curves.png into run_dir. A
+method whose inputs are missing (weighted votes without logprobs, greedy without a greedy run) is not
+reported; the table's notes, curves.parquet's metadata ("omitted") and MLflow tags say why.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -18,13 +21,15 @@ import pyarrow.compute as pc
 from omegaconf import DictConfig
 
 from analysis import confidence as conf_lib
+from analysis.answers import answer_type, canonicalize
 from analysis.cot_decoding import cot_decoding_curves
 from analysis.curves import DELTA_SUFFIX, Curves, Estimates, majority_vote, paired_deltas, scaling_curves
 from analysis.curves import Problem as VoteProblem
+from analysis.grading import audit, grading_report
 from analysis.plots import plot_curves
 from analysis.traces import open_traces
-from analysis.voting import correct_class, extract_all, group_answers
-from jobs.config import check_top_percent
+from analysis.voting import extract_all, grade_classes, group_answers, options_of
+from jobs.config import check_audit, check_top_percent
 from jobs import cli, rundir, sweep, tracking
 
 GREEDY_SUBDIR = "greedy"
@@ -40,35 +45,44 @@ class Aggregate:
     problems: pa.Table
     curves: list[dict[str, Any]]
     greedy: Optional[float] = None
+    grading: Optional[pa.Table] = None  # per answer type: answers, graded exactly / symbolically / fell back
+    omitted: dict[str, str] = field(default_factory=dict)  # method -> why it is not reported
     metrics: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # local paths, or URIs when run_dir is one
 
 
 def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
-    """One row per sample: its extracted and canonical answer, confidence and tokens (texts are not kept)."""
+    """One row per sample: its extracted and canonical answer, the gold's key, confidence (null without
+    logprobs) and tokens (texts are not kept)."""
     dataset = open_traces(run_dir)
     wanted = ["problem_id", "sample_idx", "text", "gold", "num_tokens", "token_logprobs", "top_logprobs",
-              "branch_rank", "answer_confidence"]
+              "branch_rank", "answer_confidence"] + (["question"] if fmt == "choice" else [])
     columns = [c for c in wanted if c in dataset.schema.names]
     parts = []
+    gold_keys: dict[tuple[str, Optional[str]], Optional[str]] = {}
     for batch in dataset.to_batches(columns=columns, batch_size=READ_BATCH):
         data = batch.to_pydict()
-        pairs = extract_all([t or "" for t in data["text"]], fmt)
-        n = len(pairs)
+        n = batch.num_rows
+        questions = data.get("question", [None] * n)
+        pairs = extract_all([t or "" for t in data["text"]], fmt, questions=questions)
         scores = [
-            conf_lib.trace_confidence(lps or [], tops, confidence)
+            None if lps is None else conf_lib.trace_confidence(lps, tops, confidence)
             for lps, tops in zip(data.get("token_logprobs", [None] * n), data.get("top_logprobs", [None] * n))
         ]
+        for gold, question in zip(data["gold"], questions):
+            if (str(gold), question) not in gold_keys:
+                gold_keys[str(gold), question] = canonicalize(str(gold), fmt, options_of(question, fmt))
         parts.append(
             pa.table(
                 {
                     "problem_id": data["problem_id"],
                     "sample_idx": pa.array(data["sample_idx"], pa.int64()),
                     "gold": [str(g) for g in data["gold"]],
+                    "gold_key": pa.array([gold_keys[str(g), q] for g, q in zip(data["gold"], questions)], pa.string()),
                     "extracted": pa.array([a for a, _ in pairs], pa.string()),  # typed: a batch may hold no answer
                     "canonical": pa.array([k for _, k in pairs], pa.string()),
                     "confidence": pa.array(scores, pa.float64()),
-                    "num_tokens": pa.array(data.get("num_tokens", [0] * n), pa.int64()),
+                    "num_tokens": pa.array(data.get("num_tokens", [None] * n), pa.int64()),
                     "branch_rank": pa.array(data.get("branch_rank", [None] * n), pa.int64()),  # CoT-decoding
                     "answer_confidence": pa.array(data.get("answer_confidence", [None] * n), pa.float64()),  # its Δ
                 }
@@ -89,17 +103,22 @@ def _problem_slices(table: pa.Table):
 
 
 def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[VoteProblem]]:
-    """Group answers per problem; the answers table gains class and correct, plus one row per problem."""
-    labels_all, correct_all, rows, problems = [], [], [], []
+    """Group answers per problem; the answers table gains class, correct, answer_type and graded_by
+    (how its class's verdict was reached), plus one row per problem. A problem's votes have weights
+    only when every sample that answered has a confidence."""
+    labels_all, correct_all, graded_all, rows, problems = [], [], [], [], []
     canonical = answers["canonical"].to_pylist()
     weights_all = answers["confidence"].to_numpy(zero_copy_only=False)
-    tokens = answers["num_tokens"].to_numpy()
+    tokens = answers["num_tokens"].to_numpy(zero_copy_only=False).astype(float)  # NaN: not recorded
     for start, stop in _problem_slices(answers):
         gold = answers["gold"][int(start)].as_py()
         labels, classes = group_answers(canonical[start:stop], fmt)
-        right = correct_class(classes, gold, fmt)
-        weights = np.nan_to_num(weights_all[start:stop], nan=0.0)
+        verdicts = grade_classes(classes, answers["gold_key"][int(start)].as_py(), fmt)
+        right = next((i for i, verdict in enumerate(verdicts) if verdict.equal), -1)
+        weights = weights_all[start:stop]
+        weights = None if np.isnan(weights[labels >= 0]).any() else np.nan_to_num(weights, nan=0.0)
         problems.append(VoteProblem(labels, right, weights))
+        graded_all += [verdicts[label].how if label >= 0 else None for label in labels]
         top, share = majority_vote(labels)
         labels_all.append(labels)
         correct_all.append((labels == right) & (labels >= 0))
@@ -114,11 +133,13 @@ def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[VoteProb
                 "distinct_answers": len(classes),
                 "no_answer": int((labels < 0).sum()),
                 "samples_correct": int(((labels == right) & (labels >= 0)).sum()),
-                "tokens": int(tokens[start:stop].sum()),
+                "tokens": None if np.isnan(tokens[start:stop]).any() else int(tokens[start:stop].sum()),
             }
         )
     answers = answers.append_column("class", pa.array(np.concatenate(labels_all) if labels_all else [], pa.int64()))
     answers = answers.append_column("correct", pa.array(np.concatenate(correct_all) if correct_all else [], pa.bool_()))
+    answers = answers.append_column("answer_type", pa.array([answer_type(k, fmt) for k in canonical], pa.string()))
+    answers = answers.append_column("graded_by", pa.array(graded_all, pa.string()))
     return answers, pa.Table.from_pylist(rows), problems
 
 
@@ -176,22 +197,26 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
         shared = [by_problem[pid] for pid in ids if pid in by_problem]
         greedy = float(np.mean(shared)) if shared else None
         curves += [row for part in parts for row in deltas_to_greedy(part, ids, by_problem, seed)]
-    result = Aggregate(run_dir, answers, problems_table, curves, greedy)
+    grading = pa.Table.from_pylist(grading_report(answers["answer_type"].to_pylist(), answers["graded_by"].to_pylist(),
+                                                  answers["correct"].to_pylist()))
+    tokens = problems_table["tokens"].to_numpy(zero_copy_only=False).astype(float)
+    result = Aggregate(run_dir, answers, problems_table, curves, greedy, grading,
+                       omitted_methods(run_dir, problems, top_percent, greedy, tokens_known=not np.isnan(tokens).any()))
+    curves_table = pa.Table.from_pylist(curves).replace_schema_metadata({"omitted": json.dumps(result.omitted)})
     for name, table in (("answers.parquet", answers), ("problems.parquet", problems_table),
-                        ("curves.parquet", pa.Table.from_pylist(curves))):
+                        ("curves.parquet", curves_table), ("grading.parquet", grading)):
         result.files.append(rundir.write_table(table, run_dir, name))
     accuracy_rows = [r for r in curves if not r["method"].endswith(DELTA_SUFFIX)]
     result.files.append(rundir.write_figure(lambda path: plot_curves(accuracy_rows, path, title or run_dir, greedy=greedy),
                                             run_dir, "curves.png"))
-    tokens = problems_table["tokens"].to_numpy()
     result.metrics = {
         "problems": float(problems_table.num_rows),
         "samples": float(answers.num_rows),
-        "tokens/total": float(tokens.sum()),
-        "tokens/per_problem": float(tokens.mean()) if len(tokens) else 0.0,
-        "tokens/per_sample": float(tokens.sum() / max(answers.num_rows, 1)),
         "no_answer_rate": float(pc.sum(pc.is_null(answers["canonical"])).as_py() / max(answers.num_rows, 1)),
     }
+    if "tokens" not in result.omitted:
+        result.metrics.update({"tokens/total": float(tokens.sum()), "tokens/per_problem": float(tokens.mean()),
+                               "tokens/per_sample": float(tokens.sum() / answers.num_rows)})
     if greedy is not None:
         result.metrics["accuracy/greedy"] = greedy
     cot_rows = parts[1].rows if branched else []
@@ -199,6 +224,30 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
     result.metrics.update({f"cot_decoding/{r['method'].removeprefix('cot_decoding_')}": r["accuracy"]
                            for r in cot_rows if r["k"] == widest})
     return result
+
+
+def omitted_methods(run_dir: str, problems: list[VoteProblem], top_percent: Optional[float],
+                    greedy: Optional[float], tokens_known: bool) -> dict[str, str]:
+    """The methods (and token counts) whose inputs are missing, each with why it is not reported."""
+    omitted = {}
+    unweighted = sum(p.weights is None for p in problems)
+    if unweighted:
+        why = (f"{unweighted} of {len(problems)} problems have answers without per-token logprobs "
+               "(sample with sampling.logprobs >= 1 to weight votes)")
+        omitted["weighted_maj"] = why
+        if top_percent is not None:
+            omitted[f"weighted_maj_top{top_percent:g}"] = why
+    if greedy is None:
+        omitted["greedy"] = f"no greedy run in {run_dir.rstrip('/')}/{GREEDY_SUBDIR} (jobs.evaluate samples one)"
+    if not tokens_known:
+        omitted["tokens"] = "some traces hold no num_tokens"
+    return omitted
+
+
+def audit_lines(result: Aggregate, n: int, seed: int = 0) -> list[str]:
+    """`n` random (extracted, gold, verdict) lines per answer type, to eyeball the grading."""
+    answers = result.answers
+    return audit(*(answers[c].to_pylist() for c in ("answer_type", "extracted", "gold", "correct", "graded_by")), n, seed)
 
 
 def summary_table(result: Aggregate, ks: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)) -> str:
@@ -221,6 +270,7 @@ def summary_table(result: Aggregate, ks: tuple[int, ...] = (1, 4, 16, 64, 256, 1
         last = by.get((method, shown[-1]))
         interval = f"  [{100 * last['ci_low']:+.1f}, {100 * last['ci_high']:+.1f}]" if last else ""
         lines.append(f"{method.removesuffix(DELTA_SUFFIX) + '@k - greedy':<26}{cells}{interval}")
+    lines += [f"note: {method} not reported: {why}" for method, why in result.omitted.items()]
     return "\n".join(lines)
 
 
@@ -230,7 +280,8 @@ def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], extra_metr
         return None
     params = rundir.flatten(config)
     names = [str(params.get(k, "")) for k in ("model.name", "dataset.name", "prompt.name")]
-    tags = {"run_dir": result.run_dir, "model": names[0], "dataset": names[1], "prompt": names[2], **sweep.override_tags()}
+    tags = {"run_dir": result.run_dir, "model": names[0], "dataset": names[1], "prompt": names[2], **sweep.override_tags(),
+            **{f"omitted.{method}": why for method, why in result.omitted.items()}}
     return tracking.log_evaluation(
         cfg.tracking.uri, cfg.tracking.experiment, "-".join(filter(None, names)) or result.run_dir, params,
         {**result.metrics, **(extra_metrics or {})}, result.curves, result.files, config, tags,
@@ -240,13 +291,17 @@ def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], extra_metr
 @cli.entry_point("aggregate")
 def main(cfg: DictConfig) -> None:
     check_top_percent(cfg.answer.top_percent)
+    check_audit(cfg.answer.audit)
     config = rundir.saved_config(cfg.run_dir) or {"run_dir": cfg.run_dir}
     fmt = cfg.answer.format or config.get("answer", {}).get("format") or "auto"
     result = aggregate(cfg.run_dir, fmt, cfg.answer.confidence, top_percent=cfg.answer.top_percent)
     answer = {"format": fmt, "confidence": cfg.answer.confidence, "top_percent": cfg.answer.top_percent}
     run_id = track(cfg, result, {**config, "answer": answer})
     print(summary_table(result))
-    print(f"tables and plot: {cfg.run_dir}/{{answers,problems,curves}}.parquet, {result.files[-1]}", file=sys.stderr)
+    if cfg.answer.audit:
+        print("\n".join(audit_lines(result, cfg.answer.audit)))
+    print(f"tables and plot: {cfg.run_dir}/{{answers,problems,curves,grading}}.parquet, {result.files[-1]}",
+          file=sys.stderr)
     if run_id:
         print(f"MLflow: {tracking.run_link(cfg.tracking.uri, run_id)}", file=sys.stderr)
 

@@ -12,7 +12,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-ANSWER_FORMATS = ("gsm8k", "math", "number", "auto")
+from analysis.answers import ANSWER_FORMATS
+
 DECODINGS = ("sample", "cot_decoding")
 
 
@@ -98,6 +99,7 @@ class AnswerConfig:
     format: Optional[str] = "auto"  # jobs.aggregate: null reads it from the run's saved config
     confidence: str = "mean"  # per-sample confidence weighting votes: mean | lowest_group | tail | bottom_percent
     top_percent: Optional[float] = None  # DeepConf filter: also vote with only the top η% most confident of each draw
+    audit: int = 0  # print this many random (extracted, gold, verdict) per answer type
 
 
 @dataclass
@@ -177,6 +179,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.answer.format in ANSWER_FORMATS, "answer.format", cfg.answer.format, f"must be one of {ANSWER_FORMATS}")
     _check(cfg.answer.confidence in CONFIDENCES, "answer.confidence", cfg.answer.confidence, f"must be one of {CONFIDENCES}")
     check_top_percent(cfg.answer.top_percent)
+    check_audit(cfg.answer.audit)
     if cfg.decoding == "cot_decoding":
         _check(s.max_tokens >= 2, "sampling.max_tokens", s.max_tokens, "must be >= 2 with decoding=cot_decoding (first token, then the rest)")
     _check(
@@ -202,6 +205,11 @@ def validate(cfg: DictConfig) -> None:
 def check_top_percent(top_percent: Optional[float]) -> None:
     """answer.top_percent is null or a percentage in (0, 100]."""
     _check(top_percent is None or 0 < top_percent <= 100, "answer.top_percent", top_percent, "must be in (0, 100] or null")
+
+
+def check_audit(audit: int) -> None:
+    """answer.audit is a count of answers to print, 0 for none."""
+    _check(audit >= 0, "answer.audit", audit, "must be >= 0 (answers to print per type)")
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, open_dict
 from jobs import cli
 from jobs import config as config_module
 from jobs import tracking
-from jobs.aggregate import GREEDY_SUBDIR, aggregate, summary_table, track
+from jobs.aggregate import GREEDY_SUBDIR, aggregate, audit_lines, summary_table, track
 from jobs.sample import sample_runs
 
 
@@ -38,7 +38,9 @@ def evaluate(cfg: DictConfig) -> str | None:
     speed = {"throughput/tokens_per_replica_s": main.tokens_per_replica_s} if main.generate_seconds else {}
     run_id = track(cfg, result, config_module.resolved(cfg), speed)
     print(summary_table(result))
-    print(f"plot:   {result.files[-1]}\ntables: {cfg.run_dir}/{{answers,problems,curves}}.parquet", file=sys.stderr)
+    if cfg.answer.audit:
+        print("\n".join(audit_lines(result, cfg.answer.audit)))
+    print(f"plot:   {result.files[-1]}\ntables: {cfg.run_dir}/{{answers,problems,curves,grading}}.parquet", file=sys.stderr)
     if run_id:
         print(f"MLflow: {tracking.run_link(cfg.tracking.uri, run_id)}", file=sys.stderr)
     return run_id

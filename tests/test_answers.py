@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from analysis import answers
-from analysis.answers import ANSWER_FORMATS, canonicalize, extract_answer, grade, is_equivalent
+from analysis.answers import (
+    ANSWER_FORMATS,
+    answer_type,
+    canonicalize,
+    compare,
+    extract_answer,
+    grade,
+    is_equivalent,
+    question_options,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TIME_BOUND_S = 10.0
@@ -187,8 +196,11 @@ COMMON_CASES = [
 ]
 
 
+NUMBER_READING_FORMATS = ("gsm8k", "math", "number", "auto")
+
+
 @pytest.mark.parametrize(("text", "expected"), COMMON_CASES)
-@pytest.mark.parametrize("fmt", ANSWER_FORMATS)
+@pytest.mark.parametrize("fmt", NUMBER_READING_FORMATS)
 def test_extraction_common_cases(text, expected, fmt):
     assert extract_answer(text, fmt) == expected
 
@@ -264,7 +276,7 @@ def test_unknown_format_is_rejected():
         (r"30^\circ", "math", "30"),
         (r"50\%", "math", "50"),
         (r"\text{(C)}", "math", "C"),
-        (r"\text{Evelyn}", "math", "Evelyn"),
+        (r"\text{Evelyn}", "math", "evelyn"),  # a word: typed text
         ("x=5", "math", "5"),
         (r"\left( 3, \frac{\pi}{2} \right)", "math", r"(3,\frac{\pi}{2})"),
         (r"11\sqrt2", "math", r"11\sqrt{2}"),
@@ -344,6 +356,206 @@ def test_equivalence_from_many_threads(warm_worker):
     assert results == {i: equal for i, (_, _, equal) in enumerate(pairs)}
 
 
+# --- grading table: words, choices, yes/no, letters, numbers -----------------------------------
+# (answer, gold, format, verdict[, question]). The cases marked "wrong at 18afb61" were graded wrong
+# (or refused: no `text`/`choice` format, no question options) by the code before answer types
+# existed, run against this table at that commit.
+
+OPTIONS_Q = "Where is the Louvre? Answer Choices: (A) London (B) Paris (C) Rome (D) Oslo"
+GRADING_CASES = [
+    # anagrams: never equal, in any format
+    ("snta", "snat", "auto", False),  # wrong at 18afb61
+    ("snta", "snat", "math", False),  # wrong at 18afb61
+    ("snta", "snat", "text", False),  # wrong at 18afb61
+    ("melon", "lemon", "auto", False),  # wrong at 18afb61
+    ("lemon", "melon", "math", False),  # wrong at 18afb61
+    ("god", "dog", "auto", False),
+    ("dog", "god", "math", False),
+    ("listen", "silent", "auto", False),  # wrong at 18afb61
+    ("s n t a", "snat", "auto", False),  # wrong at 18afb61
+    ("eat tea", "tea eat", "auto", False),  # wrong at 18afb61
+    ("xy", "yx", "math", False),  # wrong at 18afb61
+    ("s-n-t-a", "s-n-a-t", "auto", False),  # wrong at 18afb61
+    ("ee", "e^2", "math", False),  # wrong at 18afb61
+    # case, quote and article variants of a word
+    ("Snat", "snat", "auto", True),
+    ("SNAT", "snat", "auto", True),
+    ('"snat"', "snat", "auto", True),
+    ("'snat'.", "snat", "auto", True),
+    ("**snat**", "snat", "auto", True),  # wrong at 18afb61
+    ("\u201csnat\u201d", "snat", "text", True),  # wrong at 18afb61
+    ("The dog", "dog", "text", True),  # wrong at 18afb61
+    ("a dog", "the dog", "auto", True),  # wrong at 18afb61
+    ("New  York", "new york", "auto", True),
+    ("snat", "snat", "math", True),
+    ("evelyn", r"\text{Evelyn}", "math", True),  # wrong at 18afb61
+    (r"\text{east}", r"\text{west}", "math", False),
+    ("seven", "7", "auto", False),
+    ("5", "5.0", "text", False),  # wrong at 18afb61
+    # multiple choice, every spelling
+    ("(B)", "B", "choice", True),  # wrong at 18afb61
+    ("B)", "B", "choice", True),  # wrong at 18afb61
+    ("B.", "B", "choice", True),  # wrong at 18afb61
+    ("option B", "B", "choice", True),  # wrong at 18afb61
+    ("the answer is B", "B", "choice", True),  # wrong at 18afb61
+    ("(b)", "B", "choice", True),  # wrong at 18afb61
+    ("( B )", "B", "choice", True),  # wrong at 18afb61
+    ("(B) Paris", "B", "choice", True),  # wrong at 18afb61
+    ("B", "(B)", "choice", True),  # wrong at 18afb61
+    ("(C)", "B", "choice", False),  # wrong at 18afb61
+    ("Paris", "B", "choice", True, OPTIONS_Q),  # wrong at 18afb61
+    ("B", "Paris", "choice", True, OPTIONS_Q),  # wrong at 18afb61
+    ("(C)", "Paris", "choice", False, OPTIONS_Q),  # wrong at 18afb61
+    ("B)", "B", "auto", True),  # wrong at 18afb61
+    ("option B", "B", "auto", True),  # wrong at 18afb61
+    ("(B)", r"\text{(B)}", "math", True),
+    ("B", r"\text{(B)}", "auto", True),
+    ("(C)", r"\text{(B)}", "math", False),
+    # yes/no and true/false
+    ("yes", "yes", "auto", True),
+    ("Yes.", "yes", "auto", True),
+    ("**Yes**", "yes", "auto", True),  # wrong at 18afb61
+    ("True", "yes", "auto", True),  # wrong at 18afb61
+    ("false", "No", "auto", True),  # wrong at 18afb61
+    ("No, it cannot.", "no", "auto", True),  # wrong at 18afb61
+    ("No", "yes", "auto", False),
+    ("Noel", "no", "auto", False),
+    ("yes", "no", "math", False),
+    # single letters are still math variables
+    ("x", "x", "math", True),
+    ("x", "y", "math", False),
+    ("X", "x", "math", False),  # wrong at 18afb61
+    ("2x", "x+x", "math", True),
+    ("x^2", r"x \cdot x", "auto", True),
+    ("a+b", "b+a", "auto", True),
+    ("-q + p", "p - q", "math", True),
+    # shapes seen in released samples (zero_shot_cot, Plan-and-Solve logs)
+    ("n-a-e-y", "naey", "auto", False),
+    ('"lenyjn."', "leyn", "auto", False),
+    ("most likely No.", "no", "auto", True),  # wrong at 18afb61
+    ("Yes - it would.", "yes", "auto", True),  # wrong at 18afb61
+    ("B, melted.", "B", "choice", True),  # wrong at 18afb61
+    ("C or D.", "C", "choice", False),  # wrong at 18afb61
+    ("most likely (C), inspiration.", "C", "choice", True),  # wrong at 18afb61
+    ('"tear down."', "B", "choice", True, "What to do? Answer Choices: (A) build up (B) tear down (C) paint"),  # wrong at 18afb61
+    # numbers with units, LaTeX
+    ("5 cm", "5", "auto", True),
+    ("5 dollars", "5", "number", True),
+    (r"\$32,\!348", "32348", "math", True),
+    (r"864 \mbox{ inches}^2", "864", "math", True),
+    ("5 apples", "6", "auto", False),
+    (r"\frac{1}{2}", "0.5", "auto", True),
+    (r"\sqrt{2}/2", r"\frac{\sqrt2}{2}", "math", True),
+    ("2^{10}", "1024", "auto", True),
+    ("infinity", r"\infty", "math", True),
+    ("pi", r"\pi", "auto", True),  # wrong at 18afb61
+    ("a n a a", "anaa", "auto", True),  # spaced letters spell the word, in order
+]
+
+
+@pytest.mark.parametrize("case", GRADING_CASES, ids=lambda case: f"{case[2]}:{case[0]!r}~{case[1]!r}")
+def test_grading_table(case, warm_worker):
+    answer, gold, fmt, verdict = case[:4]
+    options = question_options(case[4]) if len(case) > 4 else None
+    assert grade(canonicalize(answer, fmt, options), gold, fmt, options) is verdict
+    assert is_equivalent(gold, answer, fmt, options) is verdict  # symmetric, from raw answers too
+
+
+def test_the_grading_table_covers_every_kind_of_answer():
+    assert len(GRADING_CASES) >= 40
+    assert {case[2] for case in GRADING_CASES} == set(ANSWER_FORMATS) - {"gsm8k"}
+    kinds = {answer_type(canonicalize(case[0], case[2]), case[2]) for case in GRADING_CASES}
+    assert kinds >= {"number", "math", "letter", "boolean", "choice", "text"}
+
+
+def test_words_never_reach_symbolic_comparison(monkeypatch):
+    def refuse(a, b):
+        raise AssertionError(f"symbolic comparison of {a!r} and {b!r}")
+
+    monkeypatch.setattr(answers, "_symbolic_equal", refuse)
+    pairs = [("snta", "snat"), ("melon", "lemon"), ("god", "dog"), ("xy", "yx"), ("X", "x"), ("dog+cat", "cat+dog"),
+             ("yes", "true"), ("B", "b"), ("the dog", "dog"), ("h-e-e-o", "h-e-o-e"), ("ee", "e^2"), ("heeo", "h-e-e-o")]
+    for a, b in pairs:
+        for fmt in ("auto", "math"):
+            assert compare(a, b, fmt).how == "exact", (a, b, fmt)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "fmt", "how"),
+    [
+        ("snta", "snat", "auto", "exact"),
+        ("1/2", "0.5", "auto", "exact"),
+        (r"\frac{\sqrt{2}}{2}", r"\sqrt{2}/2", "math", "symbolic"),
+        (r"x^2", r"x \cdot x", "auto", "symbolic"),
+        ("infinity", r"\infty", "math", "exact"),  # a word naming a constant: its LaTeX key
+        ("9^{9^{9^{9}}}", "1", "math", "fallback"),
+        (r"\frac{1}{2}", "}{", "math", "fallback"),  # math-verify cannot parse it
+        ("yes", "no", "auto", "exact"),
+    ],
+)
+def test_compare_says_how_it_decided(a, b, fmt, how, warm_worker):
+    assert compare(a, b, fmt).how == how
+
+
+@pytest.mark.parametrize(
+    ("raw", "fmt", "key", "kind"),
+    [
+        ('"Snat".', "auto", "snat", "text"),
+        ("The Dog", "auto", "dog", "text"),
+        ("a n a a", "auto", "anaa", "text"),
+        ("**Yes**", "auto", "yes", "boolean"),
+        ("False.", "math", "no", "boolean"),
+        ("probably no", "auto", "no", "boolean"),
+        ("Noel", "auto", "noel", "text"),
+        ("No one knows", "auto", "no one knows", "text"),
+        ("No\n\nBecause it cannot.", "auto", "no", "boolean"),
+        ("option B", "auto", "B", "letter"),
+        ("x", "math", "x", "letter"),
+        (r"\text{(C)}", "math", "C", "letter"),
+        ("p - q", "math", "p-q", "math"),
+        ("n-a-e-y", "auto", "n-a-e-y", "text"),  # letters spelled out
+        ("a-b", "auto", "a-b", "math"),
+        ("Infinity", "auto", r"\infty", "math"),
+        ("3 cm", "auto", "3", "number"),
+        ("The Dog.", "text", "dog", "text"),
+        ("5.0", "text", "5.0", "text"),
+        ("Answer: (b) Paris", "choice", "B", "choice"),
+        (r"\text{(D)}", "choice", "D", "choice"),
+        ("$C$", "choice", "C", "choice"),
+        ("Paris", "choice", None, "none"),
+        ("seven", "gsm8k", None, "none"),
+    ],
+)
+def test_typed_keys(raw, fmt, key, kind):
+    assert canonicalize(raw, fmt) == key
+    assert answer_type(key, fmt) == kind
+    assert canonicalize(key, fmt) == key  # keys are fixed points
+
+
+def test_question_options():
+    assert dict(question_options(OPTIONS_Q)) == {"A": "London", "B": "Paris", "C": "Rome", "D": "Oslo"}
+    assert dict(question_options("Pick one:\nA. red\nB) green\nC: blue\n")) == {"A": "red", "B": "green", "C": "blue"}
+    assert dict(question_options("Is (A) the same as (C)? No options here.")) == {}
+    options = question_options(OPTIONS_Q)
+    assert canonicalize("paris.", "choice", options) == "B"
+    assert canonicalize("Berlin", "choice", options) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "expected"),
+    [
+        ('The last letter of "Noel" is "l".\nTherefore, the answer is "fnenl".', "auto", '"fnenl"'),
+        ("Therefore, the answer (Yes or No) is:\n\nYes, it can.", "auto", "Yes, it can"),
+        ("Therefore, among A through E, the answer is (B).", "choice", "(B)"),
+        ("I would pick (A) first, but (C) fits better.", "choice", "(C)"),
+        ("I would pick (A) first, but (C) fits better.", "text", None),
+        ("The result is 12 apples", "text", None),
+        ("Answer: blue", "text", "blue"),
+    ],
+)
+def test_extraction_of_words_and_choices(text, fmt, expected):
+    assert extract_answer(text, fmt) == expected
+
 # --- adversarial inputs ----------------------------------------------------------------------
 
 ADVERSARIAL = {
@@ -420,6 +632,6 @@ def test_overrunning_comparison_is_killed_from_a_thread(monkeypatch, warm_worker
     """9^{9^{9}} makes sympy compute a 370-million-digit power: the worker must be cut off."""
     monkeypatch.setattr(answers, "SYMBOLIC_TIMEOUT_S", 1.0)
     verdict, elapsed = _in_thread(lambda: answers._symbolic_equal.__wrapped__("9^{9^{9}}", "1"))
-    assert verdict is False
+    assert verdict is None  # no verdict: the comparison falls back to "not equal"
     assert elapsed < 1.0 + 3.0
     assert is_equivalent(r"\frac{\sqrt{8}}{2}", r"\sqrt{2}", "math")

@@ -62,7 +62,8 @@ CASES = [
     ("dataset.limit=0", ["dataset.limit=0"], "error: dataset.limit=0: must be >= 1 or null"),
     ("unit_size=0", ["cluster.unit_size=0"], "error: cluster.unit_size=0: must be >= 1"),
     ("unknown answer.format", ["answer.format=latex"],
-     "error: answer.format='latex': must be one of ('gsm8k', 'math', 'number', 'auto')"),
+     "error: answer.format='latex': must be one of ('gsm8k', 'math', 'number', 'auto', 'text', 'choice')"),
+    ("negative answer.audit", ["answer.audit=-1"], "error: answer.audit=-1: must be >= 0 (answers to print per type)"),
     ("unknown decoding", ["decoding=beam"], "error: decoding='beam': must be one of ('sample', 'cot_decoding')"),
     ("unknown key", ["sampling.bogus=1"],
      "error: Could not override 'sampling.bogus'. To append to your config use +sampling.bogus=1 "

@@ -77,3 +77,20 @@ def test_the_peer_comparison_reads_every_repeat_and_votes_like_lm_eval_with_its_
     assert [(r["answered"], r["lm_eval"]) for r in rows["strict"]] == [(2, None)]
     assert [r["answered"] for r in rows["flexible"]] == [4]
     assert rows["strict"][0]["ours"] == rows["flexible"][0]["ours"] == "5"  # ours reads 'so the answer is 5' too
+
+
+def test_bench_grading_agrees_with_exact_match_and_counts_anagrams_graded_right(tmp_path):
+    import json
+
+    rows = [  # (answer the task extracted, gold, the task's exact-match verdict)
+        ('"snta".', "snat", False), ("Snat", "snat", True), ("melon", "lemon", False), ("Yes.", "yes", True),
+        ("No, it cannot.", "yes", False), ("eaeo", "eaeo", True),
+        ("C or D.", "C", True),  # the task read its first letter; a hedge between two options is no answer to us
+    ]
+    path = tmp_path / "released.jsonl"
+    path.write_text("".join(json.dumps({"extracted": a, "gold": g, "correct": c, "text": f"So the answer is {a}"}) + "\n"
+                            for a, g, c in rows))
+    out = bench("bench_grading", str(path), "--show", "3")
+    [line] = [line for line in out.splitlines() if line.startswith("released")]
+    assert line.split()[1:] == ["7", "85.71%", "85.71%", "0/0"], out
+    assert out.count("ours wrong, task right: answer") == 2 and "'C or D.'" in out, out

@@ -82,7 +82,7 @@ def test_an_object_store_run_dir_samples_resumes_and_aggregates_through_pyarrow(
     result = aggregate(run_dir, "number")
     assert "text" not in result.answers.column_names  # texts stay in the shards, never gathered by the driver
     assert result.files == [f"{run_dir}/{name}" for name in
-                            ("answers.parquet", "problems.parquet", "curves.parquet", "curves.png")]
+                            ("answers.parquet", "problems.parquet", "curves.parquet", "grading.parquet", "curves.png")]
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0 and not (ROOT / "curves.png").exists()
     assert max(r["k"] for r in result.curves) == 6
 

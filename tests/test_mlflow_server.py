@@ -51,7 +51,10 @@ def test_an_aggregation_of_an_object_store_run_dir_is_logged_over_http_and_reads
 
     fs, root = filesystem(run_dir)
     local_curves = pq.read_table(f"{root}/curves.parquet", filesystem=fs).to_pylist()
-    for method in ("maj", "pass", "weighted_maj"):
+    assert client.get_metric_history(run.info.run_id, "accuracy/weighted_maj") == []  # no logprobs: not measured
+    assert "without per-token logprobs" in run.data.tags["omitted.weighted_maj"]
+    assert run.data.tags["omitted.greedy"].startswith("no greedy run")
+    for method in ("maj", "pass"):
         history = client.get_metric_history(run.info.run_id, f"accuracy/{method}")
         expected = {r["k"]: r["accuracy"] for r in local_curves if r["method"] == method}
         assert sorted(m.step for m in history) == k_grid(4) == sorted(expected)
@@ -59,7 +62,8 @@ def test_an_aggregation_of_an_object_store_run_dir_is_logged_over_http_and_reads
     assert {m.step: m.value for m in client.get_metric_history(run.info.run_id, "accuracy/pass")} == pytest.approx({1: 0.5, 2: 11 / 18, 4: 2 / 3})
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert artifacts == {"answers.parquet", "problems.parquet", "curves.parquet", "curves.png", "config.yaml"}
+    assert artifacts == {"answers.parquet", "problems.parquet", "curves.parquet", "grading.parquet", "curves.png",
+                         "config.yaml"}
     fetched = client.download_artifacts(run.info.run_id, "curves.parquet", str(tmp_path))
     assert pq.read_table(fetched).to_pylist() == local_curves
     assert fs.get_file_info(f"{root}/curves.png").size > 0 and not (ROOT / "curves.png").exists()
