@@ -22,7 +22,7 @@ from analysis.cot_decoding import cot_decoding_curves
 from analysis.curves import Problem as VoteProblem
 from analysis.curves import majority_vote, scaling_curves
 from analysis.plots import plot_curves
-from analysis.traces import open_traces
+from analysis.traces import open_traces, scan
 from analysis.voting import correct_class, extract_all, group_answers
 from jobs.config import check_top_percent
 from jobs import cli, rundir, sweep, tracking
@@ -51,7 +51,7 @@ def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
               "branch_rank", "answer_confidence"]
     columns = [c for c in wanted if c in dataset.schema.names]
     parts = []
-    for batch in dataset.to_batches(columns=columns, batch_size=READ_BATCH):
+    for batch in scan(dataset, columns=columns, batch_size=READ_BATCH):
         data = batch.to_pydict()
         pairs = extract_all([t or "" for t in data["text"]], fmt)
         n = len(pairs)
