@@ -45,7 +45,8 @@ TRACE_SCHEMA = pa.schema(
     ]
 )
 REQUIRED_COLUMNS = ("problem_id", "sample_idx", "text", "gold")
-IGNORED_PREFIXES = (".", "_")  # what pyarrow.dataset skips: temp files of writes, traces/.quarantine/
+IGNORED_PREFIXES = (".", "_")  # what pyarrow.dataset skips: temp files of writes, the quarantine
+QUARANTINE = ".quarantine"  # traces/.quarantine/: where a resume moves the shards it cannot read whole
 # Reads verify the page checksums that write_shard stores (shards written without them are read as before).
 PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
 
@@ -61,7 +62,7 @@ class DamagedShardError(ValueError):
         self.path, self.reason = path, reason
         super().__init__(
             f"{path}: trace shard cannot be read whole ({reason}); rerun jobs.sample with the same run_dir "
-            f"(jobs.evaluate for a greedy/ baseline) to move it to traces/.quarantine/ and sample it again"
+            f"(jobs.evaluate for a greedy/ baseline) to move it to traces/{QUARANTINE}/ and sample it again"
         )
 
 
@@ -120,7 +121,7 @@ def read_shard(fs: pafs.FileSystem, path: str) -> pa.Table:
         table = pq.read_table(pa.BufferReader(data), page_checksum_verification=True)
     except (pa.ArrowException, OSError) as error:
         message = " ".join(str(error).split()).replace("Could not open Parquet input source '<Buffer>': ", "")
-        raise DamagedShardError(path, f"{message.split('. Either')[0]}; {len(data)} bytes") from None
+        raise DamagedShardError(path, f"{len(data)} bytes: {message.split('. Either')[0]}") from None
     missing = [c for c in ("problem_id", "sample_idx") if c not in table.column_names]
     if missing:
         raise DamagedShardError(path, f"no {' or '.join(missing)} column")

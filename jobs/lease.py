@@ -106,34 +106,37 @@ class Lease:
         except (FileNotFoundError, ValueError, TypeError):
             return None
 
-    def _write(self, generation: int, holder: Holder) -> None:
-        """Replace that generation's file with `holder`, atomically where the filesystem can."""
-        data = json.dumps(asdict(holder)).encode()
-        if not self.local:
-            with self.fs.open_output_stream(self._path(generation)) as stream:
-                stream.write(data)
-            return
+    def _staged(self, holder: Holder) -> str:
+        """A temporary file in the lease folder holding `holder`, to link or rename into place (local only)."""
         temp = f"{self.folder}/.{uuid.uuid4().hex}.tmp"
-        with open(temp, "wb") as file:
-            file.write(data)
-        os.replace(temp, self._path(generation))
+        with open(temp, "w") as file:
+            json.dump(asdict(holder), file)
+        return temp
+
+    def _put(self, generation: int, holder: Holder) -> None:
+        """Object stores: write that generation's object, whole or not at all."""
+        with self.fs.open_output_stream(self._path(generation)) as stream:
+            stream.write(json.dumps(asdict(holder)).encode())
+
+    def _write(self, generation: int, holder: Holder) -> None:
+        """Replace that generation's file with `holder`, atomically."""
+        if self.local:
+            os.replace(self._staged(holder), self._path(generation))
+        else:
+            self._put(generation, holder)
 
     def _create(self, generation: int, holder: Holder) -> bool:
         """Create that generation's file holding `holder` unless it exists; whether this call created it."""
-        path, data = self._path(generation), json.dumps(asdict(holder)).encode()
         if not self.local:  # no conditional write: write if absent, then see whose lease is there
-            if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
+            if self.fs.get_file_info(self._path(generation)).type != pafs.FileType.NotFound:
                 return False
-            with self.fs.open_output_stream(path) as stream:
-                stream.write(data)
+            self._put(generation, holder)
             time.sleep(SETTLE_S)
             found = self._read(generation)
             return found is not None and found.token == holder.token
-        temp = f"{self.folder}/.{holder.token}.tmp"
-        with open(temp, "wb") as file:
-            file.write(data)
+        temp = self._staged(holder)
         try:
-            os.link(temp, path)  # atomic, and fails if the file exists, on NFS too
+            os.link(temp, self._path(generation))  # atomic, and fails if the file exists, on NFS too
             return True
         except FileExistsError:
             return False
@@ -208,7 +211,7 @@ class RunLeases:
                 try:
                     lease.acquire()
                 except OSError as error:
-                    raise RunDirError(f"run_dir={lease.run_dir}: cannot write its lease: {error}") from error
+                    raise RunDirError(f"run_dir={lease.run_dir}: cannot write there: {error}") from None
         except BaseException:
             self._release()
             raise

@@ -16,9 +16,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
-from analysis.traces import DamagedShardError, SampleSet, done_samples, filesystem, traces_dir
+from analysis.traces import QUARANTINE, DamagedShardError, SampleSet, done_samples, filesystem, traces_dir
 
-QUARANTINE = ".quarantine"  # under traces/: hidden, so no dataset scan reads what lies there
 QUARANTINE_LOG = "quarantine.log"  # beside the quarantined shards: one line per shard moved there
 
 # Keys a rerun may change without changing what any finished sample is.

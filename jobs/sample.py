@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig
 
-from analysis.traces import DamagedShardError, RunDirError, traces_dir
+from analysis.traces import QUARANTINE, DamagedShardError, RunDirError, traces_dir
 from jobs import cli, rundir
 from jobs import config as config_module
 from jobs.lease import RunLeases
@@ -158,7 +158,7 @@ def report_quarantined(cfg: DictConfig, problems: list[Problem], prompts: dict[s
     for error in damaged:
         held = sizes.get(error.path.rsplit("/", 1)[-1].removesuffix(".parquet"))
         print(f"[sample] warning: {error.path} cannot be read whole ({error.reason}); moved to "
-              f"{traces_dir(cfg.run_dir)}/.quarantine/, its {f'{held} ' if held else ''}samples are sampled again",
+              f"{traces_dir(cfg.run_dir)}/{QUARANTINE}/, its {f'{held} ' if held else ''}samples are sampled again",
               file=sys.stderr)
 
 

@@ -142,8 +142,8 @@ def test_aggregation_refuses_a_damaged_shard_naming_it_and_the_repair(tmp_path, 
     shard.write_bytes(cut_in_half(shard.read_bytes()))
     for read in (lambda: aggregate(str(tmp_path / "run"), "number"), lambda: read_columns(str(tmp_path / "run"), ["text"]),
                  lambda: done_samples(str(tmp_path / "run"))):
-        with pytest.raises(DamagedShardError, match=rf"^{re.escape(str(shard))}: trace shard cannot be read whole \(Parquet magic bytes "
-                                                    rf"not found in footer; \d+ bytes\); rerun jobs.sample with the same run_dir"):
+        with pytest.raises(DamagedShardError, match=rf"^{re.escape(str(shard))}: trace shard cannot be read whole \(\d+ bytes: Parquet "
+                                                    rf"magic bytes not found in footer\); rerun jobs.sample with the same run_dir"):
             read()
     assert not (tmp_path / "run" / "answers.parquet").exists()
 
@@ -155,7 +155,7 @@ def test_jobs_aggregate_ends_with_one_line_naming_the_shard_and_the_repair(tmp_p
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.splitlines() == [
-        f"error: {shard}: trace shard cannot be read whole (Parquet file size is 0 bytes; 0 bytes); rerun jobs.sample "
+        f"error: {shard}: trace shard cannot be read whole (0 bytes: Parquet file size is 0 bytes); rerun jobs.sample "
         f"with the same run_dir (jobs.evaluate for a greedy/ baseline) to move it to traces/.quarantine/ and sample it again"
     ]
 
@@ -312,7 +312,10 @@ def start_job(run_dir: Path, model: Path, *extra: str) -> subprocess.Popen:
 
 def kill_with_its_ray(job: subprocess.Popen) -> None:
     """SIGKILL a job and the Ray processes it started (they would otherwise outlive it)."""
-    children = psutil.Process(job.pid).children(recursive=True)
+    try:
+        children = psutil.Process(job.pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # it has ended, and its Ray with it
+        children = []
     job.send_signal(signal.SIGKILL)
     job.wait()
     for child in children:
@@ -345,7 +348,8 @@ def test_a_job_sigkilled_while_holding_the_lease_is_resumed_by_the_next(local_ra
     job = start_job(run, model, "cluster.unit_size=2", "++cluster.engine.delay_s=0.3")
     try:
         deadline = time.monotonic() + 300
-        while not list((run / "traces").glob("*.parquet")) and job.poll() is None:
+        while not list((run / "traces").glob("*.parquet")):
+            assert job.poll() is None, f"the job ended before writing a shard: {job.stderr.read()[-3000:]}"
             assert time.monotonic() < deadline, "no shard written"
             time.sleep(0.1)
     finally:
