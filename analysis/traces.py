@@ -1,8 +1,9 @@
 """The trace schema: one Parquet row per sample under `<run_dir>/traces/`, one shard per work unit.
 
 A shard is written under a hidden temporary name and renamed into place, so a half-written shard is
-never read (pyarrow.dataset skips names starting with '.' or '_'). `run_dir` is a local path or any
-URI pyarrow.fs understands (s3://, gs://, hdfs://).
+never read (pyarrow.dataset skips names starting with '.' or '_'). Shards carry page checksums; one
+damaged afterwards (cut short, zeroed, overwritten) is reported as DamagedShardError naming it.
+`run_dir` is a local path or any URI pyarrow.fs understands (s3://, gs://, hdfs://).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Set as AbstractSet
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, NoReturn, Optional
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -44,10 +45,25 @@ TRACE_SCHEMA = pa.schema(
     ]
 )
 REQUIRED_COLUMNS = ("problem_id", "sample_idx", "text", "gold")
+IGNORED_PREFIXES = (".", "_")  # what pyarrow.dataset skips: temp files of writes, the quarantine
+QUARANTINE = ".quarantine"  # traces/.quarantine/: where a resume moves the shards it cannot read whole
+# Reads verify the page checksums that write_shard stores (shards written without them are read as before).
+PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
 
 
 class RunDirError(OSError):
     """run_dir cannot hold the run's files (not writable, full, or under a file)."""
+
+
+class DamagedShardError(ValueError):
+    """A trace shard that cannot be read whole; a rerun of the job that sampled it quarantines and redoes it."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(
+            f"{path}: trace shard cannot be read whole ({reason}); rerun jobs.sample with the same run_dir "
+            f"(jobs.evaluate for a greedy/ baseline) to move it to traces/{QUARANTINE}/ and sample it again"
+        )
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -71,7 +87,7 @@ def write_shard(rows: list[dict[str, Any]], run_dir: str, name: str) -> str:
     table = pa.Table.from_pylist(rows, schema=TRACE_SCHEMA)
     try:
         fs.create_dir(root, recursive=True)
-        pq.write_table(table, tmp, filesystem=fs, compression="zstd")
+        pq.write_table(table, tmp, filesystem=fs, compression="zstd", write_page_checksum=True)
         fs.move(tmp, final)
     except BaseException as error:
         _delete_quietly(fs, tmp)
@@ -88,17 +104,59 @@ def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
         pass
 
 
+def shard_paths(fs: pafs.FileSystem, root: str) -> list[str]:
+    """Every shard under `root` that pyarrow.dataset reads: files with no path part hidden ('.', '_')."""
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File
+                  and not any(part.startswith(IGNORED_PREFIXES) for part in i.path[len(root):].split("/")))
+
+
+def read_shard(fs: pafs.FileSystem, path: str) -> pa.Table:
+    """A shard read whole (every column decoded, page checksums verified), or DamagedShardError saying why not.
+
+    A storage fault while fetching its bytes (unreachable, no permission) is not damage: it propagates as is."""
+    with fs.open_input_stream(path) as stream:
+        data = stream.read()
+    try:
+        table = pq.read_table(pa.BufferReader(data), page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as error:
+        message = " ".join(str(error).split()).replace("Could not open Parquet input source '<Buffer>': ", "")
+        raise DamagedShardError(path, f"{len(data)} bytes: {message.split('. Either')[0]}") from None
+    missing = [c for c in ("problem_id", "sample_idx") if c not in table.column_names]
+    if missing:
+        raise DamagedShardError(path, f"no {' or '.join(missing)} column")
+    return table
+
+
+def raise_damaged(error: BaseException, fs: pafs.FileSystem, paths: Iterable[str]) -> NoReturn:
+    """After a failed read: DamagedShardError for the first of `paths` that cannot be read whole, else `error`."""
+    for path in paths:
+        read_shard(fs, path)
+    raise error
+
+
 def open_traces(run_dir: str) -> ds.Dataset:
-    """The run's traces as a pyarrow dataset; fails if none exist or required columns are missing."""
+    """The run's traces as a pyarrow dataset; fails if none exist, a shard is damaged or required columns are missing."""
     fs, root = filesystem(traces_dir(run_dir))
     info = fs.get_file_info(root)
     if info.type != pafs.FileType.Directory:
         raise FileNotFoundError(f"{run_dir}: no traces/ folder")
-    dataset = ds.dataset(root, filesystem=fs, format="parquet")
+    try:
+        dataset = ds.dataset(root, filesystem=fs, format=PARQUET)  # reads the first shard's schema
+    except (pa.ArrowException, OSError) as error:
+        raise_damaged(error, fs, shard_paths(fs, root))
     missing = [c for c in REQUIRED_COLUMNS if c not in dataset.schema.names]
     if missing:
         raise ValueError(f"{root}: traces lack required columns {missing}")
     return dataset
+
+
+def scan(dataset: ds.Dataset, **options: Any) -> Iterator[pa.RecordBatch]:
+    """`dataset.to_batches(**options)`; a shard that cannot be read whole raises DamagedShardError naming it."""
+    try:
+        yield from dataset.to_batches(**options)
+    except (pa.ArrowException, OSError) as error:
+        raise_damaged(error, dataset.filesystem, dataset.files)
 
 
 class SampleSet(AbstractSet[int]):
@@ -133,23 +191,34 @@ class SampleSet(AbstractSet[int]):
         return f"SampleSet({set(self)})"
 
 
-def done_samples(run_dir: str) -> dict[str, SampleSet]:
-    """The sample indices already written, per problem_id (empty for a new run); memory grows with n, not rows."""
+def _refuse(error: DamagedShardError) -> None:
+    raise error
+
+
+def done_samples(run_dir: str, damaged: Callable[[DamagedShardError], None] = _refuse) -> dict[str, SampleSet]:
+    """The sample indices already written, per problem_id (empty for a new run); memory grows with n, not rows.
+
+    Every shard is read whole; one that cannot be is handed to `damaged` and skipped (by default it is raised)."""
     fs, root = filesystem(traces_dir(run_dir))
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         return {}
-    dataset = ds.dataset(root, filesystem=fs, format="parquet")
-    if not dataset.files:  # at most the hidden temp files of interrupted writes
-        return {}
     done: dict[str, SampleSet] = defaultdict(SampleSet)
-    for path in dataset.files:  # shard by shard: a dataset scan keeps state per shard read (~75 MB per 1,000)
-        shard = pq.read_table(path, columns=["problem_id", "sample_idx"], filesystem=fs)
-        for problem_id, sample_idx in zip(shard.column(0).to_pylist(), shard.column(1).to_pylist()):
+    for path in shard_paths(fs, root):  # shard by shard: a dataset scan keeps state per shard read (~75 MB per 1,000)
+        try:
+            shard = read_shard(fs, path)
+        except DamagedShardError as error:
+            damaged(error)
+            continue
+        for problem_id, sample_idx in zip(shard["problem_id"].to_pylist(), shard["sample_idx"].to_pylist()):
             done[problem_id].add(sample_idx)
     return done
 
 
 def read_columns(run_dir: str, columns: Iterable[str], filter: Optional[ds.Expression] = None) -> pa.Table:
     """Selected columns of all traces, sorted by (problem_id, sample_idx)."""
-    table = open_traces(run_dir).to_table(columns=list(columns), filter=filter)
+    dataset = open_traces(run_dir)
+    try:
+        table = dataset.to_table(columns=list(columns), filter=filter)
+    except (pa.ArrowException, OSError) as error:
+        raise_damaged(error, dataset.filesystem, dataset.files)
     return table.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])

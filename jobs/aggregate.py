@@ -27,7 +27,7 @@ from analysis.curves import DELTA_SUFFIX, Curves, Estimates, majority_vote, pair
 from analysis.curves import Problem as VoteProblem
 from analysis.grading import audit, grading_report
 from analysis.plots import plot_curves
-from analysis.traces import open_traces
+from analysis.traces import open_traces, scan
 from analysis.voting import extract_all, grade_classes, group_answers, options_of
 from jobs.config import check_audit, check_top_percent
 from jobs import cli, rundir, sweep, tracking
@@ -60,7 +60,7 @@ def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
     columns = [c for c in wanted if c in dataset.schema.names]
     parts = []
     gold_keys: dict[tuple[str, Optional[str]], Optional[str]] = {}
-    for batch in dataset.to_batches(columns=columns, batch_size=READ_BATCH):
+    for batch in scan(dataset, columns=columns, batch_size=READ_BATCH):
         data = batch.to_pydict()
         n = batch.num_rows
         questions = data.get("question", [None] * n)

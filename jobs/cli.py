@@ -33,6 +33,7 @@ PROJECT_ERRORS = (
     ("actors.cluster", "ModelNotFoundError"),
     ("actors.pool", "ReplicaStartError"),
     ("analysis.traces", "RunDirError"),
+    ("jobs.lease", "LeaseError"),
 )
 
 

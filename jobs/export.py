@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.traces import open_traces
+from analysis.traces import open_traces, scan
 from jobs import cli, rundir
 from jobs.problems import Problem
 from jobs.prompts import render
@@ -51,7 +51,7 @@ def right_traces(run_dir: str, right: dict[str, set[int]]) -> Iterator[dict[str,
     dataset = open_traces(run_dir)
     columns = [c for c in TRACE_COLUMNS if c in dataset.schema.names]
     only = ds.field("problem_id").isin(list(right))
-    for batch in dataset.to_batches(columns=columns, filter=only, batch_size=READ_BATCH):
+    for batch in scan(dataset, columns=columns, filter=only, batch_size=READ_BATCH):
         for row in batch.to_pylist():
             if row["sample_idx"] in right[row["problem_id"]]:
                 yield row

@@ -1,11 +1,13 @@
-"""The run directory: its saved config, its run id, the check that a rerun is the same run, and reading
-and writing its files, whether run_dir is a local path or a URI (file://, s3://, gs://, ...)."""
+"""The run directory: its saved config, its run id, the check that a rerun is the same run, what a resume
+keeps (damaged shards quarantined), and reading and writing its files, whether run_dir is a local path or a
+URI (file://, s3://, gs://, ...)."""
 
 from __future__ import annotations
 
 import json
 import tempfile
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -14,7 +16,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
-from analysis.traces import filesystem
+from analysis.traces import QUARANTINE, DamagedShardError, SampleSet, done_samples, filesystem, traces_dir
+
+QUARANTINE_LOG = "quarantine.log"  # beside the quarantined shards: one line per shard moved there
 
 # Keys a rerun may change without changing what any finished sample is.
 RESUMABLE_KEYS = ("sampling.n", "sampling.top_k_branches", "dataset.limit", "dataset.size", "replicas", "cluster", "tracking", "run_dir", "answer")
@@ -106,3 +110,21 @@ def saved_config(run_dir: str) -> dict[str, Any] | None:
     """The resolved config a run saved, if any."""
     text = read_text(f"{run_dir}/config.yaml")
     return yaml.safe_load(text) if text is not None else None
+
+
+def resume_scan(run_dir: str) -> tuple[dict[str, SampleSet], list[DamagedShardError]]:
+    """What a resume keeps: the samples of every shard read whole. A shard that cannot be is moved to
+    `traces/.quarantine/<name>` with a line in its log there, so its samples count as missing."""
+    damaged: list[DamagedShardError] = []
+    fs, root = filesystem(traces_dir(run_dir))
+    log = f"{traces_dir(run_dir)}/{QUARANTINE}/{QUARANTINE_LOG}"
+
+    def quarantine(error: DamagedShardError) -> None:
+        name = error.path.rsplit("/", 1)[-1]
+        fs.create_dir(f"{root}/{QUARANTINE}", recursive=True)
+        fs.move(error.path, f"{root}/{QUARANTINE}/{name}")  # replaces an earlier quarantined copy of the same unit
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_text(log, (read_text(log) or "") + f"{stamp} {name}: {error.reason}\n")  # object stores cannot append
+        damaged.append(error)
+
+    return done_samples(run_dir, quarantine), damaged

@@ -2,7 +2,8 @@
 
     python -m jobs.sample dataset.limit=8 sampling.n=8 run_dir=runs/demo
 
-Rerunning with the same run_dir computes only the missing samples.
+Rerunning with the same run_dir computes only the missing samples (a damaged shard is quarantined and
+redone); a second job on a run_dir that one is sampling fails at once, naming it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig
 
-from analysis.traces import RunDirError, done_samples
+from analysis.traces import QUARANTINE, DamagedShardError, RunDirError, traces_dir
 from jobs import cli, rundir
 from jobs import config as config_module
+from jobs.lease import RunLeases
 from jobs.problems import Problem, load_problems
 from jobs.progress import Progress
 from jobs.prompts import exemplars, render
@@ -134,7 +136,8 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[Any]]:
         run_id = rundir.prepare(cfg.run_dir, config_module.resolved(cfg))
     except OSError as error:
         raise RunDirError(f"run_dir={cfg.run_dir}: cannot write there: {error}") from None
-    done = done_samples(cfg.run_dir)
+    done, damaged = rundir.resume_scan(cfg.run_dir)
+    report_quarantined(cfg, problems, prompts, damaged)
     summary = SampleSummary(cfg.run_dir, run_id, len(problems))
     n = samples_per_problem(cfg)
     summary.skipped = sum(len([i for i in done.get(p.problem_id, ()) if i < n]) for p in problems)
@@ -142,6 +145,22 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[Any]]:
     units = plan_units(problems, prompts, n, cfg.sampling.seed, capped_unit_size(cfg.cluster.unit_size, missing, cfg.replicas),
                        done, cfg.run_dir, sampling_spec(cfg, run_id), whole_problems=cfg.decoding == "cot_decoding")
     return summary, missing, units
+
+
+def report_quarantined(cfg: DictConfig, problems: list[Problem], prompts: dict[str, Any],
+                       damaged: list[DamagedShardError]) -> None:
+    """One warning line per shard moved to traces/.quarantine/, with its samples when the run's unit plan knows them."""
+    if not damaged:
+        return
+    n = samples_per_problem(cfg)
+    unit_size = capped_unit_size(cfg.cluster.unit_size, len(problems) * n, cfg.replicas)  # as a fresh run plans
+    plan = plan_units(problems, prompts, n, cfg.sampling.seed, unit_size, {}, whole_problems=cfg.decoding == "cot_decoding")
+    sizes = {unit.name: len(unit.requests) for unit in plan}
+    for error in damaged:
+        held = sizes.get(error.path.rsplit("/", 1)[-1].removesuffix(".parquet"))
+        print(f"[sample] warning: {error.path} cannot be read whole ({error.reason}); moved to "
+              f"{traces_dir(cfg.run_dir)}/{QUARANTINE}/, its {f'{held} ' if held else ''}samples are sampled again",
+              file=sys.stderr)
 
 
 def capped_unit_size(largest: int, missing: int, replicas: int) -> int:
@@ -152,14 +171,24 @@ def capped_unit_size(largest: int, missing: int, replicas: int) -> int:
 def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> list[SampleSummary]:
     """Sample every missing (problem, sample_idx) of several runs of one model on one pool of replicas.
 
-    `replica_class` replaces the vLLM replica (tests and benchmarks pass actors.double.EngineDouble).
+    `replica_class` replaces the vLLM replica (tests and benchmarks pass actors.double.EngineDouble). Each
+    run_dir is leased meanwhile: a job already sampling one fails this call at once (jobs.lease).
     """
     from actors import cluster
     from actors.embedded_model import resolve_model_path
+
+    model_path = cluster.check_model(resolve_model_path(runs[0].model.path))  # before any run_dir is written
+    with RunLeases([cfg.run_dir for cfg in runs]) as leases:
+        return _sample_leased(runs, model_path, replica_class, leases)
+
+
+def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type | None,
+                   leases: RunLeases) -> list[SampleSummary]:
+    """sample_runs once every run_dir is leased; no unit is sent after a lease is lost."""
+    from actors import cluster
     from actors.replica import EngineReplica
 
     cfg = runs[0]
-    model_path = cluster.check_model(resolve_model_path(cfg.model.path))  # before any run_dir is written
     planned = [_plan_run(cfg) for cfg in runs]
     summaries = {s.run_dir: s for s, _, _ in planned}
     todo = sum(missing for _, missing, _ in planned)
@@ -168,7 +197,7 @@ def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> li
             print(f"[sample] {s.run_dir}: all {s.skipped} samples already present", file=sys.stderr)
         return list(summaries.values())
 
-    units = itertools.chain.from_iterable(u for _, _, u in planned)
+    units = leases.guard(itertools.chain.from_iterable(u for _, _, u in planned))
     start, samples, tokens = time.monotonic(), 0, 0
     with Progress(todo) as progress:
         for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,

@@ -77,8 +77,8 @@ CASES = [
     ("model path that does not exist", ["model.path=/nonexistent"],
      "error: model.path='/nonexistent': no Hugging Face model folder (config.json) there"),
     ("run_dir under a regular file", ["run_dir={data}/a-file/run"],
-     "error: run_dir={data}/a-file/run: cannot write there: [Errno 20] Failed to open local file "
-     "'{data}/a-file/run/config.yaml'. Detail: [errno 20] Not a directory"),
+     "error: run_dir={data}/a-file/run: cannot write there: [Errno 20] Cannot create directory "
+     "'{data}/a-file/run/lease'. Detail: [errno 20] Not a directory"),  # its lease: the job's first write
     ("run_dir of a different run", ["sampling.temperature=1.0"],
      "error: run_dir={run} holds a run with a different config (sampling.temperature: 0.7 -> 1.0); use another run_dir"),
 ]
