@@ -28,10 +28,12 @@ class EnsembleError(ValueError):
 
 
 def read_answers(run_dir: str) -> pa.Table:
-    """A run's answers (problem_id, sample_idx, canonical, gold), sorted; fails clearly before aggregation."""
-    table = rundir.read_table(run_dir, "answers.parquet", ["problem_id", "sample_idx", "canonical", "gold"])
-    if table is None:
-        raise EnsembleError(f"{run_dir}: no answers.parquet; run `python -m jobs.aggregate run_dir={run_dir}` first")
+    """A run's answers (problem_id, sample_idx, canonical, gold_key), sorted; fails clearly before aggregation."""
+    table = rundir.read_table(run_dir, "answers.parquet", None)
+    if table is None or "gold_key" not in table.column_names:
+        state = "no answers.parquet" if table is None else "answers.parquet from before typed answers (no gold_key)"
+        raise EnsembleError(f"{run_dir}: {state}; run `python -m jobs.aggregate run_dir={run_dir}` first")
+    table = table.select(["problem_id", "sample_idx", "canonical", "gold_key"])
     return table.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
 
 
@@ -57,11 +59,12 @@ def per_problem(table: pa.Table) -> dict[str, list[Optional[str]]]:
 
 
 def ensemble_problems(answers: dict[str, pa.Table], fmt: str) -> list[EnsembleProblem]:
-    """Each problem's answers from every run, grouped into shared classes (gold from the first run)."""
+    """Each problem's answers from every run, grouped into shared classes (the gold's key from the first run,
+    as its aggregation read it: a choice gold given as an option's text is already its letter)."""
     problem_ids = check_same_problems(answers)
     keys = [per_problem(table) for table in answers.values()]
     first = next(iter(answers.values()))
-    gold = dict(zip(first["problem_id"].to_pylist(), first["gold"].to_pylist()))
+    gold = dict(zip(first["problem_id"].to_pylist(), first["gold_key"].to_pylist()))
     return [ensemble_problem([run[pid] for run in keys], gold[pid], fmt) for pid in problem_ids]
 
 

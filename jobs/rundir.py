@@ -56,8 +56,8 @@ def write_text(uri: str, text: str) -> None:
         stream.write(text.encode())
 
 
-def read_table(folder: str, name: str, columns: list[str]) -> Optional[pa.Table]:
-    """The Parquet file `<folder>/<name>`, or None when there is none."""
+def read_table(folder: str, name: str, columns: Optional[list[str]]) -> Optional[pa.Table]:
+    """The Parquet file `<folder>/<name>` (`columns`, or all), or None when there is none."""
     fs, root = filesystem(folder)
     if fs.get_file_info(f"{root}/{name}").type != pafs.FileType.File:
         return None

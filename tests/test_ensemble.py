@@ -66,9 +66,10 @@ def test_curve_counts_every_model_s_samples_in_k():
         ensemble_curve(problems, model_weights=[1, 1, 1])
 
 
-def write_answers(run_dir: Path, answers: dict[str, list]) -> str:
-    """An aggregated run's answers.parquet: problem id -> canonical answer per sample (gold is always '5')."""
-    rows = [{"problem_id": pid, "sample_idx": i, "canonical": key, "gold": "5"}
+def write_answers(run_dir: Path, answers: dict[str, list], gold: str = "5", gold_key: str | None = "5") -> str:
+    """An aggregated run's answers.parquet: problem id -> canonical answer per sample, and the gold with its key."""
+    rows = [{"problem_id": pid, "sample_idx": i, "canonical": key, "gold": gold,
+             **({"gold_key": gold_key} if gold_key else {})}
             for pid, keys in answers.items() for i, key in enumerate(keys)]
     run_dir.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), run_dir / "answers.parquet")
@@ -111,3 +112,14 @@ def test_ensemble_command_writes_curves_and_plot(tmp_path, scheme):
     table = pq.read_table(tmp_path / "ens" / "curves.parquet")
     assert set(table["run"].to_pylist()) == {"ensemble", "a", "b"}
     assert (tmp_path / "ens" / "curves.png").stat().st_size > 0
+
+
+def test_ensemble_grades_against_the_gold_key_of_the_aggregation(tmp_path):
+    """A choice task whose gold is the option's text: aggregation keyed it as the letter, and so does the ensemble."""
+    a = write_answers(tmp_path / "a", {"p1": ["B", "B"]}, gold="Paris", gold_key="B")
+    b = write_answers(tmp_path / "b", {"p1": ["B", "C"]}, gold="Paris", gold_key="B")
+    rows = ensemble([a, b], "choice", None, seed=0)
+    assert next(r for r in rows if r["run"] == "ensemble" and r["k"] == 4)["accuracy"] == 1.0
+    old = write_answers(tmp_path / "old", {"p1": ["5"]}, gold_key=None)
+    with pytest.raises(EnsembleError, match=r"answers.parquet from before typed answers \(no gold_key\); run `python -m jobs.aggregate"):
+        ensemble([a, old], "choice", None, seed=0)
