@@ -23,9 +23,9 @@ from analysis.stopping import Rule
 class Schedule:
     """When the rule is asked: after min_samples, then every batch samples, up to max_samples (None: n)."""
 
-    min_samples: int = 1
-    max_samples: Optional[int] = None
-    batch: int = 1
+    min_samples: int
+    max_samples: Optional[int]
+    batch: int
 
 
 def checkpoints(schedule: Schedule, n: int) -> np.ndarray:
@@ -70,7 +70,7 @@ def replay_problem(problem: Problem, rule: Rule, params: dict[str, Any], schedul
 
 
 def replay(problems: Sequence[Problem], rules: Sequence[tuple[str, Rule, dict[str, Any]]], schedule: Schedule,
-           orders: int = 50, seed: int = 0) -> list[dict[str, Any]]:
+           orders: int, seed: int) -> list[dict[str, Any]]:
     """One row per (rule, problem index): samples_used and correct averaged over `orders` random orders,
     the same on the stored order (samples_used_stored, correct_stored), and n. Every rule sees the same
     orders (seeded per problem), so differences between rules are paired."""

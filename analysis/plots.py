@@ -61,3 +61,27 @@ def plot_curves(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_frontier(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mapping[str, Any]], path: str | Path,
+                  title: str) -> Path:
+    """Accuracy (%) against mean samples per problem: one point per stopping rule (its "rule" label,
+    "samples_per_problem", "accuracy"), beside the maj@k curve (rows with "k" and "accuracy")."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    line = sorted(maj_rows, key=lambda r: r["k"])
+    ax.plot([r["k"] for r in line], [100 * r["accuracy"] for r in line], marker="o", color="gray", label="maj@k")
+    for point in points:
+        ax.scatter(point["samples_per_problem"], 100 * point["accuracy"], marker="*", s=120, zorder=3)
+        ax.annotate(point["rule"], (point["samples_per_problem"], 100 * point["accuracy"]),
+                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("mean samples per problem")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

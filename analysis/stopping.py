@@ -3,7 +3,7 @@
 A rule is a pure function `rule(labels, weights, budget, **params) -> bool`: `labels` are the answer
 classes of the samples drawn so far, in sample order (equivalence-merged classes; -1 = no answer, never
 a vote), `weights` their confidences (DeepConf scores, or None), `budget` the most samples the problem
-may get (adaptive.max_samples). True means stop. A new rule is one function here and one line in RULES.
+may get (adaptive.max_samples); the other parameters come from conf/adaptive/<rule>.yaml. True means stop. A new rule is one function here and one line in RULES.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import numpy as np
 from scipy.special import betainc
 
 Rule = Callable[..., bool]
-DIRICHLET_DRAWS = 4096
 
 
 def _votes(labels: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
@@ -34,7 +33,7 @@ def beta_probability(a: float, b: float) -> float:
     return float(betainc(b + 1.0, a + 1.0, 0.5))
 
 
-def esc(labels: np.ndarray, weights: Optional[np.ndarray] = None, budget: int = 0, window: int = 5) -> bool:
+def esc(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, window: int) -> bool:
     """Early-Stopping Self-Consistency (Li et al., ICLR 2024, "Escape Sky-high Cost"): samples come in
     windows of `window`; stop at the end of a window whose answers all agree (zero entropy). A window
     holding a no-answer sample does not agree."""
@@ -45,7 +44,7 @@ def esc(labels: np.ndarray, weights: Optional[np.ndarray] = None, budget: int = 
     return bool(last[0] >= 0 and (last == last[0]).all())
 
 
-def beta(labels: np.ndarray, weights: Optional[np.ndarray] = None, budget: int = 0, threshold: float = 0.95) -> bool:
+def beta(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, threshold: float) -> bool:
     """Adaptive-Consistency's Beta criterion (Aggarwal et al., EMNLP 2023; BetaStoppingCriteria in
     github.com/Pranjal2041/AdaptiveConsistency): with a and b the counts of the two most common answers,
     stop when P(p1 > p2) = int_{1/2}^1 x^a (1-x)^b dx / int_0^1 x^a (1-x)^b dx exceeds `threshold`."""
@@ -56,7 +55,7 @@ def beta(labels: np.ndarray, weights: Optional[np.ndarray] = None, budget: int =
 
 
 @lru_cache(maxsize=65_536)
-def dirichlet_probability(counts: tuple[int, ...], draws: int = DIRICHLET_DRAWS, seed: int = 0) -> float:
+def dirichlet_probability(counts: tuple[int, ...], draws: int, seed: int) -> float:
     """P(the leading class has the largest share) under Dirichlet(counts + 1, 1): a uniform prior over
     the observed classes plus one class for every answer not seen yet. Monte Carlo, seeded."""
     alpha = np.asarray(counts + (0,), dtype=float) + 1.0
@@ -64,8 +63,8 @@ def dirichlet_probability(counts: tuple[int, ...], draws: int = DIRICHLET_DRAWS,
     return float((shares[:, 0] > shares[:, 1:].max(axis=1)).mean())
 
 
-def dirichlet(labels: np.ndarray, weights: Optional[np.ndarray] = None, budget: int = 0, threshold: float = 0.95,
-              draws: int = DIRICHLET_DRAWS, seed: int = 0) -> bool:
+def dirichlet(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, threshold: float, draws: int,
+              seed: int) -> bool:
     """A Dirichlet-posterior rule (after Adaptive-Consistency's Dirichlet criterion, Aggarwal et al. 2023):
     stop when P(the leader's share exceeds every other class's, the unseen ones pooled) > `threshold`.
     With one class seen it equals the Beta criterion: 1 - 2^-(a+1)."""
@@ -75,8 +74,7 @@ def dirichlet(labels: np.ndarray, weights: Optional[np.ndarray] = None, budget: 
     return dirichlet_probability(tuple(int(v) for v in votes), draws, seed) > threshold
 
 
-def confident(labels: np.ndarray, weights: Optional[np.ndarray] = None, budget: int = 0,
-              threshold: float = 0.95) -> bool:
+def confident(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, threshold: float) -> bool:
     """marginal's rule. Stop when the leader cannot be overtaken within the budget (its lead over the
     runner-up exceeds the samples left: the full-budget vote is already decided), or when the Beta
     criterion, on confidence-weighted votes of the merged classes, exceeds `threshold`. Weights are
