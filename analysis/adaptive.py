@@ -6,17 +6,21 @@ permutations) is read in rounds: the rule (analysis/stopping.py) is asked after 
 samples, then after every `batch` more, and sampling ends when it says stop or at `max_samples`
 (default: n). The final vote is the plain majority of the samples used, scored as maj@k is: a tie
 among t classes that includes the right one scores 1/t, no answer at all scores 0.
+
+Budget-fixed mode (`budget_replay`): a total of B samples for the whole dataset goes, a batch at a
+time, to the problem whose vote is least decided, against uniform maj@(B / problems) on the same orders.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from analysis.curves import Problem
-from analysis.stopping import Rule
+from analysis.stopping import Rule, beta_probability
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,49 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "accuracy_stored": float(np.mean([r["correct_stored"] for r in mine])),
                     "samples_per_problem_stored": float(np.mean([r["samples_used_stored"] for r in mine]))})
     return out
+
+
+def allocate(problems: Sequence[Problem], total: int, min_samples: int, batch: int, order_rows: Sequence[np.ndarray],
+             order: int) -> np.ndarray:
+    """Budget-fixed mode on one order (row `order` of each problem's order_rows): every problem gets
+    min_samples, then the least decided (lowest Beta criterion P(p1 > p2), ties to the first problem)
+    gets `batch` more, until `total` samples are spent or every problem has all its samples. Returns the
+    samples each problem got."""
+    sizes = np.array([len(p.labels) for p in problems])
+    used = np.minimum(min_samples, sizes)
+    spent = int(used.sum())
+    if spent > total:
+        raise ValueError(f"adaptive.budget={total}: below adaptive.min_samples={min_samples} x {len(problems)} problems")
+    labels = [p.labels[rows[order]] for p, rows in zip(problems, order_rows)]
+
+    def decided(i: int) -> float:
+        votes = np.sort(np.bincount(labels[i][: used[i]][labels[i][: used[i]] >= 0], minlength=2))[::-1]
+        return beta_probability(votes[0], votes[1])
+
+    heap = [(decided(i), i) for i in range(len(problems)) if used[i] < sizes[i]]
+    heapq.heapify(heap)
+    while spent < total and heap:
+        _, i = heapq.heappop(heap)
+        more = min(batch, sizes[i] - used[i], total - spent)
+        used[i] += more
+        spent += more
+        if used[i] < sizes[i]:
+            heapq.heappush(heap, (decided(i), i))
+    return used
+
+
+def budget_replay(problems: Sequence[Problem], total: int, min_samples: int, batch: int, orders: int,
+                  seed: int) -> dict[str, float]:
+    """Accuracy at a total budget of `total` samples, allocated by `allocate`, against the uniform
+    maj@k with k = total // problems on the same orders (means over random orders, and the stored order)."""
+    order_rows = [sample_orders(len(p.labels), orders, np.random.default_rng([seed, i])) for i, p in enumerate(problems)]
+    scores = [vote_scores(p.labels[rows], p.correct_class) for p, rows in zip(problems, order_rows)]
+    k = np.minimum(total // len(problems), [len(p.labels) for p in problems])
+    allocated, uniform = np.empty(orders + 1), np.empty(orders + 1)
+    for order in range(orders + 1):
+        used = allocate(problems, total, min_samples, batch, order_rows, order)
+        allocated[order] = np.mean([s[order, u] for s, u in zip(scores, used)])
+        uniform[order] = np.mean([s[order, kk] for s, kk in zip(scores, k)])
+    return {"budget": float(total), "uniform_k": float(total // len(problems)), "accuracy": float(allocated[1:].mean()),
+            "uniform_accuracy": float(uniform[1:].mean()), "accuracy_stored": float(allocated[0]),
+            "uniform_accuracy_stored": float(uniform[0])}

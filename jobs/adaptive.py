@@ -1,26 +1,47 @@
 """jobs.aggregate's adaptive replay: run the configured stopping rules on a run's stored samples.
 
 Writes adaptive.parquet (one row per rule and problem) and adaptive.png (accuracy against samples per
-problem, beside maj@k) into run_dir; returns the MLflow metrics and a text table.
+problem, beside maj@k) into run_dir; with adaptive.budget, also compares a total budget allocated to the
+least decided problems with uniform maj@k. Returns the MLflow metrics and a text table.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.adaptive import Schedule, replay, summarize
+from analysis.adaptive import Schedule, budget_replay, replay, summarize
 from analysis.plots import plot_frontier
 from analysis.stopping import variants
 from jobs import rundir
 from jobs.config import ConfigError, check_adaptive
 
+if TYPE_CHECKING:  # jobs.aggregate imports this module
+    from jobs.aggregate import Aggregate
 
-def replay_run(cfg: DictConfig, result: Any) -> tuple[dict[str, float], str]:
-    """Replay `cfg` (the adaptive node) on an Aggregate's votes; its files join result.files."""
+
+def replay_run(cfg: DictConfig, result: "Aggregate") -> tuple[dict[str, float], str]:
+    """Replay `cfg` (the adaptive node: its rules, its budget) on an Aggregate's votes; files join result.files.
+    Without rules or budget (adaptive=none) nothing is replayed: ({}, "")."""
     check_adaptive(cfg)
+    metrics, text = replay_rules(cfg, result) if cfg.rules else ({}, "")
+    if cfg.budget is None:
+        return metrics, text
+    try:
+        b = budget_replay(result.votes, cfg.budget, cfg.min_samples, cfg.batch, cfg.orders, cfg.seed)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    metrics.update({"adaptive/budget/accuracy": b["accuracy"], "adaptive/budget/uniform_accuracy": b["uniform_accuracy"]})
+    line = (f"budget {cfg.budget} samples ({cfg.budget / len(result.votes):.2f} per problem): least decided first "
+            f"{100 * b['accuracy']:.1f}%, uniform maj@{int(b['uniform_k'])} {100 * b['uniform_accuracy']:.1f}% "
+            f"(stored order: {100 * b['accuracy_stored']:.1f}% vs {100 * b['uniform_accuracy_stored']:.1f}%)")
+    return metrics, "\n".join(filter(None, [text, line]))
+
+
+def replay_rules(cfg: DictConfig, result: "Aggregate") -> tuple[dict[str, float], str]:
+    """The stopping rules' replay: adaptive.parquet, adaptive.png, metrics and the table."""
     try:
         rules = variants(OmegaConf.to_container(cfg.rules, resolve=True))
     except ValueError as error:

@@ -301,7 +301,7 @@ def main(cfg: DictConfig) -> None:
     fmt = cfg.answer.format or config.get("answer", {}).get("format") or "auto"
     result = aggregate(cfg.run_dir, fmt, cfg.answer.confidence, top_percent=cfg.answer.top_percent)
     answer = {"format": fmt, "confidence": cfg.answer.confidence, "top_percent": cfg.answer.top_percent}
-    adaptive_metrics, adaptive_table = adaptive.replay_run(cfg.adaptive, result) if cfg.adaptive.rules else ({}, "")
+    adaptive_metrics, adaptive_table = adaptive.replay_run(cfg.adaptive, result)
     run_id = track(cfg, result, {**config, "answer": answer}, adaptive_metrics)
     print(summary_table(result))
     if adaptive_table:

@@ -125,6 +125,7 @@ class AdaptiveConfig:
     batch: int = 1  # samples per round: the rule is asked again after this many more
     orders: int = 50  # replay: random orders of each problem's samples (besides the stored order)
     seed: int = 0  # replay: seed of those orders
+    budget: Optional[int] = None  # replay: total samples for all problems, to the least decided first (null: off)
 
 
 @dataclass
@@ -174,6 +175,7 @@ def check_adaptive(a: DictConfig) -> None:
     _check(a.max_samples is None or a.max_samples >= 1, "adaptive.max_samples", a.max_samples, "must be >= 1 or null")
     _check(a.batch >= 1, "adaptive.batch", a.batch, "must be >= 1")
     _check(a.orders >= 50, "adaptive.orders", a.orders, "must be >= 50")
+    _check(a.budget is None or a.budget >= 1, "adaptive.budget", a.budget, "must be >= 1 or null")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import integrate
 
-from analysis.adaptive import Schedule, replay, summarize
+from analysis.adaptive import Schedule, allocate, budget_replay, replay, sample_orders, summarize
 from analysis.curves import Problem
 from analysis.stopping import RULES, beta_probability, variants
 from jobs.cli import compose
@@ -135,6 +135,22 @@ def test_replay_equals_a_brute_force_loop_over_the_same_orders():
     assert beta["savings"] == pytest.approx(1 - sum(r["samples_used"] for r in mine) / sum(r["n"] for r in mine))
 
 
+def test_a_fixed_budget_goes_to_the_least_decided_problem_first():
+    problems = [Problem(np.zeros(8, np.int64), 0), Problem(np.array([0, 1] * 4), 1)]
+    rows = [sample_orders(8, 50, np.random.default_rng([0, i])) for i in range(2)]
+    # stored order, 1 each, then by P(p1 > p2): p0 (0.75, first of the tie) -> p0 at 0.875; p1 at 0.75 -> [0,1] 0.5,
+    # [0,1,0] 0.6875, [0,1,0,1] 0.5, [0,1,0,1,0] 0.656: every later sample goes to p1, which ends with 6
+    assert allocate(problems, 8, 1, 1, rows, 0).tolist() == [2, 6]
+    assert allocate(problems, 100, 1, 3, rows, 0).tolist() == [8, 8]  # more budget than samples: all of them
+    result = budget_replay(problems, 8, 1, 1, orders=50, seed=0)
+    assert result["uniform_k"] == 4 and result["accuracy_stored"] == 0.75  # p0 right, p1 a 3-3 tie scores 1/2
+    # uniform maj@4 on the random orders: p0 always 1; p1 scores 1 with three 1s of four, 1/2 on a 2-2 tie, else 0
+    p1 = [(lambda c: 1.0 if c > 2 else 0.5 if c == 2 else 0.0)(int((problems[1].labels[r[:4]] == 1).sum())) for r in rows[1][1:]]
+    assert result["uniform_accuracy"] == pytest.approx((1 + np.mean(p1)) / 2)
+    with pytest.raises(ValueError, match="adaptive.budget=3: below adaptive.min_samples=2"):
+        budget_replay(problems, 3, 2, 1, orders=50, seed=0)
+
+
 def test_adaptive_defaults_to_none_and_a_list_of_rules_composes():
     assert compose("run_dir=x", config_name="aggregate").adaptive.rules == {}
     cfg = compose("run_dir=x", "adaptive=[esc,beta]", config_name="aggregate")
@@ -145,7 +161,7 @@ def test_aggregate_replays_rules_writes_adaptive_parquet_and_logs_metrics(tmp_pa
     run_dir, uri = str(tmp_path / "run"), f"sqlite:///{tmp_path}/mlflow.db"
     synthetic_run(run_dir, n=8)  # p0: 8 x right; p1: never right, 8 and 9 alternate; p2: 4 right then 8/9
     done = run_module("jobs.aggregate", f"run_dir={run_dir}", "adaptive=[esc,beta]", "adaptive.rules.esc.window=4",
-                      f"tracking.uri={uri}", "tracking.experiment=adaptive")
+                      "adaptive.budget=12", f"tracking.uri={uri}", "tracking.experiment=adaptive")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pq.read_table(tmp_path / "run" / "adaptive.parquet").to_pylist()
     assert {k for k in rows[0]} >= {"rule", "problem_id", "samples_used", "correct", "n"}
@@ -164,6 +180,8 @@ def test_aggregate_replays_rules_writes_adaptive_parquet_and_logs_metrics(tmp_pa
     assert run.data.metrics["adaptive/esc/savings"] == pytest.approx(
         1 - np.mean([r["samples_used"] for r in rows if r["rule"] == "esc"]) / 8)
     assert "adaptive.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "budget 12 samples (4.00 per problem)" in done.stdout and "uniform maj@4" in done.stdout
+    assert 0 <= run.data.metrics["adaptive/budget/accuracy"] <= 1 and "adaptive/budget/uniform_accuracy" in run.data.metrics
 
 
 def test_aggregate_names_a_budget_above_the_stored_samples(tmp_path):
