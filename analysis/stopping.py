@@ -8,6 +8,7 @@ may get (adaptive.max_samples); the other parameters come from conf/adaptive/<ru
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from functools import lru_cache
 from typing import Any, Callable, Mapping, Optional
@@ -100,7 +101,8 @@ RULES: dict[str, Rule] = {"esc": esc, "beta": beta, "dirichlet": dirichlet, "con
 
 def variants(rules: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Rule, dict[str, Any]]]:
     """(label, rule, params) for each configured rule; a list-valued parameter gives one variant per
-    value (label `<rule>-<value>`, e.g. beta-0.99), several lists their product."""
+    value (label `<rule>-<value>`, e.g. beta-0.99), several lists their product. An unknown rule, or a
+    parameter the rule does not take or lacks, is a ValueError naming adaptive.rules.<rule>."""
     out = []
     for name, params in rules.items():
         if name not in RULES:
@@ -109,6 +111,11 @@ def variants(rules: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Rule, di
         swept = {k: list(v) for k, v in params.items() if isinstance(v, (list, tuple))}
         for values in itertools.product(*swept.values()):
             chosen = {**params, **dict(zip(swept, values))}
+            try:
+                inspect.signature(RULES[name]).bind(None, None, budget=0, **chosen)
+            except TypeError as error:
+                raise ValueError(f"adaptive.rules.{name}: {error} (its parameters: "
+                                 f"{list(inspect.signature(RULES[name]).parameters)[3:]})") from None
             label = "-".join([name, *(f"{v:g}" if isinstance(v, float) else str(v) for v in values)])
             out.append((label, RULES[name], chosen))
     return out

@@ -22,11 +22,20 @@ if TYPE_CHECKING:  # jobs.aggregate imports this module
     from jobs.aggregate import Aggregate
 
 
+def check(cfg: DictConfig) -> list:
+    """The configured rule variants, after checking every adaptive.* key (ConfigError names the culprit)."""
+    check_adaptive(cfg)
+    try:
+        return variants(OmegaConf.to_container(cfg.rules, resolve=True))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def replay_run(cfg: DictConfig, result: "Aggregate") -> tuple[dict[str, float], str]:
     """Replay `cfg` (the adaptive node: its rules, its budget) on an Aggregate's votes; files join result.files.
     Without rules or budget (adaptive=none) nothing is replayed: ({}, "")."""
-    check_adaptive(cfg)
-    metrics, text = replay_rules(cfg, result) if cfg.rules else ({}, "")
+    rules = check(cfg)
+    metrics, text = replay_rules(rules, cfg, result) if rules else ({}, "")
     if cfg.budget is None:
         return metrics, text
     try:
@@ -40,12 +49,8 @@ def replay_run(cfg: DictConfig, result: "Aggregate") -> tuple[dict[str, float], 
     return metrics, "\n".join(filter(None, [text, line]))
 
 
-def replay_rules(cfg: DictConfig, result: "Aggregate") -> tuple[dict[str, float], str]:
+def replay_rules(rules: list, cfg: DictConfig, result: "Aggregate") -> tuple[dict[str, float], str]:
     """The stopping rules' replay: adaptive.parquet, adaptive.png, metrics and the table."""
-    try:
-        rules = variants(OmegaConf.to_container(cfg.rules, resolve=True))
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
     ids = result.problems["problem_id"].to_pylist()
     for pid, problem in zip(ids, result.votes):
         if cfg.max_samples is not None and cfg.max_samples > len(problem.labels):

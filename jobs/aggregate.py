@@ -297,6 +297,7 @@ def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], extra_metr
 def main(cfg: DictConfig) -> None:
     check_top_percent(cfg.answer.top_percent)
     check_audit(cfg.answer.audit)
+    adaptive.check(cfg.adaptive)
     config = rundir.saved_config(cfg.run_dir) or {"run_dir": cfg.run_dir}
     fmt = cfg.answer.format or config.get("answer", {}).get("format") or "auto"
     result = aggregate(cfg.run_dir, fmt, cfg.answer.confidence, top_percent=cfg.answer.top_percent)

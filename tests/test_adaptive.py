@@ -91,6 +91,10 @@ def test_variants_expand_list_valued_parameters_and_name_an_unknown_rule():
         ("esc", {"window": 4}), ("beta-0.9", {"threshold": 0.9}), ("beta-0.99", {"threshold": 0.99})]
     with pytest.raises(ValueError, match="adaptive.rules.nope"):
         variants({"nope": {}})
+    with pytest.raises(ValueError, match=r"adaptive.rules.beta: .*thresh.*\['threshold'\]"):
+        variants({"beta": {"thresh": 0.9}})
+    with pytest.raises(ValueError, match="adaptive.rules.dirichlet: .*draws"):
+        variants({"dirichlet": {"threshold": 0.9}})
 
 
 def brute_force(problem: Problem, order: np.ndarray, rule, params, schedule: Schedule) -> tuple[int, float]:
