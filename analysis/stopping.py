@@ -3,7 +3,8 @@
 A rule is a pure function `rule(labels, weights, budget, **params) -> bool`: `labels` are the answer
 classes of the samples drawn so far, in sample order (equivalence-merged classes; -1 = no answer, never
 a vote), `weights` their confidences (DeepConf scores, or None), `budget` the most samples the problem
-may get (adaptive.max_samples); the other parameters come from conf/adaptive/<rule>.yaml. True means stop. A new rule is one function here and one line in RULES.
+may get (adaptive.max_samples); the other parameters come from conf/adaptive/<rule>.yaml. True means
+stop. A new rule is one function here and one line in RULES.
 """
 
 from __future__ import annotations
