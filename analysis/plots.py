@@ -61,3 +61,30 @@ def plot_curves(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_frontier(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mapping[str, Any]], path: str | Path,
+                  title: str) -> Path:
+    """Accuracy (%) against mean samples per problem: one point per stopping rule variant (its "rule" label,
+    "samples_per_problem", "accuracy"; a rule's variants joined), beside the maj@k curve ("k", "accuracy")."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    line = sorted(maj_rows, key=lambda r: r["k"])
+    ax.plot([r["k"] for r in line], [100 * r["accuracy"] for r in line], marker="o", color="gray", label="maj@k")
+    families: dict[str, list[Mapping[str, Any]]] = {}
+    for point in points:  # beta-0.9 and beta-0.99 are one rule's frontier
+        families.setdefault(str(point["rule"]).split("-")[0], []).append(point)
+    for family, mine in families.items():
+        mine = sorted(mine, key=lambda p: p["samples_per_problem"])
+        ax.plot([p["samples_per_problem"] for p in mine], [100 * p["accuracy"] for p in mine], marker="*",
+                markersize=11, linestyle=":", label=family, zorder=3)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("mean samples per problem")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

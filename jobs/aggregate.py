@@ -1,11 +1,14 @@
 """Aggregate a run's traces: answers, votes, scaling curves, a plot, and an MLflow run.
 
     python -m jobs.aggregate run_dir=DIR [answer.format=gsm8k|math|number|auto|text|choice] [answer.audit=N]
+                             [adaptive=esc|beta|dirichlet|confident|[esc,beta,...]]
 
 Works on any directory whose traces/ holds at least problem_id, sample_idx, text and gold. Writes
 answers.parquet, problems.parquet, curves.parquet, grading.parquet and curves.png into run_dir. A
 method whose inputs are missing (weighted votes without logprobs, greedy without a greedy run) is not
-reported; the table's notes, curves.parquet's metadata ("omitted") and MLflow tags say why.
+reported; the table's notes, curves.parquet's metadata ("omitted") and MLflow tags say why. With
+adaptive=<rule>, the stopping rules are replayed on the stored samples (jobs/adaptive.py): adaptive.parquet
+and adaptive.png.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from analysis.plots import plot_curves
 from analysis.traces import open_traces, scan
 from analysis.voting import extract_all, grade_classes, group_answers, options_of
 from jobs.config import check_audit, check_top_percent
-from jobs import cli, rundir, sweep, tracking
+from jobs import adaptive, cli, rundir, sweep, tracking
 
 GREEDY_SUBDIR = "greedy"
 READ_BATCH = 65_536
@@ -49,6 +52,7 @@ class Aggregate:
     omitted: dict[str, str] = field(default_factory=dict)  # method -> why it is not reported
     metrics: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # local paths, or URIs when run_dir is one
+    votes: list[VoteProblem] = field(default_factory=list)  # per problem, in problems' order
 
 
 def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
@@ -201,7 +205,8 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
                                                   answers["correct"].to_pylist()))
     tokens = problems_table["tokens"].to_numpy(zero_copy_only=False).astype(float)
     result = Aggregate(run_dir, answers, problems_table, curves, greedy, grading,
-                       omitted_methods(run_dir, problems, top_percent, greedy, tokens_known=not np.isnan(tokens).any()))
+                       omitted_methods(run_dir, problems, top_percent, greedy, tokens_known=not np.isnan(tokens).any()),
+                       votes=problems)
     curves_table = pa.Table.from_pylist(curves).replace_schema_metadata({"omitted": json.dumps(result.omitted)})
     for name, table in (("answers.parquet", answers), ("problems.parquet", problems_table),
                         ("curves.parquet", curves_table), ("grading.parquet", grading)):
@@ -292,16 +297,19 @@ def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], extra_metr
 def main(cfg: DictConfig) -> None:
     check_top_percent(cfg.answer.top_percent)
     check_audit(cfg.answer.audit)
+    adaptive.check(cfg.adaptive)
     config = rundir.saved_config(cfg.run_dir) or {"run_dir": cfg.run_dir}
     fmt = cfg.answer.format or config.get("answer", {}).get("format") or "auto"
     result = aggregate(cfg.run_dir, fmt, cfg.answer.confidence, top_percent=cfg.answer.top_percent)
     answer = {"format": fmt, "confidence": cfg.answer.confidence, "top_percent": cfg.answer.top_percent}
-    run_id = track(cfg, result, {**config, "answer": answer})
+    adaptive_metrics, adaptive_table = adaptive.replay_run(cfg.adaptive, result)
+    run_id = track(cfg, result, {**config, "answer": answer}, adaptive_metrics)
     print(summary_table(result))
+    if adaptive_table:
+        print(adaptive_table)
     if cfg.answer.audit:
         print("\n".join(audit_lines(result, cfg.answer.audit)))
-    print(f"tables and plot: {cfg.run_dir}/{{answers,problems,curves,grading}}.parquet, {result.files[-1]}",
-          file=sys.stderr)
+    print(f"tables and plots: {', '.join(result.files)}", file=sys.stderr)
     if run_id:
         print(f"MLflow: {tracking.run_link(cfg.tracking.uri, run_id)}", file=sys.stderr)
 

@@ -118,9 +118,21 @@ class Config:
 
 
 @dataclass
+class AdaptiveConfig:
+    rules: dict[str, Any] = field(default_factory=dict)  # rule name -> its parameters (conf/adaptive/<rule>.yaml)
+    min_samples: int = 1  # the rule is first asked after this many samples
+    max_samples: Optional[int] = None  # the budget per problem; null: sampling.n (in replay: the stored n)
+    batch: int = 1  # samples per round: the rule is asked again after this many more
+    orders: int = 50  # replay: random orders of each problem's samples (besides the stored order)
+    seed: int = 0  # replay: seed of those orders
+    budget: Optional[int] = None  # replay: total samples for all problems, to the least decided first (null: off)
+
+
+@dataclass
 class AggregateConfig:
     tracking: TrackingConfig = MISSING
     answer: AnswerConfig = field(default_factory=lambda: AnswerConfig(format=None))
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
     run_dir: str = MISSING
 
 
@@ -155,6 +167,15 @@ ConfigStore.instance().store(name="ensemble_schema", node=EnsembleConfig)
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r}: {rule}")
+
+
+def check_adaptive(a: DictConfig) -> None:
+    """Raise ConfigError naming the first adaptive.* key out of range."""
+    _check(a.min_samples >= 1, "adaptive.min_samples", a.min_samples, "must be >= 1")
+    _check(a.max_samples is None or a.max_samples >= 1, "adaptive.max_samples", a.max_samples, "must be >= 1 or null")
+    _check(a.batch >= 1, "adaptive.batch", a.batch, "must be >= 1")
+    _check(a.orders >= 50, "adaptive.orders", a.orders, "must be >= 50")
+    _check(a.budget is None or a.budget >= 1, "adaptive.budget", a.budget, "must be >= 1 or null")
 
 
 def validate(cfg: DictConfig) -> None:

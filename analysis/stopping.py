@@ -1,0 +1,122 @@
+"""Stopping rules for adaptive self-consistency: given one problem's answers so far, stop sampling or go on.
+
+A rule is a pure function `rule(labels, weights, budget, **params) -> bool`: `labels` are the answer
+classes of the samples drawn so far, in sample order (equivalence-merged classes; -1 = no answer, never
+a vote), `weights` their confidences (DeepConf scores, or None), `budget` the most samples the problem
+may get (adaptive.max_samples); the other parameters come from conf/adaptive/<rule>.yaml. True means
+stop. A new rule is one function here and one line in RULES.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from functools import lru_cache
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+from scipy.special import betainc
+
+Rule = Callable[..., bool]
+
+
+def _votes(labels: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """Votes per answered class, largest first (weighted when `weights` is given)."""
+    labels = np.asarray(labels)
+    answered = labels >= 0
+    w = None if weights is None else np.asarray(weights, dtype=float)[answered]
+    votes = np.bincount(labels[answered], weights=w) if answered.any() else np.zeros(0)
+    return np.sort(votes[votes > 0])[::-1]
+
+
+def beta_probability(a: float, b: float) -> float:
+    """P(p1 > p2 | a votes for the leader, b for the runner-up) under a uniform Beta(1, 1) prior:
+    P(X > 1/2) for X ~ Beta(a + 1, b + 1), i.e. the regularized incomplete beta I_{1/2}(b + 1, a + 1)."""
+    return float(betainc(b + 1.0, a + 1.0, 0.5))
+
+
+def esc(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, window: int) -> bool:
+    """Early-Stopping Self-Consistency (Li et al., ICLR 2024, "Escape Sky-high Cost"): samples come in
+    windows of `window`; stop at the end of a window whose answers all agree (zero entropy). A window
+    holding a no-answer sample does not agree."""
+    n = len(labels)
+    if n < window or n % window:
+        return False
+    last = np.asarray(labels[-window:])
+    return bool(last[0] >= 0 and (last == last[0]).all())
+
+
+def beta(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, threshold: float) -> bool:
+    """Adaptive-Consistency's Beta criterion (Aggarwal et al., EMNLP 2023; BetaStoppingCriteria in
+    github.com/Pranjal2041/AdaptiveConsistency): with a and b the counts of the two most common answers,
+    stop when P(p1 > p2) = int_{1/2}^1 x^a (1-x)^b dx / int_0^1 x^a (1-x)^b dx exceeds `threshold`."""
+    votes = _votes(labels)
+    if len(votes) == 0:
+        return False
+    return beta_probability(votes[0], votes[1] if len(votes) > 1 else 0.0) > threshold
+
+
+@lru_cache(maxsize=65_536)
+def dirichlet_probability(counts: tuple[int, ...], draws: int, seed: int) -> float:
+    """P(the leading class has the largest share) under Dirichlet(counts + 1, 1): a uniform prior over
+    the observed classes plus one class for every answer not seen yet. Monte Carlo, seeded."""
+    alpha = np.asarray(counts + (0,), dtype=float) + 1.0
+    shares = np.random.default_rng(seed).gamma(alpha, size=(draws, len(alpha)))
+    return float((shares[:, 0] > shares[:, 1:].max(axis=1)).mean())
+
+
+def dirichlet(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, threshold: float, draws: int,
+              seed: int) -> bool:
+    """A Dirichlet-posterior rule (after Adaptive-Consistency's Dirichlet criterion, Aggarwal et al. 2023):
+    stop when P(the leader's share exceeds every other class's, the unseen ones pooled) > `threshold`.
+    With one class seen it equals the Beta criterion: 1 - 2^-(a+1)."""
+    votes = _votes(labels)
+    if len(votes) == 0:
+        return False
+    return dirichlet_probability(tuple(int(v) for v in votes), draws, seed) > threshold
+
+
+def confident(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, threshold: float) -> bool:
+    """marginal's rule. Stop when the leader cannot be overtaken within the budget (its lead over the
+    runner-up exceeds the samples left: the full-budget vote is already decided), or when the Beta
+    criterion, on confidence-weighted votes of the merged classes, exceeds `threshold`. Weights are
+    scaled to mean 1 over answered samples so they stay effective counts; no-answer samples use budget
+    but never vote, and without any answer the rule goes on."""
+    labels = np.asarray(labels)
+    answered = labels >= 0
+    if not answered.any():
+        return False
+    counts = _votes(labels)
+    runner_up = counts[1] if len(counts) > 1 else 0.0
+    if counts[0] > runner_up + (budget - len(labels)):
+        return True
+    if weights is not None and np.asarray(weights, dtype=float)[answered].mean() > 0:
+        w = np.asarray(weights, dtype=float)
+        counts = _votes(labels, w / w[answered].mean())
+        runner_up = counts[1] if len(counts) > 1 else 0.0
+    return beta_probability(counts[0], runner_up) > threshold
+
+
+RULES: dict[str, Rule] = {"esc": esc, "beta": beta, "dirichlet": dirichlet, "confident": confident}
+
+
+def variants(rules: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Rule, dict[str, Any]]]:
+    """(label, rule, params) for each configured rule; a list-valued parameter gives one variant per
+    value (label `<rule>-<value>`, e.g. beta-0.99), several lists their product. An unknown rule, or a
+    parameter the rule does not take or lacks, is a ValueError naming adaptive.rules.<rule>."""
+    out = []
+    for name, params in rules.items():
+        if name not in RULES:
+            raise ValueError(f"adaptive.rules.{name}: unknown stopping rule; expected one of {sorted(RULES)}")
+        params = dict(params or {})
+        swept = {k: list(v) for k, v in params.items() if isinstance(v, (list, tuple))}
+        for values in itertools.product(*swept.values()):
+            chosen = {**params, **dict(zip(swept, values))}
+            try:
+                inspect.signature(RULES[name]).bind(None, None, budget=0, **chosen)
+            except TypeError as error:
+                raise ValueError(f"adaptive.rules.{name}: {error} (its parameters: "
+                                 f"{list(inspect.signature(RULES[name]).parameters)[3:]})") from None
+            label = "-".join([name, *(f"{v:g}" if isinstance(v, float) else str(v) for v in values)])
+            out.append((label, RULES[name], chosen))
+    return out
