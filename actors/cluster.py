@@ -8,11 +8,15 @@ On GPU a replica takes `gpus_per_replica` GPUs, or with tensor parallelism a pla
 from __future__ import annotations
 
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import ray
+from ray._private import services
 
+from analysis.errors import MarginalError
 from actors import pool
 from actors.replica import EngineReplica
 
@@ -35,15 +39,48 @@ def check_model(path: str) -> str:
     return path
 
 
-def connect(address: str | None, num_cpus: int | None, env: dict[str, str]) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray."""
+class ClusterJoinError(MarginalError, ConnectionError):
+    """The cluster at a given address did not answer within cluster.join_timeout_s."""
+
+
+def join_address(address: str | None) -> tuple[str, str] | None:
+    """The cluster address to join and where it came from (cluster.address, else RAY_ADDRESS); None: start a local Ray."""
+    if address:
+        return address, "cluster.address"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+    return None
+
+
+def wait_for_cluster(address: str, source: str, timeout_s: float) -> None:
+    """Return once the cluster's head port accepts a connection; raise ClusterJoinError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:  # "auto" reads the address of the last `ray start`; a host of 127.0.0.1 becomes this node's IP, as Ray does
+            host, _, port = (services.canonicalize_bootstrap_address(address.removeprefix("ray://")) or "").rpartition(":")
+            with socket.create_connection((host, int(port)), timeout=min(5.0, timeout_s)):
+                return
+        except (OSError, ValueError):  # ConnectionError (nothing listens, no cluster for "auto") is an OSError
+            if time.monotonic() >= deadline:
+                raise ClusterJoinError(
+                    f"{source}={address}: no Ray cluster answers there after {timeout_s:g}s "
+                    f"(cluster.join_timeout_s); start it, or unset {source} to run on a local Ray"
+                ) from None
+            time.sleep(0.5)
+
+
+def connect(address: str | None, num_cpus: int | None, env: dict[str, str], join_timeout_s: float) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS) if it answers within `join_timeout_s`, else start a
+    local Ray of our own: never one recorded in /tmp/ray/ray_current_cluster by an earlier `ray start`."""
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": dict(env)} if env else None
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    if joined := join_address(address):
+        wait_for_cluster(*joined, join_timeout_s)
+        ray.init(address=joined[0], runtime_env=runtime_env, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                 log_to_driver=False)
 
 
 def check_resources(replicas: int, cpus: float, gpus: float) -> None:
@@ -85,7 +122,7 @@ def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_
 def serve(cluster: Any, replicas: int, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
           units: Iterable[Any], replica_class: type = EngineReplica) -> Iterator[dict[str, Any]]:
     """Run every unit on `replicas` replicas of `replica_class` (tests pass a double), yielding per-unit results."""
-    connect(cluster.address, cluster.num_cpus, dict(cluster.env))
+    connect(cluster.address, cluster.num_cpus, dict(cluster.env), cluster.join_timeout_s)
     gpus = cluster.gpus_per_replica * (tensor_parallel if tensor_parallel > 1 else 1)
     check_resources(replicas, cluster.cpus_per_replica, gpus)
     create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs), replica_class)

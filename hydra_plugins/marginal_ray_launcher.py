@@ -85,12 +85,13 @@ class RayLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import ray
 
+        from actors.cluster import connect
+
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        if not ray.is_initialized():
-            ray.init(address=self.address)
+        connect(self.address, None, {}, self.config.cluster.join_timeout_s)
         members = [self._member(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         total = {r: float(ray.cluster_resources().get(r, 0)) for r in RESOURCES}
         log.info(f"Ray launcher: {len(members)} members on a cluster of {total['CPU']:g} CPUs, {total['GPU']:g} GPUs")

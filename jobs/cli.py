@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from analysis.errors import MarginalError
 from jobs import config  # noqa: F401 - registers the structured configs that conf/*.yaml name
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -40,7 +41,7 @@ PROJECT_ERRORS = (
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or an unusable environment, not a bug (ValueError covers ConfigError, DatasetError)."""
     loaded = tuple(getattr(sys.modules[module], name) for module, name in PROJECT_ERRORS if module in sys.modules)
-    return (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, *loaded)
+    return (MarginalError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, *loaded)
 
 
 def one_line(error: BaseException) -> str:

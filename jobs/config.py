@@ -73,6 +73,7 @@ class SamplingConfig:
 class ClusterConfig:
     name: str = MISSING
     address: Optional[str] = None
+    join_timeout_s: float = MISSING
     num_cpus: Optional[int] = None
     cpus_per_replica: float = 1
     gpus_per_replica: float = 0
