@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import ray
 from ray._private import services
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from analysis.errors import MarginalError
 from actors import pool
@@ -83,10 +86,47 @@ def connect(address: str | None, num_cpus: int | None, env: dict[str, str], join
                  log_to_driver=False)
 
 
-def check_resources(replicas: int, cpus: float, gpus: float) -> None:
+@dataclass(frozen=True)
+class ReplicaResources:
+    """What one replica asks Ray for: its actor's CPUs and GPUs, and with tensor parallelism a placement
+    group's bundles (one GPU per vLLM worker), which hold all of the replica's resources."""
+
+    cpus: float
+    gpus: float
+    bundles: tuple[dict[str, float], ...] = ()
+
+    def total(self, resource: str) -> float:
+        """CPUs or GPUs ("CPU", "GPU") the replica takes from the cluster."""
+        if self.bundles:
+            return sum(bundle.get(resource, 0) for bundle in self.bundles)
+        return {"CPU": self.cpus, "GPU": self.gpus}[resource]
+
+
+def replica_resources(cpus_per_replica: float, gpus_per_replica: float, tensor_parallel: int) -> ReplicaResources:
+    """One replica's resources. On GPU with tensor parallelism, as Ray's vLLMEngineStage: a bundle of one GPU
+    per worker (vLLM's Ray workers ask for one GPU and no CPU), the first also holding the actor's CPUs."""
+    if tensor_parallel > 1 and gpus_per_replica:
+        bundles = ({"GPU": 1, "CPU": cpus_per_replica},) + ({"GPU": 1},) * (tensor_parallel - 1)
+        return ReplicaResources(cpus_per_replica, 0, bundles)
+    return ReplicaResources(cpus_per_replica, gpus_per_replica)
+
+
+def scheduling(resources: ReplicaResources, groups: list[PlacementGroup]) -> dict[str, Any]:
+    """`ray.remote` options that place one replica; a placement group it needs is created and added to `groups`."""
+    options: dict[str, Any] = {"num_cpus": resources.cpus, "num_gpus": resources.gpus}
+    if resources.bundles:
+        group = placement_group(list(resources.bundles), strategy="STRICT_PACK")
+        groups.append(group)
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+            group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)
+    return options
+
+
+def check_resources(replicas: int, resources: ReplicaResources) -> None:
     """Fail at once when the cluster could never hold the replicas asked for (no autoscaling)."""
     total = ray.cluster_resources()
-    for name, each in (("CPU", cpus), ("GPU", gpus)):
+    for name in ("CPU", "GPU"):
+        each = resources.total(name)
         if each and replicas * each > total.get(name, 0) and not os.environ.get("MARGINAL_AUTOSCALING"):
             raise pool.ReplicaStartError(
                 f"replicas={replicas} x {each:g} {name} each needs {replicas * each:g} {name}; "
@@ -96,24 +136,18 @@ def check_resources(replicas: int, cpus: float, gpus: float) -> None:
 
 
 def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
-                    replica_class: type = EngineReplica):
-    """A function that starts one replica actor with the resources it needs."""
+                    replica_class: type = EngineReplica, groups: list[PlacementGroup] | None = None):
+    """A function that starts one replica actor with the resources it needs; its placement groups go to `groups`."""
     actor = ray.remote(replica_class)
+    resources = replica_resources(cluster.cpus_per_replica, cluster.gpus_per_replica, tensor_parallel)
+    if resources.bundles:
+        engine_kwargs.setdefault("distributed_executor_backend", "ray")
     # Ray starts workers at niceness 15; a replica does the job's work, so it must not yield to every other process.
     env = {"env_vars": {**cluster.env, "RAY_worker_niceness": "0"}}
+    groups = [] if groups is None else groups
 
     def create():
-        options: dict[str, Any] = {"num_cpus": cluster.cpus_per_replica, "runtime_env": env, "max_restarts": 0}
-        if tensor_parallel > 1 and cluster.gpus_per_replica:
-            from ray.util.placement_group import placement_group
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-            group = placement_group([{"GPU": 1, "CPU": 1}] * tensor_parallel, strategy="STRICT_PACK")
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
-            options["num_gpus"] = 0
-            engine_kwargs.setdefault("distributed_executor_backend", "ray")
-        else:
-            options["num_gpus"] = cluster.gpus_per_replica
+        options = {**scheduling(resources, groups), "runtime_env": env, "max_restarts": 0}
         return actor.options(**options).remote(model_path, engine_kwargs)
 
     return create
@@ -123,8 +157,12 @@ def serve(cluster: Any, replicas: int, tensor_parallel: int, model_path: str, en
           units: Iterable[Any], replica_class: type = EngineReplica) -> Iterator[dict[str, Any]]:
     """Run every unit on `replicas` replicas of `replica_class` (tests pass a double), yielding per-unit results."""
     connect(cluster.address, cluster.num_cpus, dict(cluster.env), cluster.join_timeout_s)
-    gpus = cluster.gpus_per_replica * (tensor_parallel if tensor_parallel > 1 else 1)
-    check_resources(replicas, cluster.cpus_per_replica, gpus)
-    create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs), replica_class)
+    check_resources(replicas, replica_resources(cluster.cpus_per_replica, cluster.gpus_per_replica, tensor_parallel))
+    groups: list[PlacementGroup] = []
+    create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs), replica_class, groups)
     options = pool.PoolOptions(replicas, cluster.max_inflight, cluster.max_replica_restarts, cluster.startup_timeout_s)
-    yield from pool.run(create, units, options)
+    try:
+        yield from pool.run(create, units, options)
+    finally:  # the replicas' actors end with their handles; their GPUs are free only once the groups go too
+        for group in groups:
+            remove_placement_group(group)
