@@ -24,7 +24,7 @@ from actors import pool
 from actors.replica import EngineReplica
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(MarginalError, FileNotFoundError):
     """model.path names neither a local folder nor a model in the Hugging Face cache."""
 
 

@@ -12,12 +12,13 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from analysis.errors import MarginalError
 from analysis.answers import ANSWER_FORMATS
 
 DECODINGS = ("sample", "cot_decoding")
 
 
-class ConfigError(ValueError):
+class ConfigError(MarginalError, ValueError):
     """An invalid config value; the message names the key."""
 
 

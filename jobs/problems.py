@@ -15,8 +15,10 @@ from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig
 
+from analysis.errors import MarginalError
 
-class DatasetError(ValueError):
+
+class DatasetError(MarginalError, ValueError):
     """A dataset that cannot be read; the message names the file and line."""
 
 
