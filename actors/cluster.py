@@ -1,8 +1,9 @@
 """Connect to Ray and run a pool of engine replicas with the resources each one needs.
 
-On GPU a replica takes `gpus_per_replica` GPUs, or with tensor parallelism a placement group of
-`tensor_parallel_size` one-GPU bundles that vLLM's workers fill. On CPU a replica takes
-`cpus_per_replica` cores and the engine runs in-process (env from the cluster config).
+A job joins a cluster only when given an address (cluster.address or RAY_ADDRESS), else starts its own
+local Ray. On GPU a replica takes `gpus_per_replica` GPUs, or with tensor parallelism a placement group of
+`tensor_parallel_size` one-GPU bundles that vLLM's workers fill (`replica_resources`). On CPU a replica
+takes `cpus_per_replica` cores and the engine runs in-process (env from the cluster config).
 """
 
 from __future__ import annotations
