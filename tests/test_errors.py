@@ -45,3 +45,14 @@ def test_the_error_base_imports_without_ray_or_vllm():
               "from analysis.errors import MarginalError\nprint(MarginalError.__name__)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "MarginalError", done.stderr
+
+
+def test_an_unreadable_parquet_dataset_is_a_dataset_error_naming_the_file(tmp_path):
+
+    from jobs.problems import DatasetError, load_problems
+
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    cfg = cli.compose("dataset=file", f"dataset.path={bad}").dataset
+    with pytest.raises(DatasetError, match=rf"^{bad}: not a readable Parquet file \("):
+        load_problems(cfg, "test")
