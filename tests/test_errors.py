@@ -48,7 +48,6 @@ def test_the_error_base_imports_without_ray_or_vllm():
 
 
 def test_an_unreadable_parquet_dataset_is_a_dataset_error_naming_the_file(tmp_path):
-
     from jobs.problems import DatasetError, load_problems
 
     bad = tmp_path / "bad.parquet"
