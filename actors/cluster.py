@@ -1,23 +1,31 @@
 """Connect to Ray and run a pool of engine replicas with the resources each one needs.
 
-On GPU a replica takes `gpus_per_replica` GPUs, or with tensor parallelism a placement group of
-`tensor_parallel_size` one-GPU bundles that vLLM's workers fill. On CPU a replica takes
-`cpus_per_replica` cores and the engine runs in-process (env from the cluster config).
+A job joins a cluster only when given an address (cluster.address or RAY_ADDRESS), else starts its own
+local Ray. On GPU a replica takes `gpus_per_replica` GPUs, or with tensor parallelism a placement group of
+`tensor_parallel_size` one-GPU bundles that vLLM's workers fill (`replica_resources`). On CPU a replica
+takes `cpus_per_replica` cores and the engine runs in-process (env from the cluster config).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import ray
+from ray._private import services
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from analysis.errors import MarginalError
 from actors import pool
 from actors.replica import EngineReplica
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(MarginalError, FileNotFoundError):
     """model.path names neither a local folder nor a model in the Hugging Face cache."""
 
 
@@ -35,21 +43,91 @@ def check_model(path: str) -> str:
     return path
 
 
-def connect(address: str | None, num_cpus: int | None, env: dict[str, str]) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray."""
+class ClusterJoinError(MarginalError, ConnectionError):
+    """The cluster at a given address did not answer within cluster.join_timeout_s."""
+
+
+def join_address(address: str | None) -> tuple[str, str] | None:
+    """The cluster address to join and where it came from (cluster.address, else RAY_ADDRESS); None: start a local Ray."""
+    if address:
+        return address, "cluster.address"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+    return None
+
+
+def wait_for_cluster(address: str, source: str, timeout_s: float) -> None:
+    """Return once the cluster's head port accepts a connection; raise ClusterJoinError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:  # "auto" reads the address of the last `ray start`; a host of 127.0.0.1 becomes this node's IP, as Ray does
+            host, _, port = (services.canonicalize_bootstrap_address(address.removeprefix("ray://")) or "").rpartition(":")
+            with socket.create_connection((host, int(port)), timeout=min(5.0, timeout_s)):
+                return
+        except (OSError, ValueError):  # ConnectionError (nothing listens, no cluster for "auto") is an OSError
+            if time.monotonic() >= deadline:
+                raise ClusterJoinError(
+                    f"{source}={address}: no Ray cluster answers there after {timeout_s:g}s "
+                    f"(cluster.join_timeout_s); start it, or unset {source} to run on a local Ray"
+                ) from None
+            time.sleep(0.5)
+
+
+def connect(address: str | None, num_cpus: int | None, env: dict[str, str], join_timeout_s: float) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS) if it answers within `join_timeout_s`, else start a
+    local Ray of our own: never one recorded in /tmp/ray/ray_current_cluster by an earlier `ray start`."""
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": dict(env)} if env else None
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    if joined := join_address(address):
+        wait_for_cluster(*joined, join_timeout_s)
+        ray.init(address=joined[0], runtime_env=runtime_env, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                 log_to_driver=False)
 
 
-def check_resources(replicas: int, cpus: float, gpus: float) -> None:
+@dataclass(frozen=True)
+class ReplicaResources:
+    """What one replica asks Ray for: its actor's CPUs and GPUs, and with tensor parallelism a placement
+    group's bundles (one GPU per vLLM worker), which hold all of the replica's resources."""
+
+    cpus: float
+    gpus: float
+    bundles: tuple[dict[str, float], ...] = ()
+
+    def total(self, resource: str) -> float:
+        """CPUs or GPUs ("CPU", "GPU") the replica takes from the cluster."""
+        if self.bundles:
+            return sum(bundle.get(resource, 0) for bundle in self.bundles)
+        return {"CPU": self.cpus, "GPU": self.gpus}[resource]
+
+
+def replica_resources(cpus_per_replica: float, gpus_per_replica: float, tensor_parallel: int) -> ReplicaResources:
+    """One replica's resources. On GPU with tensor parallelism, as Ray's vLLMEngineStage: a bundle of one GPU
+    per worker (vLLM's Ray workers ask for one GPU and no CPU), the first also holding the actor's CPUs."""
+    if tensor_parallel > 1 and gpus_per_replica:
+        bundles = ({"GPU": 1, "CPU": cpus_per_replica},) + ({"GPU": 1},) * (tensor_parallel - 1)
+        return ReplicaResources(cpus_per_replica, 0, bundles)
+    return ReplicaResources(cpus_per_replica, gpus_per_replica)
+
+
+def scheduling(resources: ReplicaResources, groups: list[PlacementGroup]) -> dict[str, Any]:
+    """`ray.remote` options that place one replica; a placement group it needs is created and added to `groups`."""
+    options: dict[str, Any] = {"num_cpus": resources.cpus, "num_gpus": resources.gpus}
+    if resources.bundles:
+        group = placement_group(list(resources.bundles), strategy="STRICT_PACK")
+        groups.append(group)
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+            group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)
+    return options
+
+
+def check_resources(replicas: int, resources: ReplicaResources) -> None:
     """Fail at once when the cluster could never hold the replicas asked for (no autoscaling)."""
     total = ray.cluster_resources()
-    for name, each in (("CPU", cpus), ("GPU", gpus)):
+    for name in ("CPU", "GPU"):
+        each = resources.total(name)
         if each and replicas * each > total.get(name, 0) and not os.environ.get("MARGINAL_AUTOSCALING"):
             raise pool.ReplicaStartError(
                 f"replicas={replicas} x {each:g} {name} each needs {replicas * each:g} {name}; "
@@ -59,24 +137,18 @@ def check_resources(replicas: int, cpus: float, gpus: float) -> None:
 
 
 def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
-                    replica_class: type = EngineReplica):
-    """A function that starts one replica actor with the resources it needs."""
+                    replica_class: type = EngineReplica, groups: list[PlacementGroup] | None = None):
+    """A function that starts one replica actor with the resources it needs; its placement groups go to `groups`."""
     actor = ray.remote(replica_class)
+    resources = replica_resources(cluster.cpus_per_replica, cluster.gpus_per_replica, tensor_parallel)
+    if resources.bundles:
+        engine_kwargs.setdefault("distributed_executor_backend", "ray")
     # Ray starts workers at niceness 15; a replica does the job's work, so it must not yield to every other process.
     env = {"env_vars": {**cluster.env, "RAY_worker_niceness": "0"}}
+    groups = [] if groups is None else groups
 
     def create():
-        options: dict[str, Any] = {"num_cpus": cluster.cpus_per_replica, "runtime_env": env, "max_restarts": 0}
-        if tensor_parallel > 1 and cluster.gpus_per_replica:
-            from ray.util.placement_group import placement_group
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-            group = placement_group([{"GPU": 1, "CPU": 1}] * tensor_parallel, strategy="STRICT_PACK")
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
-            options["num_gpus"] = 0
-            engine_kwargs.setdefault("distributed_executor_backend", "ray")
-        else:
-            options["num_gpus"] = cluster.gpus_per_replica
+        options = {**scheduling(resources, groups), "runtime_env": env, "max_restarts": 0}
         return actor.options(**options).remote(model_path, engine_kwargs)
 
     return create
@@ -85,9 +157,13 @@ def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_
 def serve(cluster: Any, replicas: int, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
           units: Iterable[Any], replica_class: type = EngineReplica) -> Iterator[dict[str, Any]]:
     """Run every unit on `replicas` replicas of `replica_class` (tests pass a double), yielding per-unit results."""
-    connect(cluster.address, cluster.num_cpus, dict(cluster.env))
-    gpus = cluster.gpus_per_replica * (tensor_parallel if tensor_parallel > 1 else 1)
-    check_resources(replicas, cluster.cpus_per_replica, gpus)
-    create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs), replica_class)
+    connect(cluster.address, cluster.num_cpus, dict(cluster.env), cluster.join_timeout_s)
+    check_resources(replicas, replica_resources(cluster.cpus_per_replica, cluster.gpus_per_replica, tensor_parallel))
+    groups: list[PlacementGroup] = []
+    create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs), replica_class, groups)
     options = pool.PoolOptions(replicas, cluster.max_inflight, cluster.max_replica_restarts, cluster.startup_timeout_s)
-    yield from pool.run(create, units, options)
+    try:
+        yield from pool.run(create, units, options)
+    finally:  # the replicas' actors end with their handles; their GPUs are free only once the groups go too
+        for group in groups:
+            remove_placement_group(group)

@@ -22,17 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from analysis.errors import MarginalError
+
 EMBEDDED_PREFIX = "embedded://"
 MANIFEST = "marginal-manifest.json"
 LICENSES = Path(__file__).with_name("licenses")
 CHUNK = 1 << 24
 
 
-class ModelFileError(ValueError):
+class ModelFileError(MarginalError, ValueError):
     """An embedded model whose bytes are missing or not the publisher's; the message names the package."""
 
 
-class ConversionError(ValueError):
+class ConversionError(MarginalError, ValueError):
     """A GGUF whose weights do not fill the model exactly (missing or unexpected tensors)."""
 
 

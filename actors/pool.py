@@ -14,8 +14,10 @@ from typing import Any, Callable, Iterable, Iterator
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from analysis.errors import MarginalError
 
-class ReplicaStartError(RuntimeError):
+
+class ReplicaStartError(MarginalError, RuntimeError):
     """A replica could not start (bad model path, not enough memory, no resources)."""
 
 

@@ -18,6 +18,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from analysis.errors import MarginalError
+
 TRACE_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
@@ -51,11 +53,15 @@ QUARANTINE = ".quarantine"  # traces/.quarantine/: where a resume moves the shar
 PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
 
 
-class RunDirError(OSError):
+class RunDirError(MarginalError, OSError):
     """run_dir cannot hold the run's files (not writable, full, or under a file)."""
 
 
-class DamagedShardError(ValueError):
+class NoTracesError(RunDirError, FileNotFoundError):
+    """run_dir holds no traces/ folder (not sampled yet, or a wrong path)."""
+
+
+class DamagedShardError(MarginalError, ValueError):
     """A trace shard that cannot be read whole; a rerun of the job that sampled it quarantines and redoes it."""
 
     def __init__(self, path: str, reason: str):
@@ -140,14 +146,14 @@ def open_traces(run_dir: str) -> ds.Dataset:
     fs, root = filesystem(traces_dir(run_dir))
     info = fs.get_file_info(root)
     if info.type != pafs.FileType.Directory:
-        raise FileNotFoundError(f"{run_dir}: no traces/ folder")
+        raise NoTracesError(f"{run_dir}: no traces/ folder")
     try:
         dataset = ds.dataset(root, filesystem=fs, format=PARQUET)  # reads the first shard's schema
     except (pa.ArrowException, OSError) as error:
         raise_damaged(error, fs, shard_paths(fs, root))
     missing = [c for c in REQUIRED_COLUMNS if c not in dataset.schema.names]
     if missing:
-        raise ValueError(f"{root}: traces lack required columns {missing}")
+        raise RunDirError(f"{root}: traces lack required columns {missing}")
     return dataset
 
 

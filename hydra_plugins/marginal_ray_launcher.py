@@ -3,7 +3,7 @@
     python -m jobs.evaluate -m hydra/launcher=ray prompt=direct,cot sampling.temperature=0.3,0.7,1.0
 
 Each member runs as a Ray task (no resources of its own) whose engine replicas ask for
-`replicas x cpus_per_replica` CPUs and `replicas x gpus_per_replica` GPUs (x `tensor_parallel_size`).
+`replicas` times what `actors.cluster.replica_resources` gives one replica (with tensor parallelism, one GPU per worker).
 A member starts only when the members already running leave that much of the cluster's CPUs and GPUs
 (counted at launch) free, so members never wait on each other's GPUs; one that needs more than the
 whole cluster runs alone, and its job says why it cannot start. With `hydra.launcher.max_concurrent=N`
@@ -41,10 +41,12 @@ class Member(NamedTuple):  # not a dataclass: Hydra's plugin scan runs this modu
 
 
 def member_needs(config: DictConfig) -> dict[str, float]:
-    """CPUs and GPUs the member's replicas ask Ray for."""
-    cluster, replicas = config.cluster, config.replicas
-    gpus = cluster.gpus_per_replica * max(config.model.tensor_parallel_size, 1) if cluster.gpus_per_replica else 0
-    return {"CPU": replicas * cluster.cpus_per_replica, "GPU": replicas * gpus}
+    """CPUs and GPUs the member's replicas ask Ray for (actors.cluster.replica_resources, as its job asks)."""
+    from actors.cluster import replica_resources
+
+    cluster = config.cluster
+    each = replica_resources(cluster.cpus_per_replica, cluster.gpus_per_replica, config.model.tensor_parallel_size)
+    return {r: config.replicas * each.total(r) for r in RESOURCES}
 
 
 def fits(needs: dict[str, float], free: dict[str, float]) -> bool:
@@ -85,12 +87,13 @@ class RayLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import ray
 
+        from actors.cluster import connect
+
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        if not ray.is_initialized():
-            ray.init(address=self.address)
+        connect(self.address, None, {}, self.config.cluster.join_timeout_s)
         members = [self._member(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         total = {r: float(ray.cluster_resources().get(r, 0)) for r in RESOURCES}
         log.info(f"Ray launcher: {len(members)} members on a cluster of {total['CPU']:g} CPUs, {total['GPU']:g} GPUs")

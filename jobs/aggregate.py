@@ -30,7 +30,7 @@ from analysis.curves import DELTA_SUFFIX, Curves, Estimates, majority_vote, pair
 from analysis.curves import Problem as VoteProblem
 from analysis.grading import audit, grading_report
 from analysis.plots import plot_curves
-from analysis.traces import open_traces, scan
+from analysis.traces import NoTracesError, RunDirError, open_traces, scan
 from analysis.voting import extract_all, grade_classes, group_answers, options_of
 from jobs.config import check_audit, check_top_percent
 from jobs import adaptive, cli, rundir, sweep, tracking
@@ -95,7 +95,7 @@ def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
     table = pa.concat_tables(parts).sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
     keys = pc.binary_join_element_wise(table["problem_id"], pc.cast(table["sample_idx"], pa.string()), "\x00")
     if pc.count_distinct(keys).as_py() != table.num_rows:
-        raise ValueError(f"{run_dir}: traces hold a (problem_id, sample_idx) more than once")
+        raise RunDirError(f"{run_dir}: traces hold a (problem_id, sample_idx) more than once")
     return table
 
 
@@ -152,7 +152,7 @@ def greedy_correct(run_dir: str, fmt: str) -> Optional[dict[str, bool]]:
     greedy_dir = f"{run_dir.rstrip('/')}/{GREEDY_SUBDIR}"
     try:
         answers = read_answers(greedy_dir, fmt, "mean")
-    except FileNotFoundError:
+    except NoTracesError:
         return None
     first = answers.filter(pc.equal(answers["sample_idx"], 0))
     if first.num_rows == 0:

@@ -3,8 +3,9 @@
     @cli.entry_point("config")
     def main(cfg: DictConfig) -> None: ...
 
-The project's own errors and Hydra's config errors print `error: <message>` on stderr and exit with
-status 2; anything else (a bug) keeps its traceback. HYDRA_FULL_ERROR=1 keeps every traceback.
+The project's own errors (subclasses of analysis.errors.MarginalError, each naming the key, file or path
+at fault) and Hydra's config errors print `error: <message>` on stderr and exit with status 2; anything
+else (a bug, or an error deep in a library) keeps its traceback. HYDRA_FULL_ERROR=1 keeps every traceback.
 """
 
 from __future__ import annotations
@@ -22,25 +23,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from analysis.errors import MarginalError
 from jobs import config  # noqa: F401 - registers the structured configs that conf/*.yaml name
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 EXIT_USAGE = 2
 FULL_ERRORS = os.environ.get("HYDRA_FULL_ERROR") == "1"  # as the user set it: every error with its traceback
-# (module, class): the project's error types. A module not imported yet cannot have raised its error,
-# so they are looked up lazily and the entry point does not import Ray just to report a bad option.
-PROJECT_ERRORS = (
-    ("actors.cluster", "ModelNotFoundError"),
-    ("actors.pool", "ReplicaStartError"),
-    ("analysis.traces", "RunDirError"),
-    ("jobs.lease", "LeaseError"),
-)
-
-
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input or an unusable environment, not a bug (ValueError covers ConfigError, DatasetError)."""
-    loaded = tuple(getattr(sys.modules[module], name) for module, name in PROJECT_ERRORS if module in sys.modules)
-    return (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException, *loaded)
+# Bad input or an unusable environment, not a bug: the project's own errors (analysis/errors.py) and Hydra's.
+EXPECTED_ERRORS = (MarginalError, HydraException, OmegaConfBaseException)
 
 
 def one_line(error: BaseException) -> str:
@@ -95,7 +85,7 @@ def _reported(func: Callable[..., Any], in_task: bool = False) -> Callable[..., 
         try:
             return func(*args, **kwargs)
         except Exception as error:
-            if not isinstance(error, expected_errors()):
+            if not isinstance(error, EXPECTED_ERRORS):
                 raise
             print(f"error: {one_line(error)}", file=sys.stderr)
             if in_task and HydraConfig.get().mode == RunMode.MULTIRUN:

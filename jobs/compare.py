@@ -220,12 +220,12 @@ def compare(uri: str, experiment: str, filter_string: str, methods: list[str], o
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise ValueError(f"experiment={experiment!r}: no such experiment in {uri}")
+        raise ConfigError(f"experiment={experiment!r}: no such experiment in {uri}")
     runs = select_runs(client, found.experiment_id, filter_string)
     curves = {r.info.run_id: run_curves(client, r.info.run_id, methods) for r in runs}
     runs = [r for r in runs if curves[r.info.run_id]]
     if not runs:
-        raise ValueError(f"experiment={experiment!r}: no run matching {filter_string or 'anything'!r} "
+        raise ConfigError(f"experiment={experiment!r}: no run matching {filter_string or 'anything'!r} "
                          f"has accuracy/{methods[0]} curves")
     labels = run_labels(runs)
     table = comparison_table(runs, curves, labels, methods)

@@ -12,12 +12,13 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from analysis.errors import MarginalError
 from analysis.answers import ANSWER_FORMATS
 
 DECODINGS = ("sample", "cot_decoding")
 
 
-class ConfigError(ValueError):
+class ConfigError(MarginalError, ValueError):
     """An invalid config value; the message names the key."""
 
 
@@ -73,6 +74,7 @@ class SamplingConfig:
 class ClusterConfig:
     name: str = MISSING
     address: Optional[str] = None
+    join_timeout_s: float = MISSING
     num_cpus: Optional[int] = None
     cpus_per_replica: float = 1
     gpus_per_replica: float = 0

@@ -17,13 +17,14 @@ from typing import Any, Optional
 import pyarrow as pa
 from omegaconf import DictConfig
 
+from analysis.errors import MarginalError
 from analysis.curves import k_grid, scaling_curves
 from analysis.ensemble import METHOD, EnsembleProblem, ensemble_curve, ensemble_problem
 from analysis.plots import plot_curves
 from jobs import cli, rundir, tracking
 
 
-class EnsembleError(ValueError):
+class EnsembleError(MarginalError, ValueError):
     """Runs that cannot be ensembled; the message names them."""
 
 

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.errors import MarginalError
 from analysis.traces import open_traces, scan
 from jobs import cli, rundir
 from jobs.problems import Problem
@@ -30,7 +31,7 @@ READ_BATCH = 8192
 TRACE_COLUMNS = ["problem_id", "sample_idx", "question", "text", "run_id", "model"]
 
 
-class ExportError(ValueError):
+class ExportError(MarginalError, ValueError):
     """A run that cannot be exported; the message says what to do."""
 
 

@@ -26,6 +26,7 @@ from typing import Iterable, Iterator, Optional, TypeVar
 import psutil
 import pyarrow.fs as pafs
 
+from analysis.errors import MarginalError
 from analysis.traces import RunDirError, filesystem
 
 REFRESH_S = 10.0  # how often a holder rewrites its lease
@@ -36,7 +37,7 @@ HOST = socket.gethostname()
 T = TypeVar("T")
 
 
-class LeaseError(RuntimeError):
+class LeaseError(MarginalError, RuntimeError):
     """The run_dir is leased by another job that is alive, or this job lost its lease to another."""
 
 

@@ -15,8 +15,10 @@ from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig
 
+from analysis.errors import MarginalError
 
-class DatasetError(ValueError):
+
+class DatasetError(MarginalError, ValueError):
     """A dataset that cannot be read; the message names the file and line."""
 
 
@@ -57,9 +59,14 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for index, row in enumerate(pq.read_table(path).to_pylist()):
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except pa.ArrowException as error:
+            raise DatasetError(f"{path}: not a readable Parquet file ({error})") from None
+        for index, row in enumerate(rows):
             yield index + 1, row
         return
     if path.stat().st_size == 0:

@@ -8,6 +8,7 @@ from typing import Union
 
 from omegaconf import DictConfig
 
+from jobs.config import ConfigError
 from jobs.problems import Problem
 
 Prompt = Union[str, list[dict[str, str]]]  # completion text, or chat messages
@@ -17,7 +18,7 @@ def exemplars(train: list[Problem], shots: int, seed: int) -> list[Problem]:
     """`shots` worked examples drawn from a train split, the same for the same seed."""
     usable = [p for p in train if p.solution]
     if len(usable) < shots:
-        raise ValueError(f"prompt.shots={shots}: the train split has only {len(usable)} problems with solutions")
+        raise ConfigError(f"prompt.shots={shots}: the train split has only {len(usable)} problems with solutions")
     return random.Random(seed).sample(usable, shots)
 
 

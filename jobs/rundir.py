@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from analysis.traces import QUARANTINE, DamagedShardError, SampleSet, done_samples, filesystem, traces_dir
+from jobs.config import ConfigError
 
 QUARANTINE_LOG = "quarantine.log"  # beside the quarantined shards: one line per shard moved there
 
@@ -97,7 +98,7 @@ def prepare(run_dir: str, config: dict[str, Any]) -> str:
         )
         if changed:
             diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
-            raise ValueError(f"run_dir={run_dir} holds a run with a different config ({diffs}); use another run_dir")
+            raise ConfigError(f"run_dir={run_dir} holds a run with a different config ({diffs}); use another run_dir")
         run_id = json.loads(run_text)["run_id"]
     else:
         run_id = uuid.uuid4().hex[:12]
