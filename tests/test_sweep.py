@@ -49,7 +49,12 @@ def test_a_sweep_nests_one_tagged_run_per_member_under_a_parent_and_compare_draw
     result = compare(mlflow_server, "sweep", search_filter(parent.info.run_id, {}, None), ["maj", "pass"], tmp_path / "cmp")
     assert sorted(zip(result.table["run"].to_pylist(), result.table["method"].to_pylist())) == [
         ("prompt=cot", "maj"), ("prompt=cot", "pass"), ("prompt=direct", "maj"), ("prompt=direct", "pass")]
-    assert {a.path for a in client.list_artifacts(result.run_id)} == {f"comparison.{x}" for x in ("png", "parquet", "csv", "md")}
+    assert {a.path for a in client.list_artifacts(result.run_id)} == (
+        {f"comparison.{x}" for x in ("png", "parquet", "csv", "md")} | {"paired.parquet", "paired.md"})
+    paired = result.paired.to_pylist()  # the later member against the first (oldest), on their 2 shared problems
+    first, later = dict.fromkeys(result.table["run"].to_pylist())
+    assert {(r["run"], r["baseline"], r["problems"]) for r in paired} == {(later, first, 2)}
+    assert {r["method"] for r in paired} == {"maj", "pass"} and all(r["ci_low"] <= r["difference"] <= r["ci_high"] for r in paired)
     tokens = {r.data.tags["override.prompt"]: r.data.metrics["tokens/per_problem"] for r in children}
     assert {row["run"]: row["tokens_per_problem"] for row in result.table.to_pylist()} == {
         f"prompt={p}": t for p, t in tokens.items()}
