@@ -50,17 +50,7 @@ def plot_curves(
         style = {"color": "gray", "label": "greedy"} if name == "greedy" else {"label": f"greedy / {name}"}
         ax.axhline(100 * accuracy, linestyle="--", **style)
 
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("samples per problem (k)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, "samples per problem (k)", title, path)
 
 
 def plot_frontier(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mapping[str, Any]], path: str | Path,
@@ -77,8 +67,13 @@ def plot_frontier(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mappin
         mine = sorted(mine, key=lambda p: p["samples_per_problem"])
         ax.plot([p["samples_per_problem"] for p in mine], [100 * p["accuracy"] for p in mine], marker="*",
                 markersize=11, linestyle=":", label=family, zorder=3)
+    return _save(fig, ax, "mean samples per problem", title, path)
+
+
+def _save(fig: Any, ax: Any, xlabel: str, title: str, path: str | Path) -> Path:
+    """Label an accuracy plot on a log2 x axis, save it as a PNG at `path` and close it."""
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("mean samples per problem")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
