@@ -62,11 +62,11 @@ class WorkUnit:
 
 
 def sampling_params(spec: SamplingSpec, seed: int, max_tokens: int):
-    """vLLM sampling parameters for one sample."""
-    from vllm import SamplingParams
+    """vLLM sampling parameters for one sample (its output returned once finished, as `LLM.generate` asks)."""
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
 
     return SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p, max_tokens=max_tokens, seed=seed,
-                          logprobs=spec.logprobs or None, stop=list(spec.stop))
+                          logprobs=spec.logprobs or None, stop=list(spec.stop), output_kind=RequestOutputKind.FINAL_ONLY)
 
 
 class EngineReplica:
@@ -82,7 +82,7 @@ class EngineReplica:
         self.tokenizer = self.llm.get_tokenizer()
         self.tokenizer_lock = threading.Lock()  # units tokenize on their own threads
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        self.engine = EngineLoop(self.llm, self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        self.engine = EngineLoop(self.llm.llm_engine, self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
         self.name = replica_name()
 
     def ready(self) -> str:
@@ -141,20 +141,22 @@ class EngineReplica:
     def _branch(self, ready: list[tuple[Request, list[int]]], spec: SamplingSpec) -> list[dict[str, Any]]:
         """CoT-decoding: each problem's top-k first tokens, each branch continued greedily; a request's
         sample_idx is its branch's rank. All branches of all problems go to the engine in one batch."""
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
 
         problems = {request.problem_id: ids for request, ids in ready}
         if not problems:
             return []
-        first = SamplingParams(max_tokens=1, temperature=0.0, logprobs=spec.branches)
+        final = RequestOutputKind.FINAL_ONLY
+        first = SamplingParams(max_tokens=1, temperature=0.0, logprobs=spec.branches, output_kind=final)
         outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids) for ids in problems.values()],
                                        [first] * len(problems))
         steps = {pid: out.outputs[0].logprobs[0] for pid, out in zip(problems, outputs)}
         heads = [(request, ids, steps[request.problem_id], _ranked(steps[request.problem_id])[request.sample_idx])
                  for request, ids in ready]
         params = [SamplingParams(temperature=0.0, max_tokens=min(spec.max_tokens, self.max_model_len - len(ids)) - 1,
-                                 logprobs=max(2, spec.logprobs), stop=list(spec.stop)) for _, ids, _, _ in heads]
+                                 logprobs=max(2, spec.logprobs), stop=list(spec.stop), output_kind=final)
+                  for _, ids, _, _ in heads]
         outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids + [token]) for _, ids, _, token in heads], params)
         return [self._branch_row(request, spec, len(ids), step, token, out.outputs[0])
                 for (request, ids, step, token), out in zip(heads, outputs)]
