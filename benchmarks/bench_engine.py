@@ -87,10 +87,9 @@ def main() -> None:
 
     import ray
 
-    from actors.cluster import check_model
-    from actors.embedded_model import resolve_model_path
-    from actors.replica import SamplingSpec
+    from actors.embedded_model import check_model, resolve_model_path
     from jobs.cli import compose
+    from jobs.sample import sampling_spec
 
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         cfg = compose(f"run_dir={tmp}/run", "tracking=none", f"dataset.limit={args.problems}",
@@ -99,7 +98,7 @@ def main() -> None:
         os.environ.update(cfg.cluster.env)  # the replica's environment, for the direct engine too
         model_path = check_model(resolve_model_path(cfg.model.path))
         s = cfg.sampling
-        direct = run_direct(cfg, model_path, SamplingSpec(s.temperature, s.top_p, s.max_tokens, s.logprobs))
+        direct = run_direct(cfg, model_path, sampling_spec(cfg))
         ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": dict(cfg.cluster.env)})
         job = run_job(cfg)
