@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from analysis.curves import (
-    Problem,
+    Votes,
     bootstrap_ci,
     class_counts,
     k_grid,
@@ -19,9 +19,9 @@ from analysis.curves import (
     majority_vote,
     n_permutations,
     pass_at_k,
-    scaling_curves,
     vote_at_k_mc,
 )
+from analysis.methods import scaling_curves
 from analysis.plots import plot_curves
 
 
@@ -113,7 +113,7 @@ def test_exact_maj_large_n_is_finite_and_matches_monte_carlo():
     c_r, others = class_counts(labels, 1)
     ks = [2, 16, 128, 512]
     exact = np.array([maj_at_k_exact(c_r, others, 1024, k) for k in ks])
-    mean, se = vote_at_k_mc(labels, 1, ks, 4000, np.random.default_rng(2))
+    mean, se = vote_at_k_mc([labels], 1, ks, 4000, np.random.default_rng(2))
     assert np.all(np.isfinite(exact)) and np.all((exact >= 0) & (exact <= 1))
     assert np.all(np.abs(mean - exact) <= 4 * se + 1e-9)
 
@@ -125,14 +125,14 @@ def test_monte_carlo_agrees_with_exact(seed):
     ks = k_grid(64)
     c_r, others = class_counts(labels, 1)
     exact = np.array([maj_at_k_exact(c_r, others, 64, k) for k in ks])
-    mean, se = vote_at_k_mc(labels, 1, ks, 3000, np.random.default_rng(seed + 10))
+    mean, se = vote_at_k_mc([labels], 1, ks, 3000, np.random.default_rng(seed + 10))
     assert np.all(se[:-1] > 0) and se[-1] == 0  # k = n: every permutation gives the same vote
     assert np.all(np.abs(mean - exact) <= 4 * se + 1e-12)
 
 
 def test_maj_curve_exposes_the_path_used():
     rng = np.random.default_rng(3)
-    problems = [Problem(rng.choice([-1, 0, 1, 2], size=32), int(rng.integers(0, 3))) for _ in range(5)]
+    problems = [Votes(rng.choice([-1, 0, 1, 2], size=32), int(rng.integers(0, 3))) for _ in range(5)]
     ks = k_grid(32)
     exact = maj_curve(problems, ks, max_work=math.inf)
     estimated = maj_curve(problems, ks, seed=4, max_work=0)
@@ -172,7 +172,7 @@ def test_weighted_maj_with_equal_weights_matches_maj():
     ks = k_grid(48)
     c_r, others = class_counts(labels, 0)
     exact = np.array([maj_at_k_exact(c_r, others, 48, k) for k in ks])
-    mean, se = vote_at_k_mc(labels, 0, ks, 3000, np.random.default_rng(6), weights=np.full(48, 0.1))
+    mean, se = vote_at_k_mc([labels], 0, ks, 3000, np.random.default_rng(6), weights=[np.full(48, 0.1)])
     assert np.all(np.abs(mean - exact) <= 4 * se + 1e-12)
 
 
@@ -182,14 +182,14 @@ def test_weighted_maj_at_n_is_the_weighted_vote():
         labels = rng.choice([-1, 0, 1, 2], size=15)
         weights = rng.random(15) * (rng.random(15) < 0.8)
         for correct in (0, 1):
-            mean, se = vote_at_k_mc(labels, correct, [15], 3, np.random.default_rng(0), weights)
+            mean, se = vote_at_k_mc([labels], correct, [15], 3, np.random.default_rng(0), [weights])
             assert mean[0] == pytest.approx(vote_credit(labels, correct, weights)) and se[0] == 0
 
 
 def test_weighted_ties_count_within_tolerance():
     labels = np.array([0, 1, 1])
     weights = np.array([0.3, 0.1, 0.2])  # 0.1 + 0.2 != 0.3 in floating point
-    mean, _ = vote_at_k_mc(labels, 0, [3], 2, np.random.default_rng(0), weights)
+    mean, _ = vote_at_k_mc([labels], 0, [3], 2, np.random.default_rng(0), [weights])
     assert mean[0] == pytest.approx(0.5)
 
 
@@ -211,12 +211,12 @@ def test_bootstrap_ci():
     assert np.all(high - low < few_high - few_low)
 
 
-def make_problems(count: int, n: int, seed: int, weights: bool = False) -> list[Problem]:
+def make_problems(count: int, n: int, seed: int, weights: bool = False) -> list[Votes]:
     rng = np.random.default_rng(seed)
     problems = []
     for _ in range(count):
         labels = rng.choice([-1, 0, 1, 2, 3], size=n, p=[0.1, 0.4, 0.25, 0.15, 0.1])
-        problems.append(Problem(labels, int(rng.integers(-1, 3)), rng.random(n) if weights else None))
+        problems.append(Votes(labels, int(rng.integers(-1, 3)), rng.random(n) if weights else None))
     return problems
 
 
