@@ -31,7 +31,7 @@ def evaluate(cfg: DictConfig) -> str | None:
     sampled = cfg.decoding == "sample" and cfg.sampling.temperature > 0  # CoT-decoding's rank-0 branch is greedy
     runs = [cfg] + ([greedy_config(cfg)] if cfg.greedy_baseline and sampled else [])
     summaries = sample_runs(runs)
-    result = aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.sampling.seed,
+    result = aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.answer.seed,
                        title=f"{cfg.model.name} / {cfg.dataset.name} / {cfg.prompt.name}",
                        top_percent=cfg.answer.top_percent)
     main = summaries[0]
@@ -48,7 +48,6 @@ def evaluate(cfg: DictConfig) -> str | None:
 
 @cli.entry_point("config")
 def main(cfg: DictConfig) -> None:
-    config_module.validate(cfg)
     evaluate(cfg)
 
 
