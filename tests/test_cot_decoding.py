@@ -16,7 +16,7 @@ from analysis.traces import open_traces
 from jobs.aggregate import aggregate
 from jobs.problems import arith_problems
 from jobs.sample import plan_units, samples_per_problem, stop_texts
-from tests.test_config import make
+from jobs.cli import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 PIECES = ["The", " answer", " is", " 4", "2", ".", "<|im_end|>"]
@@ -75,10 +75,10 @@ def test_cot_decoding_curves_use_the_top_k_branches_in_rank_order():
 
 
 def test_branches_per_problem_and_stop_texts_come_from_the_config():
-    cfg = make("decoding=cot_decoding", "prompt=plain", "sampling.top_k_branches=6", "sampling.n=3")
-    assert samples_per_problem(cfg) == 6 and samples_per_problem(make("sampling.n=3")) == 3
+    cfg = compose("decoding=cot_decoding", "prompt=plain", "sampling.top_k_branches=6", "sampling.n=3")
+    assert samples_per_problem(cfg) == 6 and samples_per_problem(compose("sampling.n=3")) == 3
     assert stop_texts(cfg.prompt) == ("\nQ:",)
-    assert stop_texts(make("prompt=cot").prompt) == ()
+    assert stop_texts(compose("prompt=cot").prompt) == ()
 
 
 def test_units_hold_whole_problems_and_resume_only_missing_branches():

@@ -249,10 +249,44 @@ def test_scaling_curves_validates_input():
         scaling_curves([])
 
 
-def test_plot_curves_writes_png(tmp_path):
-    rows = scaling_curves(make_problems(10, 8, seed=12)).rows
-    path = plot_curves(rows, tmp_path / "curves.png", "test run", greedy=0.4)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+def drawn(monkeypatch, draw):
+    """The figure `draw()` saved and the PNG it wrote, read back."""
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    kept, close = [], plt.close
+    monkeypatch.setattr(plt, "close", kept.append)
+    path = draw()
+    [figure] = kept
+    close(figure)  # out of pyplot's registry; its axes stay readable
+    return figure, matplotlib.image.imread(path)
+
+
+def test_plot_curves_draws_each_method_with_its_interval_and_the_greedy_line(tmp_path, monkeypatch):
+    curves = scaling_curves(make_problems(10, 8, seed=12))
+    figure, image = drawn(monkeypatch, lambda: plot_curves(curves.rows, tmp_path / "curves.png", "test run", greedy=0.4))
+    assert image.shape[:2] == (540, 840)  # 7 x 4.5 inches at 120 dpi
+    [ax] = figure.axes
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale()) == \
+        ("test run", "samples per problem (k)", "accuracy (%)", "log")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"maj@k", "pass@k", "greedy"}
+    for method in ("maj", "pass"):
+        rows = [r for r in curves.rows if r["method"] == method]
+        assert list(lines[f"{method}@k"].get_xdata()) == curves.ks == [1, 2, 4, 8]
+        assert list(lines[f"{method}@k"].get_ydata()) == pytest.approx([100 * r["accuracy"] for r in rows])
+    assert list(lines["greedy"].get_ydata()) == [40.0, 40.0]
+    assert len(ax.collections) == 2  # one shaded interval per method
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["maj@k", "pass@k", "greedy"]
+
+
+def test_plot_curves_overlays_runs_with_a_greedy_line_each(tmp_path, monkeypatch):
+    rows = scaling_curves(make_problems(10, 8, seed=12), methods=("maj",)).rows
     runs = [{**r, "run": "a"} for r in rows] + [{**r, "run": "b", "accuracy": r["accuracy"] / 2} for r in rows]
-    overlay = plot_curves(runs, tmp_path / "runs.png", "two runs", greedy={"a": 0.4, "b": 0.2}, label_key=("run", "method"))
-    assert overlay.stat().st_size > 1000
+    figure, image = drawn(monkeypatch, lambda: plot_curves(runs, tmp_path / "runs.png", "two runs",
+                                                          greedy={"a": 0.4, "b": 0.2}, label_key=("run", "method")))
+    assert image.shape[:2] == (540, 840)
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert set(lines) == {"a / maj@k", "b / maj@k", "greedy / a", "greedy / b"}
+    assert list(lines["b / maj@k"].get_ydata()) == pytest.approx([50 * r["accuracy"] for r in rows])
+    assert list(lines["greedy / b"].get_ydata()) == [20.0, 20.0]

@@ -16,7 +16,7 @@ from analysis.methods import scaling_curves
 from analysis.traces import open_traces, write_shard
 from jobs.aggregate import aggregate
 from jobs.config import ConfigError, validate
-from tests.test_config import make
+from jobs.cli import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,12 +77,12 @@ def test_filtered_curve_sits_on_the_same_k_grid_and_100_percent_changes_nothing(
 
 
 def test_top_percent_and_cot_decoding_settings_are_validated():
-    validate(make("answer.top_percent=10"))
+    validate(compose("answer.top_percent=10"))
     for bad in ("answer.top_percent=0", "answer.top_percent=101"):
         with pytest.raises(ConfigError, match=r"^answer.top_percent="):
-            validate(make(bad))
+            validate(compose(bad))
     with pytest.raises(ConfigError, match=r"^sampling.max_tokens=1: must be >= 2 with decoding=cot_decoding"):
-        validate(make("decoding=cot_decoding", "sampling.max_tokens=1"))
+        validate(compose("decoding=cot_decoding", "sampling.max_tokens=1"))
 
 
 def confident(p: float, steps: int = 3) -> dict:
