@@ -40,7 +40,8 @@ def evaluate(cfg: DictConfig) -> str | None:
     summaries = sample_runs(runs)
     result = aggregate_run(cfg)
     main = summaries[0]
-    speed = {"throughput/tokens_per_replica_s": main.tokens_per_replica_s} if main.generate_seconds else {}
+    speed = ({"throughput/tokens_per_replica_s": main.tokens_per_replica_s, "throughput/engine_batch": main.engine_batch}
+             if main.samples else {})
     run_id = track(cfg, result, config_module.resolved(cfg), speed)
     print(summary_table(result))
     if cfg.answer.audit:

@@ -1,11 +1,12 @@
 """The vLLM replica's own code (admission, sampling, CoT-decoding branches, rows, its shard) on a fake engine.
 
-vLLM is replaced by a stand-in module of two plain constructors and `llm` by a fake whose outputs are shaped
-like vLLM's, so these paths run in CI without the engine (the engine-marked tests run them on the real one).
+vLLM is replaced by a stand-in module of two plain constructors and the engine loop by a fake whose outputs are
+shaped like vLLM's, so these paths run in CI without the engine (the engine-marked tests run them on the real one).
 """
 
 import math
 import sys
+import threading
 import types
 from types import SimpleNamespace
 
@@ -23,16 +24,20 @@ def step(chosen: int, piece: str, p: float = 0.8) -> dict:
             999: SimpleNamespace(logprob=math.log(0.1), rank=2, decoded_token="x")}
 
 
-class FakeLLM:
-    """`generate` as vLLM answers it: one output per prompt; max_tokens=1 gives the first step's top candidates."""
+class FakeEngine:
+    """`generate` as the replica's engine loop answers it (vLLM's outputs, one per prompt); max_tokens=1 gives the
+    first step's top candidates."""
 
     def __init__(self):
         self.calls = []
 
-    def generate(self, prompts, params, use_tqdm):
+    def generate(self, prompts, params):
         params = params if isinstance(params, list) else [params] * len(prompts)
         self.calls.append(params)
         return [SimpleNamespace(outputs=[self._output(p)]) for p in params]
+
+    def mean_batch(self) -> float:
+        return 2.0
 
     def _output(self, params):
         if params.max_tokens == 1:  # CoT-decoding's first step: the top-k first tokens, ranked
@@ -61,7 +66,8 @@ def replica(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", vllm)
     monkeypatch.setitem(sys.modules, "vllm.inputs", vllm.inputs)
     engine = EngineReplica.__new__(EngineReplica)  # everything __init__ sets, without loading a model
-    engine.llm, engine.tokenizer, engine.max_model_len, engine.name = FakeLLM(), FakeTokenizer(), 12, "node:1"
+    engine.engine, engine.tokenizer, engine.max_model_len, engine.name = FakeEngine(), FakeTokenizer(), 12, "node:1"
+    engine.tokenizer_lock = threading.Lock()
     return engine
 
 
@@ -74,7 +80,7 @@ def test_samples_get_their_seed_their_logprobs_and_a_too_long_prompt_fails_alone
     requests = [Request("p", "q", "4", "two words", 0, 11), Request("p", "q", "4", "two words", 1, 12),
                 Request("long", "q", "4", " ".join(["w"] * 12), 0, 13)]
     rows = {(r["problem_id"], r["sample_idx"]): r for r in replica.generate(requests, spec())}
-    [params] = replica.llm.calls
+    [params] = replica.engine.calls
     assert [(p.seed, p.max_tokens, p.logprobs) for p in params] == [(11, 8, 2), (12, 8, 2)]  # room: 12 - 2 >= 8
     assert rows["p", 0]["text"] == "".join(PIECES) and rows["p", 0]["num_tokens"] == 5
     assert rows["p", 0]["token_logprobs"] == pytest.approx([math.log(0.8)] * 5)
@@ -86,7 +92,7 @@ def test_samples_get_their_seed_their_logprobs_and_a_too_long_prompt_fails_alone
 def test_cot_decoding_branches_on_the_ranked_first_tokens_with_their_answer_confidence(replica):
     requests = [Request("p", "q", "4", "Q: two plus two", i, 0) for i in range(3)]
     rows = replica.generate(requests, spec(decoding="cot_decoding", temperature=0.0, top_p=1.0))
-    [first], rest = replica.llm.calls  # one prompt for the problem's first step, then its branches in one batch
+    [first], rest = replica.engine.calls  # one prompt for the problem's first step, then its branches in one batch
     assert first.max_tokens == 1 and first.logprobs == 3
     assert [p.max_tokens for p in rest] == [7, 7, 7]  # the rest of the budget after the branched token
     assert [r["branch_rank"] for r in rows] == [r["sample_idx"] for r in rows] == [0, 1, 2]
@@ -100,6 +106,7 @@ def test_a_unit_becomes_one_shard_with_the_run_s_columns(replica, tmp_path):
                     [Request("p", "q", "4", "two words", i, i) for i in range(2)])
     result = replica.run(unit)
     assert (result["run_dir"], result["rows"], result["tokens"], result["errors"]) == (str(tmp_path), 2, 10, 0)
+    assert (result["replica"], result["mean_batch"]) == ("node:1", 2.0)
     table = open_traces(str(tmp_path)).to_table()
     assert set(zip(*(table[c].to_pylist() for c in ("run_id", "model", "prompt", "decoding", "replica")))) == \
         {("run1", "fake", "cot", "sample", "node:1")}
