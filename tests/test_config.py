@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra.errors import ConfigCompositionException
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from jobs import config
