@@ -25,7 +25,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from actors.engine_loop import EngineLoop
-from actors.replica import EngineReplica, Request, SamplingSpec, WorkUnit, replica_name
+from actors.replica import EngineReplica, replica_name
+from actors.work import Request, SamplingSpec, WorkUnit
 
 CORRECT, WRONG = 45, 90  # seed % 100 below CORRECT: gold; below WRONG: a wrong number; else no answer
 WRONG_OFFSETS = (1, -1, 2, 10, -3)  # wrong answers cluster on a few near misses, as a model's do

@@ -14,12 +14,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-METHOD_NAMES = {"maj": "maj@k", "pass": "pass@k", "weighted_maj": "weighted maj@k"}
+def method_label(method: str) -> str:
+    """A method's display name: weighted_maj -> 'weighted maj@k'."""
+    return method.replace("_", " ") + "@k"
 
 
 def _label(row: Mapping[str, Any], keys: Sequence[str]) -> str:
-    """The legend label of a row: its values under `keys`, methods by their display names."""
-    return " / ".join(METHOD_NAMES.get(str(row[key]), str(row[key])) for key in keys)
+    """The legend label of a row: its values under `keys`, a method by its display name."""
+    return " / ".join(method_label(str(row[key])) if key == "method" else str(row[key]) for key in keys)
 
 
 def plot_curves(

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, open_dict
 from jobs import cli
 from jobs import config as config_module
 from jobs import tracking
-from jobs.aggregate import GREEDY_SUBDIR, aggregate, audit_lines, summary_table, track
+from jobs.aggregate import GREEDY_SUBDIR, Aggregate, aggregate, audit_lines, summary_table, track
 from jobs.sample import sample_runs
 
 
@@ -26,14 +26,19 @@ def greedy_config(cfg: DictConfig) -> DictConfig:
     return greedy
 
 
+def aggregate_run(cfg: DictConfig) -> Aggregate:
+    """Aggregate the sampled run with its answer.* (format, confidence, top_percent, seed: saved with the run,
+    so a later jobs.aggregate of run_dir draws the same curves and intervals)."""
+    return aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.answer.seed,
+                     title=f"{cfg.model.name} / {cfg.dataset.name} / {cfg.prompt.name}", top_percent=cfg.answer.top_percent)
+
+
 def evaluate(cfg: DictConfig) -> str | None:
     """Sample, aggregate and track one configuration; returns the MLflow run id."""
     sampled = cfg.decoding == "sample" and cfg.sampling.temperature > 0  # CoT-decoding's rank-0 branch is greedy
     runs = [cfg] + ([greedy_config(cfg)] if cfg.greedy_baseline and sampled else [])
     summaries = sample_runs(runs)
-    result = aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.sampling.seed,
-                       title=f"{cfg.model.name} / {cfg.dataset.name} / {cfg.prompt.name}",
-                       top_percent=cfg.answer.top_percent)
+    result = aggregate_run(cfg)
     main = summaries[0]
     speed = ({"throughput/tokens_per_replica_s": main.tokens_per_replica_s, "throughput/engine_batch": main.engine_batch}
              if main.samples else {})
@@ -49,7 +54,6 @@ def evaluate(cfg: DictConfig) -> str | None:
 
 @cli.entry_point("config")
 def main(cfg: DictConfig) -> None:
-    config_module.validate(cfg)
     evaluate(cfg)
 
 

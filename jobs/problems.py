@@ -11,7 +11,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from omegaconf import DictConfig
 
@@ -54,21 +54,21 @@ def _check_unique(problems: list[Problem], name: str) -> None:
         seen[problem.problem_id] = index
 
 
-def _records(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, record) pairs of a JSONL or Parquet file."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+def _parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(row number, record) pairs of a Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except pa.ArrowException as error:
-            raise DatasetError(f"{path}: not a readable Parquet file ({error})") from None
-        for index, row in enumerate(rows):
-            yield index + 1, row
-        return
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except pa.ArrowException as error:
+        raise DatasetError(f"{path}: not a readable Parquet file ({error})") from None
+    for index, row in enumerate(rows):
+        yield index + 1, row
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, record) pairs of a JSON-lines file; blank lines are skipped."""
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: empty file")
     with path.open("rb") as lines:
@@ -83,6 +83,17 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 raise DatasetError(f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno})") from None
+
+
+# Dataset file formats by suffix (any other suffix is read as JSON lines): a new one is a reader and one line.
+READERS: dict[str, Callable[[Path], Iterator[tuple[int, Any]]]] = {".parquet": _parquet_records, ".jsonl": _jsonl_records}
+
+
+def _records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, record) pairs of a dataset file, by the reader of its suffix."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    return READERS.get(path.suffix, _jsonl_records)(path)
 
 
 def _field(record: Any, key: str, where: str) -> Any:

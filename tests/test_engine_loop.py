@@ -11,7 +11,7 @@ import ray
 from actors.cluster import replica_factory
 from actors.double import DoubleEngine, EngineDouble, completion
 from actors.engine_loop import EngineLoop
-from actors.replica import Request, SamplingSpec, WorkUnit
+from actors.work import Request, RunColumns, SamplingSpec, WorkUnit
 from jobs.cli import compose
 
 
@@ -76,9 +76,10 @@ def seeds(outcome: range, count: int) -> list[int]:
 
 
 def unit(tmp_path: Path, name: str, seed_list: list[int]) -> WorkUnit:
-    spec = SamplingSpec(temperature=0.7, top_p=0.95, max_tokens=600, logprobs=0)
+    spec = SamplingSpec(temperature=0.7, top_p=0.95, max_tokens=600, logprobs=0, decoding="sample", branches=1,
+                        answer_format="number")
     requests = [Request(f"p{i}", "What is 2 + 2?", "4", "What is 2 + 2?", i, s) for i, s in enumerate(seed_list)]
-    return WorkUnit(name, str(tmp_path / "run"), spec, requests)
+    return WorkUnit(name, str(tmp_path / "run"), RunColumns("r", "double", "cot"), spec, requests)
 
 
 def test_a_replica_writes_a_short_units_shard_while_a_long_unit_sent_before_it_still_runs(local_ray, tmp_path):
