@@ -60,11 +60,13 @@ class FakeTokenizer:
 @pytest.fixture
 def replica(monkeypatch):
     vllm = types.ModuleType("vllm")
-    vllm.SamplingParams = lambda **kwargs: SimpleNamespace(**kwargs)
+    vllm.sampling_params = types.ModuleType("vllm.sampling_params")
+    vllm.sampling_params.SamplingParams = lambda **kwargs: SimpleNamespace(**kwargs)
+    vllm.sampling_params.RequestOutputKind = SimpleNamespace(FINAL_ONLY="final only")
     vllm.inputs = types.ModuleType("vllm.inputs")
     vllm.inputs.TokensPrompt = lambda prompt_token_ids: SimpleNamespace(prompt_token_ids=prompt_token_ids)
-    monkeypatch.setitem(sys.modules, "vllm", vllm)
-    monkeypatch.setitem(sys.modules, "vllm.inputs", vllm.inputs)
+    for module in (vllm, vllm.sampling_params, vllm.inputs):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
     engine = EngineReplica.__new__(EngineReplica)  # everything __init__ sets, without loading a model
     engine.engine, engine.tokenizer, engine.max_model_len, engine.name = FakeEngine(), FakeTokenizer(), 12, "node:1"
     engine.tokenizer_lock = threading.Lock()
@@ -82,6 +84,7 @@ def test_samples_get_their_seed_their_logprobs_and_a_too_long_prompt_fails_alone
     rows = {(r["problem_id"], r["sample_idx"]): r for r in replica.generate(requests, spec())}
     [params] = replica.engine.calls
     assert [(p.seed, p.max_tokens, p.logprobs) for p in params] == [(11, 8, 2), (12, 8, 2)]  # room: 12 - 2 >= 8
+    assert all(p.output_kind == "final only" for p in params)  # the engine loop waits for finished outputs only
     assert rows["p", 0]["text"] == "".join(PIECES) and rows["p", 0]["num_tokens"] == 5
     assert rows["p", 0]["token_logprobs"] == pytest.approx([math.log(0.8)] * 5)
     assert rows["p", 0]["top_logprobs"][0] == pytest.approx([math.log(0.8), math.log(0.1)])
