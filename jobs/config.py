@@ -6,7 +6,9 @@ Hydra type-checks every key against these dataclasses (an unknown key or option 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -43,6 +45,7 @@ class DatasetConfig:
     solution_field: Optional[str] = None  # worked solution, for few-shot exemplars
     limit: Optional[int] = None
     answer_format: str = "auto"
+    source: Optional[str] = None  # where the public file comes from, named when the file is missing
     size: int = 32  # arith only: problems generated
     steps: int = 3  # arith only: operations per problem
     seed: int = 0  # arith only
@@ -114,6 +117,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     run_dir: str = MISSING
+    data_dir: str = MISSING  # holds <dataset>/test.jsonl (and train.jsonl): $MARGINAL_DATA_DIR, else the XDG data dir
     replicas: int = 1
     decoding: str = "sample"
     greedy_baseline: bool = True  # jobs.evaluate: also sample the greedy baseline into run_dir/greedy
@@ -160,7 +164,39 @@ class EnsembleConfig:
     seed: int = 0
 
 
+@dataclass
+class IngestFields:
+    question: str = MISSING
+    answer: str = MISSING
+    responses: str = MISSING
+    id: Optional[str] = None  # null: the line number
+
+
+@dataclass
+class IngestAnswer:
+    format: str = MISSING
+
+
+@dataclass
+class IngestConfig:
+    format: str = MISSING
+    path: str = MISSING
+    run_dir: str = MISSING
+    model: Optional[str] = None
+    gold_pattern: Optional[str] = None
+    shard_rows: int = MISSING
+    fields: IngestFields = field(default_factory=IngestFields)
+    answer: IngestAnswer = field(default_factory=IngestAnswer)
+
+
+def xdg_data_home() -> str:
+    """$XDG_DATA_HOME, or ~/.local/share where it is unset or empty (the XDG base directory rule)."""
+    return os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+
+
+OmegaConf.register_new_resolver("xdg_data_home", xdg_data_home, replace=True)
 ConfigStore.instance().store(name="schema", node=Config)
+ConfigStore.instance().store(name="ingest_schema", node=IngestConfig)
 ConfigStore.instance().store(name="aggregate_schema", node=AggregateConfig)
 ConfigStore.instance().store(name="export_schema", node=ExportConfig)
 ConfigStore.instance().store(name="ensemble_schema", node=EnsembleConfig)
