@@ -202,73 +202,74 @@ ConfigStore.instance().store(name="export_schema", node=ExportConfig)
 ConfigStore.instance().store(name="ensemble_schema", node=EnsembleConfig)
 
 
-def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+def check_key(ok: bool, key: str, value: Any, rule: str) -> None:
+    """Raise ConfigError `key=value: rule` unless `ok`."""
     if not ok:
         raise ConfigError(f"{key}={value!r}: {rule}")
 
 
 def check_adaptive(a: DictConfig) -> None:
     """Raise ConfigError naming the first adaptive.* key out of range."""
-    _check(a.min_samples >= 1, "adaptive.min_samples", a.min_samples, "must be >= 1")
-    _check(a.max_samples is None or a.max_samples >= 1, "adaptive.max_samples", a.max_samples, "must be >= 1 or null")
-    _check(a.batch >= 1, "adaptive.batch", a.batch, "must be >= 1")
-    _check(a.orders >= 50, "adaptive.orders", a.orders, "must be >= 50")
-    _check(a.budget is None or a.budget >= 1, "adaptive.budget", a.budget, "must be >= 1 or null")
+    check_key(a.min_samples >= 1, "adaptive.min_samples", a.min_samples, "must be >= 1")
+    check_key(a.max_samples is None or a.max_samples >= 1, "adaptive.max_samples", a.max_samples, "must be >= 1 or null")
+    check_key(a.batch >= 1, "adaptive.batch", a.batch, "must be >= 1")
+    check_key(a.orders >= 50, "adaptive.orders", a.orders, "must be >= 50")
+    check_key(a.budget is None or a.budget >= 1, "adaptive.budget", a.budget, "must be >= 1 or null")
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value is out of range."""
     s, m, c = cfg.sampling, cfg.model, cfg.cluster
-    _check(s.n >= 1, "sampling.n", s.n, "must be >= 1")
-    _check(s.temperature >= 0, "sampling.temperature", s.temperature, "must be >= 0")
-    _check(0 < s.top_p <= 1, "sampling.top_p", s.top_p, "must be in (0, 1]")
-    _check(s.max_tokens >= 1, "sampling.max_tokens", s.max_tokens, "must be >= 1")
-    _check(
+    check_key(s.n >= 1, "sampling.n", s.n, "must be >= 1")
+    check_key(s.temperature >= 0, "sampling.temperature", s.temperature, "must be >= 0")
+    check_key(0 < s.top_p <= 1, "sampling.top_p", s.top_p, "must be in (0, 1]")
+    check_key(s.max_tokens >= 1, "sampling.max_tokens", s.max_tokens, "must be >= 1")
+    check_key(
         s.max_tokens < m.max_model_len,
         "sampling.max_tokens",
         s.max_tokens,
         f"must be below the model's context (model.max_model_len={m.max_model_len})",
     )
-    _check(s.logprobs >= 0, "sampling.logprobs", s.logprobs, "must be >= 0")
-    _check(s.top_k_branches >= 1, "sampling.top_k_branches", s.top_k_branches, "must be >= 1")
-    _check(cfg.replicas >= 1, "replicas", cfg.replicas, "must be >= 1")
-    _check(m.tensor_parallel_size >= 1, "model.tensor_parallel_size", m.tensor_parallel_size, "must be >= 1")
-    _check(bool(m.path), "model.path", m.path, "must name a Hugging Face id, a folder or embedded://NAME")
-    _check(cfg.decoding in DECODINGS, "decoding", cfg.decoding, f"must be one of {DECODINGS}")
-    _check(cfg.answer.format in ANSWER_FORMATS, "answer.format", cfg.answer.format, f"must be one of {ANSWER_FORMATS}")
-    _check(cfg.answer.confidence in CONFIDENCES, "answer.confidence", cfg.answer.confidence, f"must be one of {CONFIDENCES}")
+    check_key(s.logprobs >= 0, "sampling.logprobs", s.logprobs, "must be >= 0")
+    check_key(s.top_k_branches >= 1, "sampling.top_k_branches", s.top_k_branches, "must be >= 1")
+    check_key(cfg.replicas >= 1, "replicas", cfg.replicas, "must be >= 1")
+    check_key(m.tensor_parallel_size >= 1, "model.tensor_parallel_size", m.tensor_parallel_size, "must be >= 1")
+    check_key(bool(m.path), "model.path", m.path, "must name a Hugging Face id, a folder or embedded://NAME")
+    check_key(cfg.decoding in DECODINGS, "decoding", cfg.decoding, f"must be one of {DECODINGS}")
+    check_key(cfg.answer.format in ANSWER_FORMATS, "answer.format", cfg.answer.format, f"must be one of {ANSWER_FORMATS}")
+    check_key(cfg.answer.confidence in CONFIDENCES, "answer.confidence", cfg.answer.confidence, f"must be one of {CONFIDENCES}")
     check_top_percent(cfg.answer.top_percent)
     check_audit(cfg.answer.audit)
     if cfg.decoding == "cot_decoding":
-        _check(s.max_tokens >= 2, "sampling.max_tokens", s.max_tokens, "must be >= 2 with decoding=cot_decoding (first token, then the rest)")
-    _check(
+        check_key(s.max_tokens >= 2, "sampling.max_tokens", s.max_tokens, "must be >= 2 with decoding=cot_decoding (first token, then the rest)")
+    check_key(
         cfg.dataset.answer_format in ANSWER_FORMATS,
         "dataset.answer_format",
         cfg.dataset.answer_format,
         f"must be one of {ANSWER_FORMATS}",
     )
     d = cfg.dataset
-    _check(d.limit is None or d.limit >= 1, "dataset.limit", d.limit, "must be >= 1 or null")
-    _check(d.steps >= 1, "dataset.steps", d.steps, "must be >= 1")
-    _check(d.size >= 1, "dataset.size", d.size, "must be >= 1")
-    _check(c.unit_size >= 1, "cluster.unit_size", c.unit_size, "must be >= 1")
-    _check(c.max_inflight >= 1, "cluster.max_inflight", c.max_inflight, "must be >= 1")
-    _check(c.cpus_per_replica > 0, "cluster.cpus_per_replica", c.cpus_per_replica, "must be > 0")
-    _check(c.gpus_per_replica >= 0, "cluster.gpus_per_replica", c.gpus_per_replica, "must be >= 0")
-    _check(cfg.prompt.shots >= 0, "prompt.shots", cfg.prompt.shots, "must be >= 0")
+    check_key(d.limit is None or d.limit >= 1, "dataset.limit", d.limit, "must be >= 1 or null")
+    check_key(d.steps >= 1, "dataset.steps", d.steps, "must be >= 1")
+    check_key(d.size >= 1, "dataset.size", d.size, "must be >= 1")
+    check_key(c.unit_size >= 1, "cluster.unit_size", c.unit_size, "must be >= 1")
+    check_key(c.max_inflight >= 1, "cluster.max_inflight", c.max_inflight, "must be >= 1")
+    check_key(c.cpus_per_replica > 0, "cluster.cpus_per_replica", c.cpus_per_replica, "must be > 0")
+    check_key(c.gpus_per_replica >= 0, "cluster.gpus_per_replica", c.gpus_per_replica, "must be >= 0")
+    check_key(cfg.prompt.shots >= 0, "prompt.shots", cfg.prompt.shots, "must be >= 0")
     if cfg.prompt.shots:
-        _check(bool(d.train_path), "dataset.train_path", d.train_path, f"prompt={cfg.prompt.name} needs exemplars from a train split")
-        _check(d.train_path != d.path, "dataset.train_path", d.train_path, "must not be the evaluated split")
+        check_key(bool(d.train_path), "dataset.train_path", d.train_path, f"prompt={cfg.prompt.name} needs exemplars from a train split")
+        check_key(d.train_path != d.path, "dataset.train_path", d.train_path, "must not be the evaluated split")
 
 
 def check_top_percent(top_percent: Optional[float]) -> None:
     """answer.top_percent is null or a percentage in (0, 100]."""
-    _check(top_percent is None or 0 < top_percent <= 100, "answer.top_percent", top_percent, "must be in (0, 100] or null")
+    check_key(top_percent is None or 0 < top_percent <= 100, "answer.top_percent", top_percent, "must be in (0, 100] or null")
 
 
 def check_audit(audit: int) -> None:
     """answer.audit is a count of answers to print, 0 for none."""
-    _check(audit >= 0, "answer.audit", audit, "must be >= 0 (answers to print per type)")
+    check_key(audit >= 0, "answer.audit", audit, "must be >= 0 (answers to print per type)")
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

@@ -18,6 +18,9 @@ from omegaconf import DictConfig
 from analysis.errors import MarginalError
 
 
+PARQUET_BATCH = 1024  # rows decoded at once when a Parquet file is read
+
+
 class DatasetError(MarginalError, ValueError):
     """A dataset that cannot be read; the message names the file and line."""
 
@@ -63,8 +66,8 @@ def _check_unique(problems: list[Problem], name: str) -> None:
         seen[problem.problem_id] = index
 
 
-def _records(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, record) pairs of a JSONL or Parquet file."""
+def records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, record) pairs of a JSONL or Parquet file (a Parquet row's number counts from 1), streamed."""
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     if path.suffix == ".parquet":
@@ -72,11 +75,13 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
         import pyarrow.parquet as pq
 
         try:
-            rows = pq.read_table(path).to_pylist()
+            number = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield number, row
         except pa.ArrowException as error:
             raise DatasetError(f"{path}: not a readable Parquet file ({error})") from None
-        for index, row in enumerate(rows):
-            yield index + 1, row
         return
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: empty file")
@@ -94,7 +99,8 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
                 raise DatasetError(f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno})") from None
 
 
-def _field(record: Any, key: str, where: str) -> Any:
+def record_field(record: Any, key: str, where: str) -> Any:
+    """`record[key]`, or DatasetError at `where` (file:line) when the record is no object or lacks it."""
     if not isinstance(record, dict):
         raise DatasetError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if key not in record or record[key] is None:
@@ -102,7 +108,7 @@ def _field(record: Any, key: str, where: str) -> Any:
     return record[key]
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     """A field value as the text a prompt or a gold answer holds (145.0 stays '145.0')."""
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -110,12 +116,12 @@ def _text(value: Any) -> str:
 def _file_problems(path: Path, cfg: DictConfig) -> Iterator[Problem]:
     gold_pattern = re.compile(cfg.gold_pattern, re.MULTILINE) if cfg.gold_pattern else None
     count = 0
-    for number, record in _records(path):
+    for number, record in records(path):
         where = f"{path}:{number}"
-        question = " ".join(_text(_field(record, key, where)).strip() for key in cfg.question_fields)
+        question = " ".join(as_text(record_field(record, key, where)).strip() for key in cfg.question_fields)
         if not question:
             raise DatasetError(f"{where}: empty question")
-        answer = _text(_field(record, cfg.answer_field, where))
+        answer = as_text(record_field(record, cfg.answer_field, where))
         gold = answer
         if gold_pattern:
             match = gold_pattern.search(answer)
@@ -124,7 +130,7 @@ def _file_problems(path: Path, cfg: DictConfig) -> Iterator[Problem]:
             gold = match.group(1)
         if not gold.strip():
             raise DatasetError(f"{where}: empty gold answer in field {cfg.answer_field!r}")
-        problem_id = _text(_field(record, cfg.id_field, where)) if cfg.id_field else f"{cfg.name}/{count}"
+        problem_id = as_text(record_field(record, cfg.id_field, where)) if cfg.id_field else f"{cfg.name}/{count}"
         solution = record.get(cfg.solution_field) if cfg.solution_field else None
         count += 1
         yield Problem(problem_id, question, gold.strip(), solution)
