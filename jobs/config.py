@@ -182,7 +182,7 @@ class IngestConfig:
     format: str = MISSING
     path: str = MISSING
     run_dir: str = MISSING
-    model: Optional[str] = None
+    model_name: Optional[str] = None  # not `model`: that is a config group of conf/
     gold_pattern: Optional[str] = None
     shard_rows: int = MISSING
     fields: IngestFields = field(default_factory=IngestFields)

@@ -2,7 +2,7 @@
 
     python -m jobs.ingest format=lm_eval path=lm-eval-out/ run_dir=runs/imported/lm_eval
     python -m jobs.ingest format=lighteval path=evals/details/ run_dir=runs/imported/lighteval
-    python -m jobs.ingest format=nemo_skills path=eval-results/gsm8k/ run_dir=runs/imported/nemo model=NAME
+    python -m jobs.ingest format=nemo_skills path=eval-results/gsm8k/ run_dir=runs/imported/nemo model_name=NAME
     python -m jobs.ingest format=jsonl path=samples.jsonl fields.responses=outputs run_dir=runs/imported/paper
 
 Every job that reads a run then works on it (jobs.aggregate with its adaptive replay, jobs.ensemble,

@@ -132,7 +132,7 @@ def read_lm_eval(files: list[Path], cfg: DictConfig, peers: PeerTally) -> Iterat
         filters = None if task_config is None else {
             f["name"]: f.get("filter", []) for f in task_config.get("filter_list") or [{"name": "none", "filter": [{"function": "take_first"}]}]}
         temperature = ((task_config or {}).get("generation_kwargs") or {}).get("temperature")
-        model = cfg.model or results.get("model_name") or path.parent.name  # lm-eval writes into <output>/<model>/
+        model = cfg.model_name or results.get("model_name") or path.parent.name  # lm-eval writes into <output>/<model>/
         seen: set[Any] = set()
         for number, record in records(path):
             where = f"{path}:{number}"
@@ -182,7 +182,7 @@ def read_lighteval(files: list[Path], cfg: DictConfig, peers: PeerTally) -> Iter
         match = LIGHTEVAL_DETAILS.match(path.name)
         if not match:
             raise DatasetError(f"{path}: not a lighteval details file (details_<task>_<date>.parquet)")
-        task, model = match["task"], cfg.model or lighteval_model(path)
+        task, model = match["task"], cfg.model_name or lighteval_model(path)
         for number, record in records(path):
             where = f"{path}:{number}"
             doc = column(record, ("__doc__", "doc"), where)
@@ -238,7 +238,7 @@ def read_nemo_skills(files: list[Path], cfg: DictConfig, peers: PeerTally) -> It
                 peers.add(f"{benchmark} pass@{len(rows)}", any(verdicts), f"{benchmark}/", "pass", len(rows))
             yield ImportedProblem(wheres[0], f"{benchmark}/{index}", as_text(question),
                                   gold_of(record_field(rows[0], "expected_answer", wheres[0]), cfg, wheres[0]), texts,
-                                  benchmark, cfg.model, tokens if all(isinstance(t, int) for t in tokens) else None)
+                                  benchmark, cfg.model_name, tokens if all(isinstance(t, int) for t in tokens) else None)
 
 
 # --- jsonl: one line per problem with a list of responses, fields mapped by config ----------------------
@@ -253,7 +253,7 @@ def read_jsonl(files: list[Path], cfg: DictConfig, peers: PeerTally) -> Iterator
             problem_id = as_text(record_field(record, f.id, where)) if f.id else f"{path.stem}/{number}"
             yield ImportedProblem(where, problem_id, as_text(record_field(record, f.question, where)),
                                   gold_of(record_field(record, f.answer, where), cfg, where),
-                                  texts_of(record_field(record, f.responses, where), f.responses, where), path.stem, cfg.model)
+                                  texts_of(record_field(record, f.responses, where), f.responses, where), path.stem, cfg.model_name)
 
 
 @dataclass(frozen=True)

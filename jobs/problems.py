@@ -94,7 +94,7 @@ def records(path: Path) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
+                yield number, json.loads(line.rstrip("\r\n"))  # a cut line reports its own column, not the next line's
             except json.JSONDecodeError as error:
                 raise DatasetError(f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno})") from None
 
