@@ -25,7 +25,9 @@ from omegaconf import DictConfig
 
 from analysis import peers as peer_lib
 from analysis.answers import ANSWER_FORMATS
-from analysis.traces import write_shard
+import pyarrow.fs as pafs
+
+from analysis.traces import filesystem, write_shard
 from jobs import cli, rundir
 from jobs.config import ConfigError, check_key
 from jobs.ingest_formats import FORMATS, ImportedProblem, PeerTally
@@ -82,17 +84,29 @@ def fingerprint(files: list[Path], path: str) -> list[dict[str, Any]]:
 
 
 def check_same_source(run_dir: str, sources: list[dict[str, Any]]) -> None:
-    """ConfigError unless run_dir is new or holds an import of these very files (names, sizes, sha256)."""
+    """ConfigError unless run_dir is new, holds an import of these very files (names, sizes, sha256), or an
+    import that did not finish (which is cleared)."""
     saved = rundir.saved_config(run_dir)
     if saved is None:
         return
     held = (saved.get("ingest") or {}).get("sources")
     if held is None:
         raise ConfigError(f"run_dir={run_dir} holds a sampled run, not an import: import into another run_dir")
-    if held != sources:
+    if held != sources and rundir.read_text(f"{run_dir}/{MANIFEST}") is None:
+        clear_incomplete(run_dir)  # cut short, or stopped at a bad line: the new source replaces it
+    elif held != sources:
         names = ", ".join(f"{s['file']} (sha256 {s['sha256'][:12]}…)" for s in held[:3])
         raise ConfigError(f"run_dir={run_dir} holds an import of other files ({names}{', …' if len(held) > 3 else ''}): "
                           "import these into another run_dir")
+
+
+def clear_incomplete(run_dir: str) -> None:
+    """Remove an unfinished import's shards and config, so that another source can be imported in its place."""
+    fs, root = filesystem(run_dir)
+    for shard in fs.get_file_info(pafs.FileSelector(f"{root}/traces", allow_not_found=True)):
+        if shard.base_name.startswith("ingest-"):
+            fs.delete_file(shard.path)
+    fs.delete_file(f"{root}/config.yaml")
 
 
 def run_config(cfg: DictConfig, sources: list[dict[str, Any]], first: ImportedProblem) -> dict[str, Any]:

@@ -184,6 +184,8 @@ def test_a_malformed_line_fails_with_file_line_and_reason_in_every_format(tmp_pa
     with pytest.raises(DatasetError, match=rf"^{papers}:1: outputs is str, not a list of texts$"):
         ingest(config("jsonl", tmp_path / "r5", *JSONL_FIELDS, path=papers))
     assert not any((tmp_path / f"r{i}" / "traces").exists() for i in range(1, 6))
+    run_dir = imported("jsonl", tmp_path / "r5")  # the fixed file goes where the failed import was
+    assert read_columns(run_dir, ["problem_id", "sample_idx"]).num_rows == 24
 
 
 @pytest.mark.parametrize("override, message", [
