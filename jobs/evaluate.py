@@ -35,7 +35,8 @@ def evaluate(cfg: DictConfig) -> str | None:
                        title=f"{cfg.model.name} / {cfg.dataset.name} / {cfg.prompt.name}",
                        top_percent=cfg.answer.top_percent)
     main = summaries[0]
-    speed = {"throughput/tokens_per_replica_s": main.tokens_per_replica_s} if main.generate_seconds else {}
+    speed = ({"throughput/tokens_per_replica_s": main.tokens_per_replica_s, "throughput/engine_batch": main.engine_batch}
+             if main.samples else {})
     run_id = track(cfg, result, config_module.resolved(cfg), speed)
     print(summary_table(result))
     if cfg.answer.audit:
