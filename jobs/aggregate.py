@@ -32,7 +32,7 @@ from analysis.methods import registry, scaling_curves
 from analysis.plots import plot_curves
 from analysis.traces import NoTracesError, RunDirError, open_traces, scan
 from analysis.voting import extract_all, grade_classes, group_answers, options_of
-from jobs import adaptive, cli, rundir, sweep, tracking
+from jobs import adaptive, cli, ingest, rundir, sweep, tracking
 from jobs.config import saved_answer
 
 GREEDY_SUBDIR = "greedy"
@@ -296,6 +296,8 @@ def main(cfg: DictConfig) -> None:
     adaptive_metrics, adaptive_table = adaptive.replay_run(cfg.adaptive, result)
     run_id = track(cfg, result, {**config, "answer": answer}, adaptive_metrics)
     print(summary_table(result))
+    for line in ingest.peer_lines(cfg.run_dir, result.problems["problem_id"].to_pylist(), result.votes):
+        print(line)  # an imported run: the source's own numbers beside marginal's
     if adaptive_table:
         print(adaptive_table)
     if answer["audit"]:

@@ -9,7 +9,9 @@ checks both ways).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -46,6 +48,7 @@ class DatasetConfig:
     solution_field: Optional[str] = None  # worked solution, for few-shot exemplars
     limit: Optional[int] = None  # null: every problem
     answer_format: str = "auto"
+    source: Optional[str] = None  # where the public file comes from, named when the file is missing
     size: Optional[int] = None  # arith only: problems generated
     steps: Optional[int] = None  # arith only: operations per problem
     seed: Optional[int] = None  # arith only
@@ -115,6 +118,7 @@ class Config:  # conf/config.yaml
     tracking: TrackingConfig = MISSING
     answer: AnswerConfig = MISSING
     run_dir: str = MISSING
+    data_dir: str = MISSING  # holds <dataset>/test.jsonl (and train.jsonl): $MARGINAL_DATA_DIR, else the XDG data dir
     replicas: int = MISSING
     decoding: str = MISSING
     greedy_baseline: bool = MISSING
@@ -171,25 +175,58 @@ class CompareConfig:  # conf/compare.yaml
     out: str = MISSING
 
 
+@dataclass
+class IngestFields:
+    question: str = MISSING
+    answer: str = MISSING
+    responses: str = MISSING
+    id: Optional[str] = None  # null: the line number
+
+
+@dataclass
+class IngestAnswer:
+    format: str = MISSING
+
+
+@dataclass
+class IngestConfig:
+    format: str = MISSING
+    path: str = MISSING
+    run_dir: str = MISSING
+    model_name: Optional[str] = None  # not `model`: that is a config group of conf/
+    gold_pattern: Optional[str] = None
+    shard_rows: int = MISSING
+    fields: IngestFields = field(default_factory=IngestFields)
+    answer: IngestAnswer = field(default_factory=IngestAnswer)
+
+
+def xdg_data_home() -> str:
+    """$XDG_DATA_HOME, or ~/.local/share where it is unset or empty (the XDG base directory rule)."""
+    return os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+
+
+OmegaConf.register_new_resolver("xdg_data_home", xdg_data_home, replace=True)
 ConfigStore.instance().store(name="schema", node=Config)
+ConfigStore.instance().store(name="ingest_schema", node=IngestConfig)
 ConfigStore.instance().store(name="aggregate_schema", node=AggregateConfig)
 ConfigStore.instance().store(name="export_schema", node=ExportConfig)
 ConfigStore.instance().store(name="ensemble_schema", node=EnsembleConfig)
 ConfigStore.instance().store(name="compare_schema", node=CompareConfig)
 
 
-def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+def check_key(ok: bool, key: str, value: Any, rule: str) -> None:
+    """Raise ConfigError `key=value: rule` unless `ok`."""
     if not ok:
         raise ConfigError(f"{key}={value!r}: {rule}")
 
 
 def check_adaptive(a: DictConfig) -> None:
     """Raise ConfigError naming the first adaptive.* key out of range, or the rule or parameter at fault."""
-    _check(a.min_samples >= 1, "adaptive.min_samples", a.min_samples, "must be >= 1")
-    _check(a.max_samples is None or a.max_samples >= 1, "adaptive.max_samples", a.max_samples, "must be >= 1 or null")
-    _check(a.batch >= 1, "adaptive.batch", a.batch, "must be >= 1")
-    _check(a.orders >= 50, "adaptive.orders", a.orders, "must be >= 50")
-    _check(a.budget is None or a.budget >= 1, "adaptive.budget", a.budget, "must be >= 1 or null")
+    check_key(a.min_samples >= 1, "adaptive.min_samples", a.min_samples, "must be >= 1")
+    check_key(a.max_samples is None or a.max_samples >= 1, "adaptive.max_samples", a.max_samples, "must be >= 1 or null")
+    check_key(a.batch >= 1, "adaptive.batch", a.batch, "must be >= 1")
+    check_key(a.orders >= 50, "adaptive.orders", a.orders, "must be >= 50")
+    check_key(a.budget is None or a.budget >= 1, "adaptive.budget", a.budget, "must be >= 1 or null")
     from analysis.stopping import variants  # scipy: imported only by the jobs that aggregate
 
     try:
@@ -202,50 +239,50 @@ def check_answer(a: DictConfig, saved_format: bool = False) -> None:
     """Raise ConfigError naming the first answer.* key out of range; `saved_format`: null format and seed
     stand for the run's saved ones."""
     formats = ANSWER_FORMATS + ((None,) if saved_format else ())
-    _check(a.format in formats, "answer.format", a.format, f"must be one of {formats}")
-    _check(a.confidence in TRACE_SCORES, "answer.confidence", a.confidence, f"must be one of {tuple(TRACE_SCORES)}")
-    _check(a.top_percent is None or 0 < a.top_percent <= 100, "answer.top_percent", a.top_percent,
+    check_key(a.format in formats, "answer.format", a.format, f"must be one of {formats}")
+    check_key(a.confidence in TRACE_SCORES, "answer.confidence", a.confidence, f"must be one of {tuple(TRACE_SCORES)}")
+    check_key(a.top_percent is None or 0 < a.top_percent <= 100, "answer.top_percent", a.top_percent,
            "must be in (0, 100] or null")
-    _check(a.audit >= 0, "answer.audit", a.audit, "must be >= 0 (answers to print per type)")
-    _check(saved_format or a.seed is not None, "answer.seed", a.seed, "must be an integer")
+    check_key(a.audit >= 0, "answer.audit", a.audit, "must be >= 0 (answers to print per type)")
+    check_key(saved_format or a.seed is not None, "answer.seed", a.seed, "must be an integer")
 
 
 def validate(cfg: DictConfig) -> None:
     """conf/config.yaml (jobs.sample, jobs.evaluate): raise ConfigError naming the first key out of range."""
     s, m, c = cfg.sampling, cfg.model, cfg.cluster
-    _check(s.n >= 1, "sampling.n", s.n, "must be >= 1")
-    _check(s.temperature >= 0, "sampling.temperature", s.temperature, "must be >= 0")
-    _check(0 < s.top_p <= 1, "sampling.top_p", s.top_p, "must be in (0, 1]")
-    _check(s.max_tokens >= 1, "sampling.max_tokens", s.max_tokens, "must be >= 1")
-    _check(
+    check_key(s.n >= 1, "sampling.n", s.n, "must be >= 1")
+    check_key(s.temperature >= 0, "sampling.temperature", s.temperature, "must be >= 0")
+    check_key(0 < s.top_p <= 1, "sampling.top_p", s.top_p, "must be in (0, 1]")
+    check_key(s.max_tokens >= 1, "sampling.max_tokens", s.max_tokens, "must be >= 1")
+    check_key(
         s.max_tokens < m.max_model_len,
         "sampling.max_tokens",
         s.max_tokens,
         f"must be below the model's context (model.max_model_len={m.max_model_len})",
     )
-    _check(s.logprobs >= 0, "sampling.logprobs", s.logprobs, "must be >= 0")
-    _check(s.top_k_branches >= 1, "sampling.top_k_branches", s.top_k_branches, "must be >= 1")
-    _check(cfg.replicas >= 1, "replicas", cfg.replicas, "must be >= 1")
-    _check(m.tensor_parallel_size >= 1, "model.tensor_parallel_size", m.tensor_parallel_size, "must be >= 1")
-    _check(bool(m.path), "model.path", m.path, "must name a Hugging Face id, a folder or embedded://NAME")
-    _check(cfg.decoding in DECODINGS, "decoding", cfg.decoding, f"must be one of {DECODINGS}")
+    check_key(s.logprobs >= 0, "sampling.logprobs", s.logprobs, "must be >= 0")
+    check_key(s.top_k_branches >= 1, "sampling.top_k_branches", s.top_k_branches, "must be >= 1")
+    check_key(cfg.replicas >= 1, "replicas", cfg.replicas, "must be >= 1")
+    check_key(m.tensor_parallel_size >= 1, "model.tensor_parallel_size", m.tensor_parallel_size, "must be >= 1")
+    check_key(bool(m.path), "model.path", m.path, "must name a Hugging Face id, a folder or embedded://NAME")
+    check_key(cfg.decoding in DECODINGS, "decoding", cfg.decoding, f"must be one of {DECODINGS}")
     check_answer(cfg.answer)
     if cfg.decoding == COT_DECODING:
-        _check(s.max_tokens >= 2, "sampling.max_tokens", s.max_tokens, "must be >= 2 with decoding=cot_decoding (first token, then the rest)")
+        check_key(s.max_tokens >= 2, "sampling.max_tokens", s.max_tokens, "must be >= 2 with decoding=cot_decoding (first token, then the rest)")
     d = cfg.dataset
-    _check(d.answer_format in ANSWER_FORMATS, "dataset.answer_format", d.answer_format, f"must be one of {ANSWER_FORMATS}")
-    _check(d.limit is None or d.limit >= 1, "dataset.limit", d.limit, "must be >= 1 or null")
+    check_key(d.answer_format in ANSWER_FORMATS, "dataset.answer_format", d.answer_format, f"must be one of {ANSWER_FORMATS}")
+    check_key(d.limit is None or d.limit >= 1, "dataset.limit", d.limit, "must be >= 1 or null")
     if d.name == "arith":  # built in
-        _check(d.steps is not None and d.steps >= 1, "dataset.steps", d.steps, "must be >= 1")
-        _check(d.size is not None and d.size >= 1, "dataset.size", d.size, "must be >= 1")
-    _check(c.unit_size >= 1, "cluster.unit_size", c.unit_size, "must be >= 1")
-    _check(c.max_inflight >= 1, "cluster.max_inflight", c.max_inflight, "must be >= 1")
-    _check(c.cpus_per_replica > 0, "cluster.cpus_per_replica", c.cpus_per_replica, "must be > 0")
-    _check(c.gpus_per_replica >= 0, "cluster.gpus_per_replica", c.gpus_per_replica, "must be >= 0")
-    _check(cfg.prompt.shots >= 0, "prompt.shots", cfg.prompt.shots, "must be >= 0")
+        check_key(d.steps is not None and d.steps >= 1, "dataset.steps", d.steps, "must be >= 1")
+        check_key(d.size is not None and d.size >= 1, "dataset.size", d.size, "must be >= 1")
+    check_key(c.unit_size >= 1, "cluster.unit_size", c.unit_size, "must be >= 1")
+    check_key(c.max_inflight >= 1, "cluster.max_inflight", c.max_inflight, "must be >= 1")
+    check_key(c.cpus_per_replica > 0, "cluster.cpus_per_replica", c.cpus_per_replica, "must be > 0")
+    check_key(c.gpus_per_replica >= 0, "cluster.gpus_per_replica", c.gpus_per_replica, "must be >= 0")
+    check_key(cfg.prompt.shots >= 0, "prompt.shots", cfg.prompt.shots, "must be >= 0")
     if cfg.prompt.shots:
-        _check(bool(d.train_path), "dataset.train_path", d.train_path, f"prompt={cfg.prompt.name} needs exemplars from a train split")
-        _check(d.train_path != d.path, "dataset.train_path", d.train_path, "must not be the evaluated split")
+        check_key(bool(d.train_path), "dataset.train_path", d.train_path, f"prompt={cfg.prompt.name} needs exemplars from a train split")
+        check_key(d.train_path != d.path, "dataset.train_path", d.train_path, "must not be the evaluated split")
 
 
 def validate_aggregate(cfg: DictConfig) -> None:
@@ -256,16 +293,16 @@ def validate_aggregate(cfg: DictConfig) -> None:
 
 def validate_ensemble(cfg: DictConfig) -> None:
     """conf/ensemble.yaml (jobs.ensemble): at least two runs, one weight per run, the answer keys."""
-    _check(len(cfg.run_dirs) >= 2, "run_dirs", list(cfg.run_dirs), "an ensemble needs at least two runs")
+    check_key(len(cfg.run_dirs) >= 2, "run_dirs", list(cfg.run_dirs), "an ensemble needs at least two runs")
     if cfg.weights is not None:
-        _check(len(cfg.weights) == len(cfg.run_dirs), "weights", list(cfg.weights),
+        check_key(len(cfg.weights) == len(cfg.run_dirs), "weights", list(cfg.weights),
                f"one weight per run ({len(cfg.run_dirs)} runs)")
     check_answer(cfg.answer, saved_format=True)
 
 
 def validate_export(cfg: DictConfig) -> None:
     """conf/export.yaml (jobs.export)."""
-    _check(cfg.export.max_per_problem >= 1, "export.max_per_problem", cfg.export.max_per_problem, "must be >= 1")
+    check_key(cfg.export.max_per_problem >= 1, "export.max_per_problem", cfg.export.max_per_problem, "must be >= 1")
 
 
 def validate_compare(cfg: DictConfig) -> None:
@@ -273,7 +310,18 @@ def validate_compare(cfg: DictConfig) -> None:
     from analysis.methods import METHODS  # scipy: imported only by the jobs that aggregate
 
     unknown = [m for m in cfg.methods if m not in METHODS]
-    _check(not unknown, "methods", list(cfg.methods), f"{unknown} not among {list(METHODS)}")
+    check_key(not unknown, "methods", list(cfg.methods), f"{unknown} not among {list(METHODS)}")
+
+
+def validate_ingest(cfg: DictConfig) -> None:
+    """conf/ingest.yaml (jobs.ingest): a known format, the answer format, the jsonl field names."""
+    from jobs.ingest_formats import FORMATS  # the readers: imported only by the job that ingests
+
+    check_key(cfg.format in FORMATS, "format", cfg.format, f"must be one of {tuple(FORMATS)}")
+    check_key(cfg.shard_rows >= 1, "shard_rows", cfg.shard_rows, "must be >= 1")
+    check_key(cfg.answer.format in ANSWER_FORMATS, "answer.format", cfg.answer.format, f"must be one of {ANSWER_FORMATS}")
+    for key in ("question", "answer", "responses"):
+        check_key(bool(cfg.fields[key]), f"fields.{key}", cfg.fields[key], "must name a field")
 
 
 VALIDATORS: dict[str, Callable[[DictConfig], None]] = {  # config name -> its validator, run by jobs.cli.entry_point
@@ -282,6 +330,7 @@ VALIDATORS: dict[str, Callable[[DictConfig], None]] = {  # config name -> its va
     "ensemble": validate_ensemble,
     "export": validate_export,
     "compare": validate_compare,
+    "ingest": validate_ingest,
 }
 
 

@@ -24,8 +24,8 @@ from analysis.answers import (
     is_equivalent,
     question_options,
 )
+from jobs.cli import compose
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TIME_BOUND_S = 10.0
 
 # GSM8K test rows whose worked solution, with its '#### N' line removed, does not end on the
@@ -76,10 +76,10 @@ MATH500_MISSES: dict[int, str] = {}
 
 
 def _rows(name: str) -> list[dict]:
-    """The rows of a shared dataset's test split, or skip when it is not there."""
-    path = DATA / name / "test.jsonl"
+    """The rows of a reference dataset's test split in data_dir (tests/conftest.py), or skip when it is not there."""
+    path = Path(compose(f"dataset={name}").dataset.path)
     if not path.exists():
-        pytest.skip(f"dataset not found: {path} (expected ../shared/data beside the repo)")
+        pytest.skip(f"dataset not found: {path} (data_dir is MARGINAL_DATA_DIR, set by tests/conftest.py)")
     with path.open() as lines:
         return [json.loads(line) for line in lines]
 

@@ -114,3 +114,10 @@ def test_bench_grading_agrees_with_exact_match_and_counts_anagrams_graded_right(
     [line] = [line for line in out.splitlines() if line.startswith("released")]
     assert line.split()[1:] == ["7", "85.71%", "85.71%", "0/0"], out
     assert out.count("ours wrong, task right: answer") == 2 and "'C or D.'" in out, out
+
+
+def test_bench_ingest_holds_the_same_memory_for_a_log_ten_times_larger():
+    out = bench("bench_ingest", "--samples", "20000", "--repeats", "16")
+    assert "lm_eval log of 2,000 samples" in out and "lm_eval log of 20,000 samples" in out, out
+    peaks = figures(r"peak RSS ([\d,]+) MB", out)
+    assert len(peaks) == 2 and all(0 < mb < 1024 for mb in peaks), out

@@ -1,7 +1,6 @@
 """Datasets: the arithmetic generator, the three real benchmarks, and files with a field mapping."""
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,9 +9,7 @@ from omegaconf import OmegaConf
 
 from jobs.problems import DatasetError, arith_problems, load_problems
 from jobs.cli import compose
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} missing")
+from tests.conftest import SHARED_DATA as DATA, needs_shared_data as needs_data
 
 
 def test_arith_is_reproducible_and_seeded():
@@ -40,7 +37,7 @@ def test_arith_train_split_is_disjoint_from_test():
 @needs_data
 @pytest.mark.parametrize("name, rows, sample_gold", [("gsm8k", 1319, "18"), ("math500", 500, "\\left( 3, \\frac{\\pi}{2} \\right)"), ("svamp", 1000, "145.0")])
 def test_real_datasets_load_with_stable_ids_and_gold(name, rows, sample_gold):
-    cfg = compose(f"dataset={name}", f"dataset.path={DATA}/{name}/test.jsonl").dataset
+    cfg = compose(f"dataset={name}", f"data_dir={DATA}").dataset
     problems = load_problems(cfg)
     assert len(problems) == rows
     assert len({p.problem_id for p in problems}) == rows
@@ -51,7 +48,7 @@ def test_real_datasets_load_with_stable_ids_and_gold(name, rows, sample_gold):
 
 @needs_data
 def test_limit_and_svamp_question_joins_body_and_question():
-    cfg = compose("dataset=svamp", f"dataset.path={DATA}/svamp/test.jsonl", "dataset.limit=3").dataset
+    cfg = compose("dataset=svamp", "dataset.limit=3").dataset  # data_dir from MARGINAL_DATA_DIR (tests/conftest.py)
     problems = load_problems(cfg)
     assert len(problems) == 3
     first = json.loads((DATA / "svamp/test.jsonl").read_text().splitlines()[0])
