@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -55,16 +55,18 @@ def _cause(error: BaseException) -> str:
     return (errors or lines or [repr(error)])[-1].strip()
 
 
-def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptions) -> Iterator[dict[str, Any]]:
-    """Serve every unit on a replica, yielding each unit's result as it completes (in any order)."""
+def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptions,
+        follow: Optional[Callable[[WorkUnit], Iterable[WorkUnit]]] = None) -> Iterator[dict[str, Any]]:
+    """Serve every unit on a replica, yielding each unit's result as it completes (in any order); `follow(unit)`,
+    called once a unit's result is in, gives units to serve next (an adaptive run's next batches)."""
     replicas = dict(enumerate(start(create, options.replicas, options.startup_timeout_s)))  # slot -> handle
     load = dict.fromkeys(replicas, 0)
-    todo, retry = iter(units), deque()
+    todo, retry, followers = iter(units), deque(), deque()
     inflight: dict[Any, tuple[int, WorkUnit]] = {}  # ObjectRef -> (slot, unit)
     restarts = 0
     while True:
         while load[slot := min(replicas, key=load.__getitem__)] < options.max_inflight:  # least loaded first
-            unit = retry.popleft() if retry else next(todo, None)
+            unit = retry.popleft() if retry else followers.popleft() if followers else next(todo, None)
             if unit is None:
                 break
             inflight[replicas[slot].run.remote(unit)] = (slot, unit)
@@ -75,7 +77,10 @@ def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptio
         slot, unit = inflight.pop(ref)
         load[slot] -= 1
         try:
-            yield ray.get(ref)
+            result = ray.get(ref)
+            if follow is not None:
+                followers.extend(follow(unit))
+            yield result
         except RayActorError as error:
             retry.append(unit)  # the dead replica's other units come back here too, unless they had finished
             if slot in replicas:  # first failure seen from this replica: replace it

@@ -109,22 +109,6 @@ class AnswerConfig:  # conf/answer/default.yaml: how answers are read, votes wei
 
 
 @dataclass
-class Config:  # conf/config.yaml
-    model: ModelConfig = MISSING
-    dataset: DatasetConfig = MISSING
-    prompt: PromptConfig = MISSING
-    sampling: SamplingConfig = MISSING
-    cluster: ClusterConfig = MISSING
-    tracking: TrackingConfig = MISSING
-    answer: AnswerConfig = MISSING
-    run_dir: str = MISSING
-    data_dir: str = MISSING  # holds <dataset>/test.jsonl (and train.jsonl): $MARGINAL_DATA_DIR, else the XDG data dir
-    replicas: int = MISSING
-    decoding: str = MISSING
-    greedy_baseline: bool = MISSING
-
-
-@dataclass
 class AdaptiveConfig:
     rules: dict[str, Any] = MISSING  # rule name -> its parameters (conf/adaptive/<rule>.yaml)
     min_samples: int = 1  # the rule is first asked after this many samples
@@ -133,6 +117,23 @@ class AdaptiveConfig:
     orders: int = 50  # replay: random orders of each problem's samples (besides the stored order)
     seed: int = 0  # replay: seed of those orders
     budget: Optional[int] = None  # replay: total samples for all problems, to the least decided first (null: off)
+
+
+@dataclass
+class Config:  # conf/config.yaml
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    prompt: PromptConfig = MISSING
+    sampling: SamplingConfig = MISSING
+    cluster: ClusterConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    answer: AnswerConfig = MISSING
+    adaptive: AdaptiveConfig = MISSING  # online stopping rules (conf/adaptive/); none: every problem gets sampling.n
+    run_dir: str = MISSING
+    data_dir: str = MISSING  # holds <dataset>/test.jsonl (and train.jsonl): $MARGINAL_DATA_DIR, else the XDG data dir
+    replicas: int = MISSING
+    decoding: str = MISSING
+    greedy_baseline: bool = MISSING
 
 
 @dataclass
@@ -283,6 +284,14 @@ def validate(cfg: DictConfig) -> None:
     if cfg.prompt.shots:
         check_key(bool(d.train_path), "dataset.train_path", d.train_path, f"prompt={cfg.prompt.name} needs exemplars from a train split")
         check_key(d.train_path != d.path, "dataset.train_path", d.train_path, "must not be the evaluated split")
+    a = cfg.adaptive
+    if a.rules:  # online: jobs.sample stops each problem by its rule
+        check_adaptive(a)
+        check_key(len(a.rules) == 1, "adaptive", sorted(a.rules), "sampling stops by one rule (jobs.aggregate replays several)")
+        check_key(cfg.decoding != COT_DECODING, "adaptive", sorted(a.rules), "does not apply to decoding=cot_decoding")
+        check_key(a.max_samples is None or a.max_samples <= s.n, "adaptive.max_samples", a.max_samples,
+                  f"must be at most sampling.n={s.n}: an adaptive run samples a prefix of the fixed-n run")
+        check_key(a.budget is None, "adaptive.budget", a.budget, "is for replay (jobs.aggregate), not for sampling")
 
 
 def validate_aggregate(cfg: DictConfig) -> None:

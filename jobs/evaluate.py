@@ -23,6 +23,7 @@ def greedy_config(cfg: DictConfig) -> DictConfig:
     with open_dict(greedy):
         greedy.run_dir = f"{cfg.run_dir.rstrip('/')}/{GREEDY_SUBDIR}"
         greedy.sampling.update(n=1, temperature=0.0, top_p=1.0)
+        greedy.adaptive.update(rules={}, max_samples=None)  # one sample: nothing to stop early
     return greedy
 
 

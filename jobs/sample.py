@@ -13,7 +13,7 @@ import itertools
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from omegaconf import DictConfig
 
@@ -26,6 +26,9 @@ from jobs.lease import RunLeases
 from jobs.problems import Problem, load_problems
 from jobs.progress import Progress
 from jobs.prompts import exemplars, render
+
+if TYPE_CHECKING:
+    from jobs.rounds import Rounds
 
 
 def derive_seed(base_seed: int, problem_id: str, sample_idx: int) -> int:
@@ -46,8 +49,7 @@ def plan_units(problems: list[Problem], prompts: dict[str, Prompt], n: int, base
         for idx in range(n):
             if idx in finished:
                 continue
-            batch.append(Request(problem.problem_id, problem.question, problem.gold, prompts[problem.problem_id],
-                                 idx, derive_seed(base_seed, problem.problem_id, idx)))
+            batch.append(request(problem, prompts, idx, base_seed))
             if len(batch) == unit_size and not whole_problems:
                 yield WorkUnit(_unit_name(batch), run_dir, run, spec, batch)
                 batch = []
@@ -56,6 +58,12 @@ def plan_units(problems: list[Problem], prompts: dict[str, Prompt], n: int, base
             batch = []
     if batch:
         yield WorkUnit(_unit_name(batch), run_dir, run, spec, batch)
+
+
+def request(problem: Problem, prompts: dict[str, Prompt], idx: int, base_seed: int) -> Request:
+    """Sample `idx` of a problem, with its own seed."""
+    return Request(problem.problem_id, problem.question, problem.gold, prompts[problem.problem_id], idx,
+                   derive_seed(base_seed, problem.problem_id, idx))
 
 
 def _unit_name(batch: list[Request]) -> str:
@@ -129,8 +137,9 @@ def engine_kwargs(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit]]:
-    """Prepare one run's directory; its summary so far, the samples missing, and their work units."""
+def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit], Optional["Rounds"]]:
+    """Prepare one run's directory; its summary so far, the samples missing (with adaptive rounds: at most),
+    their work units and, for an adaptive run, the rounds that plan its next units."""
     problems, prompts = prepare_problems(cfg)
     try:
         run_id = rundir.prepare(cfg.run_dir, config_module.resolved(cfg))
@@ -139,13 +148,23 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit]]:
     done, damaged = rundir.resume_scan(cfg.run_dir)
     report_quarantined(cfg, problems, prompts, damaged)
     summary = SampleSummary(cfg.run_dir, run_id, len(problems))
-    n = samples_per_problem(cfg)
+    n = cfg.adaptive.max_samples or samples_per_problem(cfg)
     summary.skipped = sum(len([i for i in done.get(p.problem_id, ()) if i < n]) for p in problems)
     missing = len(problems) * n - summary.skipped
+    run, spec = RunColumns(run_id, cfg.model.name, cfg.prompt.name), sampling_spec(cfg)
+    if cfg.adaptive.rules:
+        from jobs.rounds import Rounds  # the stopping rules and answer grouping: imported only by adaptive runs
+
+        def new_unit(samples: list[tuple[Problem, int]]) -> WorkUnit:
+            batch = [request(problem, prompts, idx, cfg.sampling.seed) for problem, idx in samples]
+            return WorkUnit(_unit_name(batch), cfg.run_dir, run, spec, batch)
+
+        rounds = Rounds(cfg, problems, new_unit)
+        units = rounds.first_units(resumed=summary.skipped > 0)
+        return summary, missing if units else 0, iter(units), rounds
     units = plan_units(problems, prompts, n, cfg.sampling.seed, capped_unit_size(cfg.cluster.unit_size, missing, cfg.replicas),
-                       done, cfg.run_dir, RunColumns(run_id, cfg.model.name, cfg.prompt.name), sampling_spec(cfg),
-                       whole_problems=cfg.decoding == COT_DECODING)
-    return summary, missing, units
+                       done, cfg.run_dir, run, spec, whole_problems=cfg.decoding == COT_DECODING)
+    return summary, missing, units, None
 
 
 def report_quarantined(cfg: DictConfig, problems: list[Problem], prompts: dict[str, Prompt],
@@ -187,19 +206,28 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
 
     cfg = runs[0]
     planned = [_plan_run(cfg) for cfg in runs]
-    summaries = {s.run_dir: s for s, _, _ in planned}
-    todo = sum(missing for _, missing, _ in planned)
+    summaries = {s.run_dir: s for s, _, _, _ in planned}
+    rounds = {s.run_dir: r for s, _, _, r in planned if r is not None}
+    todo = sum(missing for _, missing, _, _ in planned)
     if todo == 0:
         for s in summaries.values():
             print(f"[sample] {s.run_dir}: all {s.skipped} samples already present", file=sys.stderr)
         return list(summaries.values())
 
-    units = leases.guard(itertools.chain.from_iterable(u for _, _, u in planned))
+    units = leases.guard(itertools.chain.from_iterable(u for _, _, u, _ in planned))
+
+    def follow(unit: WorkUnit) -> list[WorkUnit]:
+        """An adaptive run's next batches once `unit` is in; none for a fixed-n run."""
+        if unit.run_dir not in rounds:
+            return []
+        leases.check()
+        return rounds[unit.run_dir].after(unit)
+
     start, samples, tokens = time.monotonic(), 0, 0
     batches: dict[str, float] = {}  # replica -> its engine's mean running batch, as last reported
     with Progress(todo) as progress:
         for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
-                                    engine_kwargs(cfg), units, replica_class):
+                                    engine_kwargs(cfg), units, replica_class, follow if rounds else None):
             summary = summaries[result["run_dir"]]
             summary.samples += result["rows"]
             summary.tokens += result["tokens"]
@@ -215,6 +243,8 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
         s.seconds, s.replicas, s.engine_batch = wall, cfg.replicas, engine_batch
         print(f"[sample] {s.samples} samples ({s.skipped} already present, {s.errors} failed), {s.tokens} tokens "
               f"-> {s.run_dir}/traces", file=sys.stderr)
+        if s.run_dir in rounds:
+            print(f"[sample] {rounds[s.run_dir].report()}", file=sys.stderr)
     print(f"[sample] in all: {samples} samples, {tokens} tokens in {wall:.1f}s on {cfg.replicas} replica(s): "
           f"{tokens / wall:.0f} tok/s, engine batch {engine_batch:.1f} sequences on average", file=sys.stderr)
     return list(summaries.values())
