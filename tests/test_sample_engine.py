@@ -49,6 +49,21 @@ def test_sample_writes_one_row_per_sample_then_resumes_only_what_is_missing(tmp_
     assert "all 18 samples already present" in sample(run, "sampling.n=6")
 
 
+def test_an_online_adaptive_run_samples_a_seeded_prefix_of_each_problem(tmp_path):
+    from jobs.sample import derive_seed
+
+    log = sample(tmp_path / "run", "sampling.n=8", "adaptive=esc", "adaptive.rules.esc.window=4", "adaptive.min_samples=4",
+                 "adaptive.batch=4", "cluster.unit_size=4")
+    table = open_traces(str(tmp_path / "run")).to_table(columns=["problem_id", "sample_idx", "seed", "text"])
+    rows = sorted(zip(*(table[c].to_pylist() for c in ("problem_id", "sample_idx", "seed"))))
+    per_problem = {pid: [(i, seed) for p, i, seed in rows if p == pid] for pid, _, _ in rows}
+    assert len(per_problem) == 3
+    for pid, samples in per_problem.items():
+        assert [i for i, _ in samples] == list(range(len(samples))) and len(samples) in (4, 8)
+        assert [seed for _, seed in samples] == [derive_seed(0, pid, i) for i in range(len(samples))]
+    assert f"[sample] adaptive: {table.num_rows} of 24 samples" in log
+
+
 def test_greedy_baseline_is_deterministic(tmp_path):
     for name in ("a", "b"):
         sample(tmp_path / name, "sampling=greedy", "sampling.max_tokens=24", "cluster.unit_size=1")
