@@ -12,7 +12,7 @@ from omegaconf import DictConfig, open_dict
 
 from jobs import cli
 from jobs import config as config_module
-from jobs import tracking
+from jobs import runinfo, sweep, tracking
 from jobs.aggregate import GREEDY_SUBDIR, aggregate, audit_lines, summary_table, track
 from jobs.sample import sample_runs
 
@@ -31,18 +31,20 @@ def evaluate(cfg: DictConfig) -> str | None:
     sampled = cfg.decoding == "sample" and cfg.sampling.temperature > 0  # CoT-decoding's rank-0 branch is greedy
     runs = [cfg] + ([greedy_config(cfg)] if cfg.greedy_baseline and sampled else [])
     summaries = sample_runs(runs)
-    result = aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.sampling.seed,
-                       title=f"{cfg.model.name} / {cfg.dataset.name} / {cfg.prompt.name}",
+    config = config_module.resolved(cfg)
+    name = runinfo.run_name(config, sweep.member_overrides())
+    result = aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.sampling.seed, title=name,
                        top_percent=cfg.answer.top_percent)
     main = summaries[0]
     speed = {"throughput/tokens_per_replica_s": main.tokens_per_replica_s} if main.generate_seconds else {}
-    run_id = track(cfg, result, config_module.resolved(cfg), speed)
+    run_id = track(cfg, result, config, name, "evaluate", speed)
     print(summary_table(result))
     if cfg.answer.audit:
         print("\n".join(audit_lines(result, cfg.answer.audit)))
-    print(f"plot:   {result.files[-1]}\ntables: {cfg.run_dir}/{{answers,problems,curves,grading}}.parquet", file=sys.stderr)
+    print(f"plots:  {', '.join(f for f in result.files if f.endswith('.png'))}\n"
+          f"tables: {cfg.run_dir}/{{answers,problems,curves,grading}}.parquet", file=sys.stderr)
     if run_id:
-        print(f"MLflow: {tracking.run_link(cfg.tracking.uri, run_id)}", file=sys.stderr)
+        print(tracking.run_link(cfg.tracking.uri, run_id), file=sys.stderr)
     return run_id
 
 

@@ -22,7 +22,7 @@ from analysis.curves import (
     scaling_curves,
     vote_at_k_mc,
 )
-from analysis.plots import plot_curves
+from analysis.plots import curves_figure, save_figure, tokens_figure
 
 
 def vote_credit(drawn: np.ndarray, correct_class: int, weights: np.ndarray | None = None) -> float:
@@ -249,10 +249,23 @@ def test_scaling_curves_validates_input():
         scaling_curves([])
 
 
-def test_plot_curves_writes_png(tmp_path):
-    rows = scaling_curves(make_problems(10, 8, seed=12)).rows
-    path = plot_curves(rows, tmp_path / "curves.png", "test run", greedy=0.4)
+def test_curve_plots_name_every_method_at_k_and_write_pngs(tmp_path):
+    rows = scaling_curves(make_problems(10, 8, seed=12), top_percent=50).rows
+    fig = curves_figure(rows, "m / d / p", greedy=0.4)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["maj@k", "pass@k", "weighted_maj@k", "weighted_maj_top50@k", "greedy"]
+    assert fig.axes[0].get_title() == "m / d / p"
+    path = save_figure(fig, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
     runs = [{**r, "run": "a"} for r in rows] + [{**r, "run": "b", "accuracy": r["accuracy"] / 2} for r in rows]
-    overlay = plot_curves(runs, tmp_path / "runs.png", "two runs", greedy={"a": 0.4, "b": 0.2}, label_key=("run", "method"))
+    overlay = save_figure(curves_figure(runs, "two runs", greedy={"a": 0.4, "b": 0.2}, label_key=("run", "method")),
+                          tmp_path / "runs.png")
     assert overlay.stat().st_size > 1000
+
+
+def test_the_tokens_plot_puts_each_k_at_k_samples_worth_of_tokens():
+    rows = [r for r in scaling_curves(make_problems(10, 8, seed=12)).rows if r["method"] == "maj"]
+    ax = tokens_figure(rows, 25.0, "t", greedy=(30.0, 0.4)).axes[0]
+    maj, greedy = ax.get_lines()
+    assert list(maj.get_xdata()) == [25.0 * r["k"] for r in rows] and list(greedy.get_xdata()) == [30.0]
+    assert list(greedy.get_ydata()) == [40.0] and ax.get_xlabel() == "generated tokens per problem"
