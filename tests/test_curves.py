@@ -250,7 +250,7 @@ def test_scaling_curves_validates_input():
 
 
 def test_curve_plots_name_every_method_at_k_and_write_pngs(tmp_path):
-    rows = scaling_curves(make_problems(10, 8, seed=12), top_percent=50).rows
+    rows = scaling_curves(make_problems(10, 8, seed=12, weights=True), top_percent=50).rows
     fig = curves_figure(rows, "m / d / p", greedy=0.4)
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == ["maj@k", "pass@k", "weighted_maj@k", "weighted_maj_top50@k", "greedy"]
