@@ -17,6 +17,7 @@ are computed from each run's logged `answers.parquet` artifact; runs without one
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -97,12 +98,13 @@ def _known(value: Any) -> bool:
 
 
 def logged_table(client: Any, run_id: str) -> list[dict[str, Any]]:
-    """The rows of a run's `curves.json` table (tracking.CURVES_TABLE), none when it logged no such table."""
+    """The rows of a run's `curves.json` table (tracking.CURVES_TABLE, as `log_table` writes it: columns and
+    data), none when it logged no such table. (`MlflowClient.load_table` searches the default tracking URI.)"""
     if tracking.CURVES_TABLE not in {a.path for a in client.list_artifacts(run_id)}:
         return []
-    experiment = client.get_run(run_id).info.experiment_id
-    table = client.load_table(experiment, tracking.CURVES_TABLE, run_ids=[run_id])
-    return [{**row, "k": int(row["k"])} for row in table.to_dict(orient="records")]
+    with tempfile.TemporaryDirectory() as staging:
+        table = json.loads(Path(client.download_artifacts(run_id, tracking.CURVES_TABLE, staging)).read_text())
+    return [dict(zip(table["columns"], row)) for row in table["data"]]
 
 
 def run_labels(runs: list[Any]) -> dict[str, str]:
