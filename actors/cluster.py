@@ -148,7 +148,8 @@ def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_
     groups = [] if groups is None else groups
 
     def create():
-        options = {**scheduling(resources, groups), "runtime_env": env, "max_restarts": 0}
+        options = {**scheduling(resources, groups), "runtime_env": env, "max_restarts": 0,
+                   "max_concurrency": cluster.max_inflight}  # every queued unit runs, sharing the engine
         return actor.options(**options).remote(model_path, engine_kwargs)
 
     return create

@@ -1,12 +1,15 @@
 """The engine replica: a Ray actor holding one `vllm.LLM`, serving work units as Parquet shards.
 
 It loads the model in `__init__` and serves a whole work unit in `run`, writing the unit's rows as
-one shard itself, so texts never travel through the driver. It knows nothing of Hydra or MLflow.
+one shard itself, so texts never travel through the driver. It is a threaded actor: several units run
+at once, their requests sharing one continuously batched engine (`actors.engine_loop`). It knows
+nothing of Hydra or MLflow.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -14,6 +17,7 @@ from typing import Any, Optional, Union
 
 import ray
 
+from actors.engine_loop import EngineLoop
 from analysis.cot_decoding import answer_confidence, token_offsets
 from analysis.traces import write_shard
 
@@ -57,17 +61,28 @@ class WorkUnit:
     requests: list[Request]
 
 
+def sampling_params(spec: SamplingSpec, seed: int, max_tokens: int):
+    """vLLM sampling parameters for one sample."""
+    from vllm import SamplingParams
+
+    return SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p, max_tokens=max_tokens, seed=seed,
+                          logprobs=spec.logprobs or None, stop=list(spec.stop))
+
+
 class EngineReplica:
     """One vLLM engine replica."""
 
     clock = staticmethod(time.perf_counter)  # how `run` times generation and writing
+    params = staticmethod(sampling_params)  # one sample's vLLM parameters (a benchmark forces lengths here)
 
     def __init__(self, model_path: str, engine_kwargs: dict[str, Any]):
         from vllm import LLM
 
         self.llm = LLM(model=model_path, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        self.tokenizer_lock = threading.Lock()  # units tokenize on their own threads
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.engine = EngineLoop(self.llm, self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
         self.name = replica_name()
 
     def ready(self) -> str:
@@ -75,18 +90,21 @@ class EngineReplica:
         return self.name
 
     def run(self, unit: WorkUnit) -> dict[str, Any]:
-        """Generate every sample of `unit`, write its shard; return its run_dir, counts and timings."""
+        """Generate every sample of `unit`, write its shard; return its run_dir, counts and timings (the unit's
+        own, overlapping other units', and the engine's mean running batch so far)."""
         start = self.clock()
         rows = self.generate(unit.requests, unit.spec)
         generated = self.clock()
         write_shard(rows, unit.run_dir, unit.name)
         return {
             "run_dir": unit.run_dir,
+            "replica": self.name,
             "rows": len(rows),
             "tokens": sum(r["num_tokens"] for r in rows),
             "errors": sum(r["error"] is not None for r in rows),
             "generate_s": generated - start,
             "write_s": self.clock() - generated,
+            "mean_batch": self.engine.mean_batch(),
         }
 
     def generate(self, requests: list[Request], spec: SamplingSpec) -> list[dict[str, Any]]:
@@ -99,8 +117,8 @@ class EngineReplica:
             return rows + self._branch(ready, spec)
         if ready:
             prompts = [TokensPrompt(prompt_token_ids=ids) for _, ids in ready]
-            params = [_params(spec, r.seed, min(spec.max_tokens, self.max_model_len - len(ids))) for r, ids in ready]
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            params = [self.params(spec, r.seed, min(spec.max_tokens, self.max_model_len - len(ids))) for r, ids in ready]
+            outputs = self.engine.generate(prompts, params)
             rows += [self._row(r, spec, len(ids), out.outputs[0]) for (r, ids), out in zip(ready, outputs)]
         return rows
 
@@ -130,14 +148,14 @@ class EngineReplica:
         if not problems:
             return []
         first = SamplingParams(max_tokens=1, temperature=0.0, logprobs=spec.branches)
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in problems.values()], first, use_tqdm=False)
+        outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids) for ids in problems.values()],
+                                       [first] * len(problems))
         steps = {pid: out.outputs[0].logprobs[0] for pid, out in zip(problems, outputs)}
         heads = [(request, ids, steps[request.problem_id], _ranked(steps[request.problem_id])[request.sample_idx])
                  for request, ids in ready]
         params = [SamplingParams(temperature=0.0, max_tokens=min(spec.max_tokens, self.max_model_len - len(ids)) - 1,
                                  logprobs=max(2, spec.logprobs), stop=list(spec.stop)) for _, ids, _, _ in heads]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids + [token]) for _, ids, _, token in heads],
-                                    params, use_tqdm=False)
+        outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids + [token]) for _, ids, _, token in heads], params)
         return [self._branch_row(request, spec, len(ids), step, token, out.outputs[0])
                 for (request, ids, step, token), out in zip(heads, outputs)]
 
@@ -159,10 +177,11 @@ class EngineReplica:
                 "answer_confidence": delta}
 
     def _tokenize(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenizer.encode(prompt)
-        text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        with self.tokenizer_lock:
+            if isinstance(prompt, str):
+                return self.tokenizer.encode(prompt)
+            text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _row(self, request: Request, spec: SamplingSpec, prompt_tokens: int, completion: Any = None,
              error: Optional[str] = None) -> dict[str, Any]:
@@ -196,14 +215,6 @@ class EngineReplica:
 def replica_name() -> str:
     """`<node address>:<pid>`, the `replica` column: the node's address tells nodes apart."""
     return f"{ray.util.get_node_ip_address()}:{os.getpid()}"
-
-
-def _params(spec: SamplingSpec, seed: int, max_tokens: int):
-    """vLLM sampling parameters for one sample."""
-    from vllm import SamplingParams
-
-    return SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p, max_tokens=max_tokens, seed=seed,
-                          logprobs=spec.logprobs or None, stop=list(spec.stop))
 
 
 def _ranked(step: dict) -> list[int]:

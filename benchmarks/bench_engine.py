@@ -1,27 +1,81 @@
 """The job against the raw engine, side by side in one run on this machine.
 
     python -m benchmarks.bench_engine                       # the default job's shape: 24 problems x 16, max_tokens 192
-    python -m benchmarks.bench_engine --problems 4 --samples 4 --max-tokens 32 cluster.unit_size=8
+    python -m benchmarks.bench_engine --workload long_tail model=smollm2_135m cluster.unit_size=96
+    python -m benchmarks.bench_engine --workload gsm8k      # the default model's natural lengths, max_tokens 1024
 
-`direct`: one `vllm.LLM` in this process, one `LLM.generate` call over every sample. `job`:
-`jobs.sample.sample_runs` with one replica (Ray already started). Both get the same token prompts,
-the same per-sample seeds and SamplingParams, the same engine arguments and environment, and both
-start cold: each timing runs from importing vLLM (the replica imports it in its actor) to the last
-sample (the job's also covers starting the actor, dispatch and shard writes). Tokens/s are generated
-tokens over those times; the ratio is job/direct. Extra arguments are Hydra overrides for both.
+Workloads: `default` (the prompts and settings of the run, samples end where the model stops);
+`long_tail` (every sample's length forced, from its seed, to a lognormal draw of mean about 103 and at
+most 512 tokens, with `min_tokens = max_tokens` and `ignore_eos`: most samples stop early, a few run
+long, as reasoning traces do); `gsm8k` (GSM8K test problems, max_tokens 1024, natural lengths).
+
+`direct`: one `vllm.LLM` in this process, one `LLM.generate` call over every sample: the physical limit
+for one replica. `job`: `jobs.sample.sample_runs` with one replica (Ray already started). Both get the
+same token prompts, the same per-sample seeds and SamplingParams, the same engine arguments and
+environment, and both start cold: each timing runs from importing vLLM (the replica imports it in its
+actor) to the last sample (the job's also covers starting the actor, dispatch and shard writes).
+Tokens/s are generated tokens over those times; the ratio is job/direct. Both report the engine's mean
+running batch (sequences per step, weighted by the step's time). Extra arguments are Hydra overrides
+for both. The last line reads `ratio <job/direct>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
+import random
 import sys
 import tempfile
 import time
 from typing import Any
 
 from omegaconf import DictConfig
+
+from actors.replica import EngineReplica, SamplingSpec, sampling_params
+
+LONG_TAIL_MU, LONG_TAIL_SIGMA, LONG_TAIL_CAP = math.log(103) - 0.5, 1.0, 512  # lognormal: mean 103 before the cap
+WORKLOADS = {  # name -> (problems, samples, max_tokens, Hydra overrides)
+    "default": (24, 16, 192, []),
+    "long_tail": (24, 16, LONG_TAIL_CAP, []),
+    "gsm8k": (24, 16, 1024, ["dataset=gsm8k", "prompt=cot"]),
+}
+
+
+def forced_length(seed: int) -> int:
+    """A long-tail sample length drawn from the sample's seed."""
+    return max(1, min(LONG_TAIL_CAP, round(random.Random(seed).lognormvariate(LONG_TAIL_MU, LONG_TAIL_SIGMA))))
+
+
+def forced_params(spec: SamplingSpec, seed: int, max_tokens: int):
+    """The sample's parameters, its length forced to `forced_length(seed)`."""
+    params = sampling_params(spec, seed, min(max_tokens, forced_length(seed)))
+    params.min_tokens, params.ignore_eos = params.max_tokens, True
+    return params
+
+
+class LongTailReplica(EngineReplica):
+    """The replica, each sample's length forced as `forced_params` says."""
+
+    params = staticmethod(forced_params)
+
+
+def metered(llm: Any) -> dict[str, float]:
+    """Wrap the engine's step to integrate its running batch over time, as the replica's engine loop does."""
+    engine, step, meter = llm.llm_engine, llm.llm_engine.step, {"busy_s": 0.0, "batch_s": 0.0}
+    max_batch = engine.vllm_config.scheduler_config.max_num_seqs
+
+    def timed_step():
+        running, start = min(engine.get_num_unfinished_requests(), max_batch), time.perf_counter()
+        outputs = step()
+        took = time.perf_counter() - start
+        meter["busy_s"] += took
+        meter["batch_s"] += running * took
+        return outputs
+
+    engine.step = timed_step
+    return meter
 
 
 def planned_requests(cfg: DictConfig) -> list[Any]:
@@ -33,9 +87,8 @@ def planned_requests(cfg: DictConfig) -> list[Any]:
     return [request for unit in units for request in unit.requests]
 
 
-def run_direct(cfg: DictConfig, model_path: str, spec: Any) -> dict[str, Any]:
+def run_direct(cfg: DictConfig, model_path: str, spec: SamplingSpec, params_of=sampling_params) -> dict[str, Any]:
     """Import vLLM, load vllm.LLM here and generate every sample in one call."""
-    from actors.replica import _params
     from jobs.sample import engine_kwargs
 
     assert "vllm" not in sys.modules, "vLLM must be imported inside the timing, as the replica does"
@@ -44,6 +97,7 @@ def run_direct(cfg: DictConfig, model_path: str, spec: Any) -> dict[str, Any]:
     from vllm.inputs import TokensPrompt
 
     llm = LLM(model=model_path, **engine_kwargs(cfg))
+    meter = metered(llm)
     loaded = time.monotonic()
     tokenizer = llm.get_tokenizer()
     requests = planned_requests(cfg)
@@ -51,7 +105,7 @@ def run_direct(cfg: DictConfig, model_path: str, spec: Any) -> dict[str, Any]:
     for request in requests:  # the replica's tokenization: chat template, then no extra special tokens
         text = tokenizer.apply_chat_template(request.prompt, tokenize=False, add_generation_prompt=True)
         prompts.append(TokensPrompt(prompt_token_ids=tokenizer.encode(text, add_special_tokens=False)))
-    params = [_params(spec, r.seed, spec.max_tokens) for r in requests]
+    params = [params_of(spec, r.seed, spec.max_tokens) for r in requests]
     began = time.monotonic()
     outputs = llm.generate(prompts, params, use_tqdm=False)
     done = time.monotonic()
@@ -59,61 +113,68 @@ def run_direct(cfg: DictConfig, model_path: str, spec: Any) -> dict[str, Any]:
     tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
     del llm
     gc.collect()
+    capped = sum(len(o.outputs[0].token_ids) >= spec.max_tokens for o in outputs)
     return {"load_s": loaded - start, "generate_s": done - began, "wall_s": done - start, "tokens": tokens,
-            "texts": texts}
+            "texts": texts, "batch": meter["batch_s"] / meter["busy_s"], "capped": capped}
 
 
-def run_job(cfg: DictConfig) -> dict[str, Any]:
+def run_job(cfg: DictConfig, replica_class: type = EngineReplica) -> dict[str, Any]:
     """jobs.sample with one replica, on a Ray started beforehand."""
     from analysis.traces import read_columns
     from jobs.sample import sample_runs
 
     start = time.monotonic()
-    [summary] = sample_runs([cfg])
+    [summary] = sample_runs([cfg], replica_class=replica_class)
     wall = time.monotonic() - start
     table = read_columns(cfg.run_dir, ["problem_id", "sample_idx", "text"])
     texts = {(p, i): t for p, i, t in zip(*(table[c].to_pylist() for c in ("problem_id", "sample_idx", "text")))}
-    return {"wall_s": wall, "generate_s": summary.generate_seconds, "write_s": summary.write_seconds,
-            "tokens": summary.tokens, "texts": texts}
+    return {"wall_s": wall, "write_s": summary.write_seconds, "tokens": summary.tokens, "texts": texts,
+            "batch": summary.engine_batch}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", type=int, default=24)
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=192)
+    parser.add_argument("--workload", choices=WORKLOADS, default="default")
+    parser.add_argument("--problems", type=int, help="default: the workload's")
+    parser.add_argument("--samples", type=int, help="default: the workload's")
+    parser.add_argument("--max-tokens", type=int, help="default: the workload's")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sides")
     args = parser.parse_args()
+    problems, samples, max_tokens, workload_overrides = WORKLOADS[args.workload]
+    problems, samples, max_tokens = args.problems or problems, args.samples or samples, args.max_tokens or max_tokens
+    long_tail = args.workload == "long_tail"
 
     import ray
 
     from actors.cluster import check_model
     from actors.embedded_model import resolve_model_path
-    from actors.replica import SamplingSpec
     from jobs.cli import compose
 
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
-        cfg = compose(f"run_dir={tmp}/run", "tracking=none", f"dataset.limit={args.problems}",
-                      f"sampling.n={args.samples}", f"sampling.max_tokens={args.max_tokens}", "replicas=1",
-                      *args.overrides)
+        cfg = compose(f"run_dir={tmp}/run", "tracking=none", f"dataset.limit={problems}", f"sampling.n={samples}",
+                      f"sampling.max_tokens={max_tokens}", "replicas=1", *workload_overrides, *args.overrides)
         os.environ.update(cfg.cluster.env)  # the replica's environment, for the direct engine too
         model_path = check_model(resolve_model_path(cfg.model.path))
         s = cfg.sampling
-        direct = run_direct(cfg, model_path, SamplingSpec(s.temperature, s.top_p, s.max_tokens, s.logprobs))
+        spec = SamplingSpec(s.temperature, s.top_p, s.max_tokens, s.logprobs)
+        direct = run_direct(cfg, model_path, spec, forced_params if long_tail else sampling_params)
         ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": dict(cfg.cluster.env)})
-        job = run_job(cfg)
+        job = run_job(cfg, LongTailReplica if long_tail else EngineReplica)
         ray.shutdown()
     same = sum(direct["texts"][k] == job["texts"].get(k) for k in direct["texts"])
     rate = {name: r["tokens"] / r["wall_s"] for name, r in (("direct", direct), ("job", job))}
-    print(f"{args.problems} problems x {args.samples} samples, max_tokens {args.max_tokens}, "
-          f"unit_size {cfg.cluster.unit_size}, T={s.temperature}, top_p={s.top_p}, logprobs={s.logprobs}")
+    count = len(direct["texts"])
+    print(f"workload {args.workload}: {problems} problems x {samples} samples, max_tokens {max_tokens} "
+          f"({direct['capped']} of {count} samples at their cap), {direct['tokens'] / count:.0f} tokens per sample; "
+          f"model {cfg.model.name}, unit_size {cfg.cluster.unit_size}, max_inflight {cfg.cluster.max_inflight}, "
+          f"T={s.temperature}, top_p={s.top_p}, logprobs={s.logprobs}; load average {os.getloadavg()[0]:.1f}")
     print(f"direct LLM.generate: {direct['tokens']} tokens in {direct['wall_s']:.1f}s (import + load {direct['load_s']:.1f}s, "
-          f"generate {direct['generate_s']:.1f}s): {rate['direct']:.1f} tok/s")
-    print(f"jobs.sample, 1 replica: {job['tokens']} tokens in {job['wall_s']:.1f}s (of which generating "
-          f"{job['generate_s']:.1f}s, writing {job['write_s']:.2f}s): {rate['job']:.1f} tok/s")
-    print(f"ratio job/direct: {rate['job'] / rate['direct']:.3f}  [target >= 0.9]; "
-          f"identical texts: {same}/{len(direct['texts'])}")
+          f"generate {direct['generate_s']:.1f}s): {rate['direct']:.1f} tok/s, engine batch {direct['batch']:.1f}")
+    print(f"jobs.sample, 1 replica: {job['tokens']} tokens in {job['wall_s']:.1f}s (writing {job['write_s']:.2f}s): "
+          f"{rate['job']:.1f} tok/s, engine batch {job['batch']:.1f}")
+    print(f"identical texts: {same}/{count} (not expected to be all: bf16 numerics depend on the batch)")
+    print(f"ratio {rate['job'] / rate['direct']:.3f}  [job/direct; target >= 0.95]")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def evaluate(cfg: DictConfig) -> str | None:
     result = aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.sampling.seed, title=name,
                        top_percent=cfg.answer.top_percent)
     main = summaries[0]
-    speed = {"throughput/tokens_per_replica_s": main.tokens_per_replica_s} if main.generate_seconds else {}
+    speed = ({"throughput/tokens_per_replica_s": main.tokens_per_replica_s, "throughput/engine_batch": main.engine_batch}
+             if main.samples else {})
     run_id = track(cfg, result, config, name, "evaluate", speed)
     print(summary_table(result))
     if cfg.answer.audit:

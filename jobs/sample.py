@@ -73,13 +73,15 @@ class SampleSummary:
     tokens: int = 0
     errors: int = 0
     seconds: float = 0.0  # wall time of the call, shared by every run sampled in it
-    generate_seconds: float = 0.0  # summed over units: replicas generating (the double reports CPU time)
+    replicas: int = 1  # the replicas the call's runs shared
+    generate_seconds: float = 0.0  # summed over units, which overlap on a replica (the double reports CPU time)
     write_seconds: float = 0.0  # summed over units: replicas writing shards
+    engine_batch: float = 0.0  # the replicas' mean running batch (sequences per engine step, time-weighted)
 
     @property
     def tokens_per_replica_s(self) -> float:
-        """Generated tokens per second of one replica generating this run's units."""
-        return self.tokens / self.generate_seconds if self.generate_seconds else 0.0
+        """Generated tokens of this run per second of the call, per replica."""
+        return self.tokens / (self.seconds * self.replicas) if self.seconds else 0.0
 
 
 def prepare_problems(cfg: DictConfig) -> tuple[list[Problem], dict[str, Any]]:
@@ -199,6 +201,7 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
 
     units = leases.guard(itertools.chain.from_iterable(u for _, _, u in planned))
     start, samples, tokens = time.monotonic(), 0, 0
+    batches: dict[str, float] = {}  # replica -> its engine's mean running batch, as last reported
     with Progress(todo) as progress:
         for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
                                     engine_kwargs(cfg), units, replica_class or EngineReplica):
@@ -208,18 +211,17 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
             summary.errors += result["errors"]
             summary.generate_seconds += result["generate_s"]
             summary.write_seconds += result["write_s"]
+            batches[result["replica"]] = result["mean_batch"]
             samples, tokens = samples + result["rows"], tokens + result["tokens"]
             progress.update(result["rows"], result["tokens"])
     wall = time.monotonic() - start
-    for s in summaries.values():  # the runs share the replicas, so each has its own generation time, not wall time
-        s.seconds = wall
-        print(
-            f"[sample] {s.samples} samples ({s.skipped} already present, {s.errors} failed), {s.tokens} tokens in "
-            f"{s.generate_seconds:.1f} replica-s generating: {s.tokens_per_replica_s:.0f} tok/s -> {s.run_dir}/traces",
-            file=sys.stderr,
-        )
+    engine_batch = sum(batches.values()) / len(batches) if batches else 0.0
+    for s in summaries.values():  # the runs share the replicas and the call's wall time
+        s.seconds, s.replicas, s.engine_batch = wall, cfg.replicas, engine_batch
+        print(f"[sample] {s.samples} samples ({s.skipped} already present, {s.errors} failed), {s.tokens} tokens "
+              f"-> {s.run_dir}/traces", file=sys.stderr)
     print(f"[sample] in all: {samples} samples, {tokens} tokens in {wall:.1f}s on {cfg.replicas} replica(s): "
-          f"{tokens / wall:.0f} tok/s", file=sys.stderr)
+          f"{tokens / wall:.0f} tok/s, engine batch {engine_batch:.1f} sequences on average", file=sys.stderr)
     return list(summaries.values())
 
 

@@ -57,7 +57,23 @@ def test_bench_engine_gives_the_job_and_the_raw_engine_the_same_samples():
     [job_tokens] = figures(r"jobs.sample, 1 replica: (\d+) tokens", out)
     assert direct_tokens == job_tokens > 0, out
     assert "identical texts: 8/8" in out, out
-    assert figures(r"ratio job/direct: ([\d.]+)", out)[0] > 0, out
+    assert figures(r"ratio ([\d.]+)", out)[0] > 0, out
+
+
+@pytest.mark.engine
+def test_bench_engine_forces_every_long_tail_length_on_both_sides():
+    from benchmarks.bench_engine import forced_length, planned_requests
+    from jobs.cli import compose
+
+    out = bench("bench_engine", "--workload", "long_tail", "--problems", "2", "--samples", "4", "--max-tokens", "48",
+                "cluster.unit_size=2", "cluster.max_inflight=4", "model=smollm2_135m")
+    requests = planned_requests(compose("dataset.limit=2", "sampling.n=4"))
+    expected = sum(min(48, forced_length(r.seed)) for r in requests)
+    [direct_tokens] = figures(r"direct LLM.generate: (\d+) tokens", out)
+    [job_tokens] = figures(r"jobs.sample, 1 replica: (\d+) tokens", out)
+    assert direct_tokens == job_tokens == expected, out
+    [batch] = figures(r"jobs.sample.*engine batch ([\d.]+)", out)
+    assert batch > 2, out  # units of 2 shared the engine
 
 
 def test_the_peer_comparison_reads_every_repeat_and_votes_like_lm_eval_with_its_extractions(tmp_path):

@@ -1,0 +1,110 @@
+"""Continuous admission: one thread steps a vLLM engine; callers on other threads add requests and wait.
+
+A replica serves several work units at once (a threaded Ray actor). Each unit's `generate` queues its
+requests here; the engine thread admits them between two engine steps, so a unit's requests join the
+running batch as soon as they arrive instead of waiting for the previous unit's longest sample.
+Only the engine thread touches the engine. It uses vLLM's own offline calls: `LLM.enqueue` (what
+`LLM.generate` does first) and `LLMEngine.step` (what it then loops on).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+
+@dataclass
+class _Batch:
+    """One caller's requests, and their outputs as they finish."""
+
+    prompts: Sequence[Any]
+    params: Sequence[Any]
+    outputs: list[Any] = field(default_factory=list)
+    left: int = 0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class EngineLoop:
+    """Steps `llm` (a `vllm.LLM`) in a thread of its own, for any number of concurrent `generate` calls."""
+
+    def __init__(self, llm: Any, max_batch: int):
+        self.llm = llm
+        self.max_batch = max_batch  # the engine's max_num_seqs: requests beyond it wait in its queue
+        self._arrivals: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
+        self._slots: dict[str, tuple[_Batch, int]] = {}  # vLLM request id -> (its batch, its index there)
+        self.busy_s = 0.0  # seconds spent in engine steps
+        self.batch_s = 0.0  # the running batch's size integrated over those seconds
+        self.broken: BaseException | None = None  # the error that stopped the engine, if one did
+        threading.Thread(target=self._serve, name="engine-loop", daemon=True).start()
+
+    def generate(self, prompts: Sequence[Any], params: Sequence[Any]) -> list[Any]:
+        """The finished `RequestOutput` of every prompt, in order, as `LLM.generate` returns them."""
+        if not prompts:
+            return []
+        batch = _Batch(prompts, params, [None] * len(prompts), len(prompts))
+        self._arrivals.put(batch)
+        batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.outputs
+
+    def mean_batch(self) -> float:
+        """The running batch's mean size over the time the engine stepped."""
+        return self.batch_s / self.busy_s if self.busy_s else 0.0
+
+    def _serve(self) -> None:
+        engine = self.llm.llm_engine
+        while True:
+            self._admit(wait=self.broken is not None or not engine.has_unfinished_requests())
+            if self.broken is not None:
+                continue
+            running = min(len(self._slots), self.max_batch)
+            start = time.perf_counter()
+            try:
+                outputs = engine.step()
+            except BaseException as error:  # the engine is broken: every caller, waiting or to come, gets the error
+                self.broken = error
+                for batch, _ in self._slots.values():
+                    self._fail(batch, error)
+                self._slots.clear()
+                continue
+            took = time.perf_counter() - start
+            self.busy_s, self.batch_s = self.busy_s + took, self.batch_s + running * took
+            for output in outputs:
+                if output.finished:
+                    self._finish(output)
+
+    def _admit(self, wait: bool) -> None:
+        """Add every batch that has arrived to the engine; with `wait`, block until one arrives."""
+        while True:
+            try:
+                batch = self._arrivals.get(block=wait)
+            except queue.Empty:
+                return
+            wait = False
+            if self.broken is not None:
+                self._fail(batch, RuntimeError(f"the replica's engine failed earlier: {self.broken!r}"))
+                continue
+            try:
+                ids = self.llm.enqueue(list(batch.prompts), list(batch.params), use_tqdm=False)
+            except BaseException as error:  # bad requests fail their own caller only (vLLM aborts the ones added)
+                self._fail(batch, error)
+                continue
+            for index, request_id in enumerate(ids):
+                self._slots[request_id] = (batch, index)
+
+    def _finish(self, output: Any) -> None:
+        batch, index = self._slots.pop(output.request_id)
+        batch.outputs[index] = output
+        batch.left -= 1
+        if batch.left == 0:
+            batch.done.set()
+
+    @staticmethod
+    def _fail(batch: _Batch, error: BaseException) -> None:
+        batch.error = error
+        batch.done.set()

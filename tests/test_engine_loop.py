@@ -1,0 +1,97 @@
+"""Continuous admission: units share one engine, and a short one does not wait for a long one's tail."""
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import ray
+
+from actors.cluster import replica_factory
+from actors.double import DoubleLLM, EngineDouble, completion
+from actors.engine_loop import EngineLoop
+from actors.replica import Request, SamplingSpec, WorkUnit
+from jobs.cli import compose
+
+
+def text(tokens: int) -> SimpleNamespace:
+    return SimpleNamespace(text="x", token_ids=range(tokens))
+
+
+def test_a_short_batch_admitted_while_a_long_one_runs_finishes_first_and_both_share_the_batch():
+    loop = EngineLoop(DoubleLLM(step_s=0.002), max_batch=256)
+    finished = {}
+
+    def call(name, tokens):
+        outputs = loop.generate([text(tokens)] * 4, [None] * 4)
+        finished[name] = time.monotonic()
+        assert [len(o.outputs[0].token_ids) for o in outputs] == [tokens] * 4
+
+    long = threading.Thread(target=call, args=("long", 400))
+    long.start()
+    time.sleep(0.05)  # the long batch is running
+    call("short", 5)
+    long.join()
+    assert finished["short"] < finished["long"] - 0.3
+    assert loop.mean_batch() > 4  # the short batch ran beside the long one, not after it
+
+
+def test_outputs_come_back_in_the_callers_order_whatever_order_they_finish_in():
+    loop = EngineLoop(DoubleLLM(step_s=0.001), max_batch=256)
+    lengths = [30, 1, 12, 5, 1, 40]
+    outputs = loop.generate([text(n) for n in lengths], [None] * len(lengths))
+    assert [len(o.outputs[0].token_ids) for o in outputs] == lengths
+
+
+class BrokenLLM(DoubleLLM):
+    """Its engine step fails once a long request is running; requests of 0 tokens are refused at enqueue."""
+
+    def enqueue(self, prompts, params, use_tqdm=False):
+        if any(len(p.token_ids) == 0 for p in prompts):
+            raise ValueError("empty request")
+        return super().enqueue(prompts, params)
+
+    def step(self):
+        if any(left > 100 for _, left in self.running.values()):
+            raise RuntimeError("engine died")
+        return super().step()
+
+
+def test_a_refused_batch_fails_alone_and_an_engine_failure_reaches_every_waiting_and_later_caller():
+    loop = EngineLoop(BrokenLLM(step_s=0.001), max_batch=256)
+    with pytest.raises(ValueError, match="empty request"):
+        loop.generate([text(0)], [None])
+    assert len(loop.generate([text(3)], [None])) == 1  # the engine still serves others
+    with pytest.raises(RuntimeError, match="engine died"):
+        loop.generate([text(500)], [None])
+    with pytest.raises(RuntimeError, match="failed earlier: RuntimeError\\('engine died'\\)"):
+        loop.generate([text(3)], [None])
+
+
+def seeds(outcome: range, count: int) -> list[int]:
+    """`count` seeds whose double completion has the given outcome (seed % 100): gold below 45, no answer from 90."""
+    return [s for s in range(10_000) if s % 100 in outcome][:count]
+
+
+def unit(tmp_path: Path, name: str, seed_list: list[int]) -> WorkUnit:
+    spec = SamplingSpec(temperature=0.7, top_p=0.95, max_tokens=600, logprobs=0)
+    requests = [Request(f"p{i}", "What is 2 + 2?", "4", "What is 2 + 2?", i, s) for i, s in enumerate(seed_list)]
+    return WorkUnit(name, str(tmp_path / "run"), spec, requests)
+
+
+def test_a_replica_writes_a_short_units_shard_while_a_long_unit_sent_before_it_still_runs(local_ray, tmp_path):
+    cluster = compose("cluster.cpus_per_replica=1", "cluster.max_inflight=2").cluster
+    replica = replica_factory(cluster, 1, "unused", {"step_s": 0.005}, EngineDouble)()
+    long_unit = unit(tmp_path, "long", seeds(range(90, 100), 8))  # no answer: each runs to max_tokens, 600 steps
+    short_unit = unit(tmp_path, "short", seeds(range(0, 45), 8))
+    assert all(len(completion(r.seed, r.gold, 600).token_ids) < 60 for r in short_unit.requests)
+    long_ref = replica.run.remote(long_unit)
+    short_ref = replica.run.remote(short_unit)
+    [first], _ = ray.wait([long_ref, short_ref], num_returns=1)
+    assert first == short_ref
+    shards = Path(tmp_path, "run", "traces")
+    assert (shards / "short.parquet").exists() and not (shards / "long.parquet").exists()
+    long_result = ray.get(long_ref)
+    assert long_result["rows"] == 8 and long_result["tokens"] == 8 * 600
+    assert long_result["mean_batch"] > 8  # the two units shared the engine's batch
