@@ -89,14 +89,15 @@ def git_commit() -> Optional[str]:
     return commit.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def params(config: Mapping[str, Any], metrics: Mapping[str, float], extra: Mapping[str, Any] = ()) -> dict[str, Any]:
+def params(config: Mapping[str, Any], metrics: Mapping[str, float],
+           extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """The keys a user filters runs on: model, dataset, prompt, decoding, the sampling and answer settings that
     apply, problems, samples and marginal's commit, plus `extra` (an aggregation's adaptive rules); unset keys
     are left out."""
     settings = flatten(dict(config))
     chosen = {k: settings.get(k) for k in IDENTITY_KEYS + decoding_keys(settings)}
     chosen.update({k: int(metrics[k]) for k in ("problems", "samples") if k in metrics})
-    chosen.update(dict(extra), git_commit=git_commit())
+    chosen.update(dict(extra or {}), git_commit=git_commit())
     return {k: v for k, v in chosen.items() if v is not None}
 
 
