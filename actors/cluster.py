@@ -12,7 +12,6 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import ray
@@ -20,31 +19,9 @@ from ray._private import services
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from analysis.errors import MarginalError
 from actors import pool
 from actors.replica import EngineReplica
-
-
-class ModelNotFoundError(MarginalError, FileNotFoundError):
-    """model.path names neither a local folder nor a model in the Hugging Face cache."""
-
-
-def check_model(path: str) -> str:
-    """`path` if vLLM can load it here; offline, a hub id must already be in the local cache."""
-    if Path(path).exists() or path.startswith(("/", ".", "~")):
-        if not (Path(path).expanduser() / "config.json").is_file():
-            raise ModelNotFoundError(f"model.path={path!r}: no Hugging Face model folder (config.json) there")
-        return str(Path(path).expanduser())
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(path, "config.json"), str):
-            raise ModelNotFoundError(f"model.path={path!r}: not a local folder, and not in the Hugging Face cache (offline)")
-    return path
-
-
-class ClusterJoinError(MarginalError, ConnectionError):
-    """The cluster at a given address did not answer within cluster.join_timeout_s."""
+from actors.work import ClusterJoinError, ReplicaStartError, WorkUnit
 
 
 def join_address(address: str | None) -> tuple[str, str] | None:
@@ -129,7 +106,7 @@ def check_resources(replicas: int, resources: ReplicaResources) -> None:
     for name in ("CPU", "GPU"):
         each = resources.total(name)
         if each and replicas * each > total.get(name, 0) and not os.environ.get("MARGINAL_AUTOSCALING"):
-            raise pool.ReplicaStartError(
+            raise ReplicaStartError(
                 f"replicas={replicas} x {each:g} {name} each needs {replicas * each:g} {name}; "
                 f"the cluster has {total.get(name, 0):g} (set cluster.cpus_per_replica / gpus_per_replica, "
                 f"or MARGINAL_AUTOSCALING=1 to wait for an autoscaler)"
@@ -137,9 +114,10 @@ def check_resources(replicas: int, resources: ReplicaResources) -> None:
 
 
 def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
-                    replica_class: type = EngineReplica, groups: list[PlacementGroup] | None = None):
-    """A function that starts one replica actor with the resources it needs; its placement groups go to `groups`."""
-    actor = ray.remote(replica_class)
+                    replica_class: type | None = None, groups: list[PlacementGroup] | None = None):
+    """A function that starts one replica actor (of `replica_class`, default the vLLM EngineReplica) with the
+    resources it needs; its placement groups go to `groups`."""
+    actor = ray.remote(replica_class or EngineReplica)
     resources = replica_resources(cluster.cpus_per_replica, cluster.gpus_per_replica, tensor_parallel)
     if resources.bundles:
         engine_kwargs.setdefault("distributed_executor_backend", "ray")
@@ -156,7 +134,7 @@ def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_
 
 
 def serve(cluster: Any, replicas: int, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
-          units: Iterable[Any], replica_class: type = EngineReplica) -> Iterator[dict[str, Any]]:
+          units: Iterable[WorkUnit], replica_class: type | None = None) -> Iterator[dict[str, Any]]:
     """Run every unit on `replicas` replicas of `replica_class` (tests pass a double), yielding per-unit results."""
     connect(cluster.address, cluster.num_cpus, dict(cluster.env), cluster.join_timeout_s)
     check_resources(replicas, replica_resources(cluster.cpus_per_replica, cluster.gpus_per_replica, tensor_parallel))

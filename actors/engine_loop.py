@@ -3,12 +3,14 @@
 A replica serves several work units at once (a threaded Ray actor). Each unit's `generate` queues its
 requests here; the engine thread admits them between two engine steps, so a unit's requests join the
 running batch as soon as they arrive instead of waiting for the previous unit's longest sample.
-Only the engine thread touches the engine. It uses vLLM's own offline calls: `LLM.enqueue` (what
-`LLM.generate` does first) and `LLMEngine.step` (what it then loops on).
+Only the engine thread touches the engine. It uses vLLM's own engine calls, those `LLM.generate` is
+built on: `LLMEngine.add_request` and `LLMEngine.step`. Callers pass parameters with
+`output_kind=FINAL_ONLY`, as `LLM.generate` sets them, so that a step returns only finished requests.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -29,13 +31,14 @@ class _Batch:
 
 
 class EngineLoop:
-    """Steps `llm` (a `vllm.LLM`) in a thread of its own, for any number of concurrent `generate` calls."""
+    """Steps `engine` (a vLLM `LLMEngine`) in a thread of its own, for any number of concurrent `generate` calls."""
 
-    def __init__(self, llm: Any, max_batch: int):
-        self.llm = llm
+    def __init__(self, engine: Any, max_batch: int):
+        self.engine = engine
         self.max_batch = max_batch  # the engine's max_num_seqs: requests beyond it wait in its queue
         self._arrivals: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
-        self._slots: dict[str, tuple[_Batch, int]] = {}  # vLLM request id -> (its batch, its index there)
+        self._slots: dict[str, tuple[_Batch, int]] = {}  # request id -> (its batch, its index there)
+        self._ids = itertools.count()
         self.busy_s = 0.0  # seconds spent in engine steps
         self.batch_s = 0.0  # the running batch's size integrated over those seconds
         self.broken: BaseException | None = None  # the error that stopped the engine, if one did
@@ -57,15 +60,14 @@ class EngineLoop:
         return self.batch_s / self.busy_s if self.busy_s else 0.0
 
     def _serve(self) -> None:
-        engine = self.llm.llm_engine
         while True:
-            self._admit(wait=self.broken is not None or not engine.has_unfinished_requests())
+            self._admit(wait=self.broken is not None or not self.engine.has_unfinished_requests())
             if self.broken is not None:
                 continue
             running = min(len(self._slots), self.max_batch)
             start = time.perf_counter()
             try:
-                outputs = engine.step()
+                outputs = self.engine.step()
             except BaseException as error:  # the engine is broken: every caller, waiting or to come, gets the error
                 self.broken = error
                 for batch, _ in self._slots.values():
@@ -89,13 +91,15 @@ class EngineLoop:
             if self.broken is not None:
                 self._fail(batch, RuntimeError(f"the replica's engine failed earlier: {self.broken!r}"))
                 continue
+            ids = [str(next(self._ids)) for _ in batch.prompts]
             try:
-                ids = self.llm.enqueue(list(batch.prompts), list(batch.params), use_tqdm=False)
-            except BaseException as error:  # bad requests fail their own caller only (vLLM aborts the ones added)
+                for request_id, prompt, params in zip(ids, batch.prompts, batch.params):
+                    self.engine.add_request(request_id, prompt, params)
+            except BaseException as error:  # a bad request fails its own caller only, and none of its batch runs
+                self.engine.abort_request(ids)
                 self._fail(batch, error)
                 continue
-            for index, request_id in enumerate(ids):
-                self._slots[request_id] = (batch, index)
+            self._slots.update((request_id, (batch, index)) for index, request_id in enumerate(ids))
 
     def _finish(self, output: Any) -> None:
         batch, index = self._slots.pop(output.request_id)

@@ -14,19 +14,18 @@ from typing import Any, Callable, Iterable, Iterator
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from analysis.errors import MarginalError
+from actors.work import ReplicaStartError, WorkUnit
 
 
-class ReplicaStartError(MarginalError, RuntimeError):
-    """A replica could not start (bad model path, not enough memory, no resources)."""
-
-
-@dataclass
+@dataclass(frozen=True)
 class PoolOptions:
-    replicas: int = 1
-    max_inflight: int = 2  # work units queued per replica
-    max_restarts: int = 2  # replacements for replicas that die, over the whole run
-    startup_timeout_s: float = 300
+    """How the pool runs (from the cluster config: replicas, cluster.max_inflight, max_replica_restarts,
+    startup_timeout_s)."""
+
+    replicas: int
+    max_inflight: int  # work units queued per replica
+    max_restarts: int  # replacements for replicas that die, over the whole run
+    startup_timeout_s: float
 
 
 def start(create: Callable[[], Any], count: int, timeout_s: float) -> list[Any]:
@@ -56,12 +55,12 @@ def _cause(error: BaseException) -> str:
     return (errors or lines or [repr(error)])[-1].strip()
 
 
-def run(create: Callable[[], Any], units: Iterable[Any], options: PoolOptions) -> Iterator[dict[str, Any]]:
+def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptions) -> Iterator[dict[str, Any]]:
     """Serve every unit on a replica, yielding each unit's result as it completes (in any order)."""
     replicas = dict(enumerate(start(create, options.replicas, options.startup_timeout_s)))  # slot -> handle
     load = dict.fromkeys(replicas, 0)
     todo, retry = iter(units), deque()
-    inflight: dict[Any, tuple[int, Any]] = {}  # ObjectRef -> (slot, unit)
+    inflight: dict[Any, tuple[int, WorkUnit]] = {}  # ObjectRef -> (slot, unit)
     restarts = 0
     while True:
         while load[slot := min(replicas, key=load.__getitem__)] < options.max_inflight:  # least loaded first

@@ -11,62 +11,23 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import ray
 
 from actors.engine_loop import EngineLoop
-from analysis.cot_decoding import answer_confidence, token_offsets
+from actors.work import COT_DECODING, Prompt, Request, SamplingSpec, WorkUnit
+from analysis.answer_confidence import answer_confidence, token_offsets
 from analysis.traces import write_shard
-
-Prompt = Union[str, list[dict[str, str]]]
-
-
-@dataclass(frozen=True)
-class Request:
-    """One sample to generate: a problem's prompt and the sample's own seed."""
-
-    problem_id: str
-    question: str
-    gold: str
-    prompt: Prompt
-    sample_idx: int
-    seed: int
-
-
-@dataclass(frozen=True)
-class SamplingSpec:
-    """How every sample of a run is drawn, and the columns every row of the run carries."""
-
-    temperature: float
-    top_p: float
-    max_tokens: int
-    logprobs: int
-    columns: dict[str, str] = field(default_factory=dict)  # run_id, model, prompt, decoding
-    decoding: str = "sample"  # sample | cot_decoding
-    branches: int = 10  # cot_decoding: the top-k first tokens branched on
-    answer_format: str = "auto"  # cot_decoding: how a branch's answer is found, for its confidence
-    stop: tuple[str, ...] = ()  # texts that end a sample (a completion prompt's next question)
-
-
-@dataclass(frozen=True)
-class WorkUnit:
-    """A batch of samples of one run, written together as the shard `<run_dir>/traces/<name>.parquet`."""
-
-    name: str
-    run_dir: str
-    spec: SamplingSpec
-    requests: list[Request]
 
 
 def sampling_params(spec: SamplingSpec, seed: int, max_tokens: int):
-    """vLLM sampling parameters for one sample."""
-    from vllm import SamplingParams
+    """vLLM sampling parameters for one sample (its output returned once finished, as `LLM.generate` asks)."""
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
 
     return SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p, max_tokens=max_tokens, seed=seed,
-                          logprobs=spec.logprobs or None, stop=list(spec.stop))
+                          logprobs=spec.logprobs or None, stop=list(spec.stop), output_kind=RequestOutputKind.FINAL_ONLY)
 
 
 class EngineReplica:
@@ -82,7 +43,7 @@ class EngineReplica:
         self.tokenizer = self.llm.get_tokenizer()
         self.tokenizer_lock = threading.Lock()  # units tokenize on their own threads
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        self.engine = EngineLoop(self.llm, self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        self.engine = EngineLoop(self.llm.llm_engine, self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
         self.name = replica_name()
 
     def ready(self) -> str:
@@ -93,7 +54,7 @@ class EngineReplica:
         """Generate every sample of `unit`, write its shard; return its run_dir, counts and timings (the unit's
         own, overlapping other units', and the engine's mean running batch so far)."""
         start = self.clock()
-        rows = self.generate(unit.requests, unit.spec)
+        rows = [{**unit.run.as_row(), **row} for row in self.generate(unit.requests, unit.spec)]
         generated = self.clock()
         write_shard(rows, unit.run_dir, unit.name)
         return {
@@ -111,7 +72,7 @@ class EngineReplica:
         """One trace row per request; a prompt too long for the model fails alone, with its reason."""
         from vllm.inputs import TokensPrompt
 
-        branching = spec.decoding == "cot_decoding"
+        branching = spec.decoding == COT_DECODING
         rows, ready = self._admit(requests, spec, min_room=2 if branching else 1)
         if branching:
             return rows + self._branch(ready, spec)
@@ -141,20 +102,22 @@ class EngineReplica:
     def _branch(self, ready: list[tuple[Request, list[int]]], spec: SamplingSpec) -> list[dict[str, Any]]:
         """CoT-decoding: each problem's top-k first tokens, each branch continued greedily; a request's
         sample_idx is its branch's rank. All branches of all problems go to the engine in one batch."""
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
 
         problems = {request.problem_id: ids for request, ids in ready}
         if not problems:
             return []
-        first = SamplingParams(max_tokens=1, temperature=0.0, logprobs=spec.branches)
+        final = RequestOutputKind.FINAL_ONLY
+        first = SamplingParams(max_tokens=1, temperature=0.0, logprobs=spec.branches, output_kind=final)
         outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids) for ids in problems.values()],
                                        [first] * len(problems))
         steps = {pid: out.outputs[0].logprobs[0] for pid, out in zip(problems, outputs)}
         heads = [(request, ids, steps[request.problem_id], _ranked(steps[request.problem_id])[request.sample_idx])
                  for request, ids in ready]
         params = [SamplingParams(temperature=0.0, max_tokens=min(spec.max_tokens, self.max_model_len - len(ids)) - 1,
-                                 logprobs=max(2, spec.logprobs), stop=list(spec.stop)) for _, ids, _, _ in heads]
+                                 logprobs=max(2, spec.logprobs), stop=list(spec.stop), output_kind=final)
+                  for _, ids, _, _ in heads]
         outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids + [token]) for _, ids, _, token in heads], params)
         return [self._branch_row(request, spec, len(ids), step, token, out.outputs[0])
                 for (request, ids, step, token), out in zip(heads, outputs)]
@@ -186,7 +149,7 @@ class EngineReplica:
     def _row(self, request: Request, spec: SamplingSpec, prompt_tokens: int, completion: Any = None,
              error: Optional[str] = None) -> dict[str, Any]:
         row = {
-            **spec.columns,
+            "decoding": spec.decoding,
             "problem_id": request.problem_id,
             "question": request.question,
             "gold": request.gold,

@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from analysis.curves import Problem
+from analysis.curves import Votes
 from analysis.stopping import Rule, beta_probability
 
 
@@ -57,7 +57,7 @@ def vote_scores(labels: np.ndarray, right: int) -> np.ndarray:
     return np.where((top > 0) & (counts[..., right] == top), 1.0 / tied, 0.0)
 
 
-def replay_problem(problem: Problem, rule: Rule, params: dict[str, Any], schedule: Schedule,
+def replay_problem(problem: Votes, rule: Rule, params: dict[str, Any], schedule: Schedule,
                    order_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Samples used and final-vote score for each order (a row of sample indices) of one problem."""
     n = len(problem.labels)
@@ -73,7 +73,7 @@ def replay_problem(problem: Problem, rule: Rule, params: dict[str, Any], schedul
     return used, scores[np.arange(len(order_rows)), used]
 
 
-def replay(problems: Sequence[Problem], rules: Sequence[tuple[str, Rule, dict[str, Any]]], schedule: Schedule,
+def replay(problems: Sequence[Votes], rules: Sequence[tuple[str, Rule, dict[str, Any]]], schedule: Schedule,
            orders: int, seed: int) -> list[dict[str, Any]]:
     """One row per (rule, problem index): samples_used and correct averaged over `orders` random orders,
     the same on the stored order (samples_used_stored, correct_stored), and n. Every rule sees the same
@@ -104,7 +104,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def allocate(problems: Sequence[Problem], total: int, min_samples: int, batch: int, order_rows: Sequence[np.ndarray],
+def allocate(problems: Sequence[Votes], total: int, min_samples: int, batch: int, order_rows: Sequence[np.ndarray],
              order: int) -> np.ndarray:
     """Budget-fixed mode on one order (row `order` of each problem's order_rows): every problem gets
     min_samples, then the least decided (lowest Beta criterion P(p1 > p2), ties to the first problem)
@@ -133,7 +133,7 @@ def allocate(problems: Sequence[Problem], total: int, min_samples: int, batch: i
     return used
 
 
-def budget_replay(problems: Sequence[Problem], total: int, min_samples: int, batch: int, orders: int,
+def budget_replay(problems: Sequence[Votes], total: int, min_samples: int, batch: int, orders: int,
                   seed: int) -> dict[str, float]:
     """Accuracy at a total budget of `total` samples, allocated by `allocate`, against the uniform
     maj@k with k = total // problems on the same orders (means over random orders, and the stored order)."""

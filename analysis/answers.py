@@ -23,31 +23,24 @@ that holds in any thread (no signals):
   ``MAX_DIGITS`` digits (or exponents beyond ``MAX_EXPONENT``) are not read as numbers;
 * canonical keys are built with string rules and ``fractions.Fraction`` only, never sympy;
 * symbolic comparison (math-verify with its signal timeouts disabled) runs in a small pool of
-  worker processes; a call that overruns ``SYMBOLIC_TIMEOUT_S`` falls back (not equal) and its
-  worker is killed and later replaced, so one comparison costs at most that long (plus a worker's
-  start, once per process).  Answers that are too long, deeply nested or hold exponent towers are
-  refused before they reach sympy (they fall back too).
+  worker processes (analysis/verify_pool.py, the one part of answer handling that is not pure); a
+  call that overruns ``verify_pool.SYMBOLIC_TIMEOUT_S`` falls back (not equal) and its worker is
+  killed and later replaced, so one comparison costs at most that long (plus a worker's start, once
+  per process).  Answers that are too long, deeply nested or hold exponent towers are refused before
+  they reach sympy (they fall back too).
+
+Each ``answer.format`` is one entry of FORMATS: its extraction rules, its canonical key and how its
+keys are typed (see the registry below).
 """
 
 from __future__ import annotations
 
-import atexit
-import json
-import logging
-import os
 import re
-import select
-import subprocess
-import sys
-import threading
-import time
 from fractions import Fraction
-from functools import lru_cache
 from typing import Callable, Mapping, NamedTuple
 
-from analysis import words
+from analysis import verify_pool, words
 
-ANSWER_FORMATS = ("gsm8k", "math", "number", "auto", "text", "choice")
 ANSWER_TYPES = ("number", "math", "letter", "boolean", "choice", "text")
 GRADINGS = ("exact", "symbolic", "fallback")  # how a verdict was reached: key rules, math-verify, or neither
 MATH_WORDS = {"infinity": r"\infty", "pi": r"\pi"}  # words that name a math constant (auto, math)
@@ -58,21 +51,6 @@ MAX_DIGITS = 100
 MAX_EXPONENT = 100
 MAX_SYMBOLIC_CHARS = 400
 MAX_SYMBOLIC_DEPTH = 12
-SYMBOLIC_TIMEOUT_S = 5.0
-WORKER_START_TIMEOUT_S = 60.0
-WORKER_MEMORY_BYTES = 2 << 30
-WORKER_POOL_SIZE = 2
-WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "verify_worker.py")
-
-_NUMERIC_FORMATS = ("gsm8k", "number")
-_log = logging.getLogger(__name__)
-
-
-def _check_format(fmt: str) -> None:
-    """Raise ValueError unless ``fmt`` is one of ANSWER_FORMATS."""
-    if fmt not in ANSWER_FORMATS:
-        raise ValueError(f"unknown answer format {fmt!r}; expected one of {ANSWER_FORMATS}")
-
 
 # ---------------------------------------------------------------------------------------------
 # Extraction
@@ -175,15 +153,7 @@ def _last_option_mark(text: str) -> str | None:
     return f"({marks[-1]})" if marks else None
 
 
-_ALL_RULES = (_after_hashes, _last_boxed, _after_answer_is, _last_number)
-_RULES = {
-    "gsm8k": _ALL_RULES,
-    "number": _ALL_RULES,
-    "auto": _ALL_RULES,
-    "math": _ALL_RULES[1:],
-    "text": _ALL_RULES[:3],
-    "choice": (*_ALL_RULES[:3], _last_option_mark),
-}
+_ALL_RULES = (_after_hashes, _last_boxed, _after_answer_is, _last_number)  # extraction rules, in precedence order
 
 
 def extract_answer(text: str, fmt: str = "auto") -> str | None:
@@ -193,11 +163,10 @@ def extract_answer(text: str, fmt: str = "auto") -> str | None:
     number (``text``: nothing more; ``choice``: the last '(B)'); for ``gsm8k``/``number`` a candidate
     without a digit falls through to the next rule.
     """
-    _check_format(fmt)
-    tail = _tail(text)
-    for rule in _RULES[fmt]:
+    form, tail = answer_format(fmt), _tail(text)
+    for rule in form.rules:
         found = rule(tail)
-        if found is not None and (fmt not in _NUMERIC_FORMATS or any(ch.isdigit() for ch in found)):
+        if found is not None and (not form.digits or any(ch.isdigit() for ch in found)):
             return found
     return None
 
@@ -339,14 +308,50 @@ def _choice_key(answer: str, options: Mapping[str, str] | None) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-_KEYS: dict[str, Callable[[str, Mapping[str, str] | None], str | None]] = {
-    "gsm8k": _numeric_key,
-    "number": _numeric_key,
-    "math": _typed_key,
-    "auto": _typed_key,
-    "text": _text_key,
-    "choice": _choice_key,
+def _typed_type(key: str) -> str:
+    """The type of an ``auto``/``math`` key: number, boolean, letter, text or math."""
+    if _parse_number(key) is not None:
+        return "number"
+    if key in ("yes", "no"):
+        return "boolean"
+    if len(key) == 1 and key.isalpha():
+        return "letter"
+    return "text" if words.is_words(key) else "math"
+
+
+# ---------------------------------------------------------------------------------------------
+# The answer formats (answer.format): a new one is its functions above and one line in FORMATS
+# ---------------------------------------------------------------------------------------------
+
+
+class AnswerFormat(NamedTuple):
+    """How one answer.format reads answers: extraction rules tried in order, the canonical key of an answer
+    (given the question's options), and the type (one of ANSWER_TYPES) of a key."""
+
+    rules: tuple[Callable[[str], str | None], ...]
+    key: Callable[[str, Mapping[str, str] | None], str | None]
+    key_type: Callable[[str], str]
+    digits: bool = False  # a candidate without a digit is no answer: the next rule is tried
+    symbolic: bool = False  # a pair holding math may be compared by Math-Verify
+    options: bool = False  # reads the options a question lists, so an option's text gives its letter
+
+
+FORMATS: dict[str, AnswerFormat] = {
+    "gsm8k": AnswerFormat(_ALL_RULES, _numeric_key, lambda key: "number", digits=True),
+    "math": AnswerFormat(_ALL_RULES[1:], _typed_key, _typed_type, symbolic=True),
+    "number": AnswerFormat(_ALL_RULES, _numeric_key, lambda key: "number", digits=True),
+    "auto": AnswerFormat(_ALL_RULES, _typed_key, _typed_type, symbolic=True),
+    "text": AnswerFormat(_ALL_RULES[:3], _text_key, lambda key: "text"),
+    "choice": AnswerFormat((*_ALL_RULES[:3], _last_option_mark), _choice_key, lambda key: "choice", options=True),
 }
+ANSWER_FORMATS = tuple(FORMATS)
+
+
+def answer_format(fmt: str) -> AnswerFormat:
+    """The entry of FORMATS named ``fmt``; a ValueError naming the known ones for any other."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown answer format {fmt!r}; expected one of {ANSWER_FORMATS}")
+    return FORMATS[fmt]
 
 
 def canonicalize(answer: str | None, fmt: str = "auto", options: Mapping[str, str] | None = None) -> str | None:
@@ -357,26 +362,16 @@ def canonicalize(answer: str | None, fmt: str = "auto", options: Mapping[str, st
     keep only a number, ``text`` only the normalized string, ``choice`` only an option letter (with
     ``options``, from ``question_options``, an option's text gives its letter).
     """
-    _check_format(fmt)
+    form = answer_format(fmt)
     if answer is None or len(answer) > MAX_ANSWER_CHARS:
         return None
-    return _KEYS[fmt](words.unwrap(answer), options)
+    return form.key(words.unwrap(answer), options)
 
 
 def answer_type(key: str | None, fmt: str = "auto") -> str:
     """The type of a canonical key (one of ANSWER_TYPES), or 'none' for no answer."""
-    _check_format(fmt)
-    if key is None:
-        return "none"
-    if fmt in ("text", "choice"):
-        return fmt
-    if fmt in _NUMERIC_FORMATS or _parse_number(key) is not None:
-        return "number"
-    if key in ("yes", "no"):
-        return "boolean"
-    if len(key) == 1 and key.isalpha():
-        return "letter"
-    return "text" if words.is_words(key) else "math"
+    form = answer_format(fmt)
+    return "none" if key is None else form.key_type(key)
 
 
 question_options = words.question_options
@@ -419,19 +414,19 @@ def compare(a: str | None, b: str | None, fmt: str = "auto", options: Mapping[st
 
     Inputs are canonicalized again (idempotent). Equal keys are equal; otherwise only a pair holding
     a ``math`` answer (with a math, number or letter one) goes to math-verify, in a worker process
-    bounded by SYMBOLIC_TIMEOUT_S; numbers compare exactly (0.1111 is not 1/9), and words, yes/no and
+    bounded by verify_pool.SYMBOLIC_TIMEOUT_S; numbers compare exactly (0.1111 is not 1/9), and words, yes/no and
     choices never meet algebra. An overrun or unparsable pair falls back: not equal.
     """
-    _check_format(fmt)
+    form = answer_format(fmt)
     a_key, b_key = canonicalize(a, fmt, options), canonicalize(b, fmt, options)
     if a_key is None or b_key is None or a_key == b_key:
         return Comparison(a_key is not None and a_key == b_key, "exact")
-    types = {answer_type(a_key, fmt), answer_type(b_key, fmt)}
-    if fmt not in ("math", "auto") or "math" not in types or not types <= _SYMBOLIC_TYPES:
+    types = {form.key_type(a_key), form.key_type(b_key)}
+    if not form.symbolic or "math" not in types or not types <= _SYMBOLIC_TYPES:
         return Comparison(False, "exact")
     if _too_big_for_sympy(a_key) or _too_big_for_sympy(b_key):
         return Comparison(False, "fallback")
-    verdict = _symbolic_equal(*sorted((a_key, b_key)))
+    verdict = verify_pool.symbolic_equal(*sorted((a_key, b_key)))
     return Comparison(bool(verdict), "fallback" if verdict is None else "symbolic")
 
 
@@ -448,110 +443,3 @@ def judge(answer: str | None, gold: str, fmt: str = "auto", options: Mapping[str
 def grade(answer: str | None, gold: str, fmt: str = "auto", options: Mapping[str, str] | None = None) -> bool:
     """Whether an answer equals the gold answer (None is never correct)."""
     return judge(answer, gold, fmt, options).equal
-
-
-@lru_cache(maxsize=8192)
-def _symbolic_equal(a: str, b: str) -> bool | None:
-    """math-verify equality of two LaTeX answers, in a worker process; None when it could not
-    parse them, failed or overran."""
-    return _worker_pool().equal(a, b, SYMBOLIC_TIMEOUT_S)
-
-
-class _Worker:
-    """One math-verify process speaking JSON lines on its stdin/stdout."""
-
-    def __init__(self) -> None:
-        # Run the worker file as a script; -P keeps analysis/ off the worker's sys.path.
-        self._process = subprocess.Popen(
-            [sys.executable, "-P", WORKER_SCRIPT, str(WORKER_MEMORY_BYTES)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        self._buffer = b""
-        self._ready = False
-
-    def ask(self, a: str, b: str, timeout: float) -> str | None:
-        """The worker's reply on ``a == b`` ('1', '0', or 'u': unparsable), or None when it died or
-        overran ``timeout``."""
-        if not self._ready:
-            self._ready = self._read_line(WORKER_START_TIMEOUT_S) == "ready"
-            if not self._ready:
-                self.kill()
-                raise RuntimeError("the math-verify worker process did not start")
-        try:
-            self._process.stdin.write(json.dumps([a, b]).encode() + b"\n")
-            self._process.stdin.flush()
-        except OSError:
-            return None
-        return self._read_line(timeout)
-
-    def _read_line(self, timeout: float) -> str | None:
-        """The next line from the worker, or None on timeout or end of stream."""
-        deadline = time.monotonic() + timeout
-        fd = self._process.stdout.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
-                return None
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode()
-
-    def kill(self) -> None:
-        """Stop the process at once."""
-        self._process.kill()
-        self._process.wait()
-        self._process.stdin.close()
-        self._process.stdout.close()
-
-
-class _WorkerPool:
-    """Up to WORKER_POOL_SIZE workers; one that overruns is killed and replaced on demand."""
-
-    def __init__(self, size: int) -> None:
-        self.pid = os.getpid()
-        self._idle: list[_Worker] = []
-        self._lock = threading.Lock()
-        self._slots = threading.Semaphore(size)
-
-    def equal(self, a: str, b: str, timeout: float) -> bool | None:
-        """Ask an idle (or new) worker: its verdict, or None when it could not parse the answers; a
-        worker that does not answer in time is killed (None)."""
-        with self._slots:
-            with self._lock:
-                worker = self._idle.pop() if self._idle else None
-            worker = worker or _Worker()
-            reply = worker.ask(a, b, timeout)
-            if reply is None:
-                _log.warning("symbolic comparison overran %.1f s or failed; worker replaced", timeout)
-                worker.kill()
-                return None
-            with self._lock:
-                self._idle.append(worker)
-            return None if reply == "u" else reply == "1"
-
-    def close(self) -> None:
-        """Kill the idle workers."""
-        with self._lock:
-            while self._idle:
-                self._idle.pop().kill()
-
-
-_pool: _WorkerPool | None = None
-_pool_lock = threading.Lock()
-
-
-def _worker_pool() -> _WorkerPool:
-    """This process's pool (a forked child gets its own, never its parent's workers)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool.pid != os.getpid():
-            _pool = _WorkerPool(WORKER_POOL_SIZE)
-            atexit.register(_pool.close)
-        return _pool

@@ -10,7 +10,7 @@ also >= 0 and grows with confidence (-logprob_i, the same formula with k = 1, wo
 tokens lowest). Both kinds are nonnegative, but their scales differ: don't mix them in one vote.
 
 Trace confidence (`trace_confidence` from logprobs, `trace_score` from token confidences; method
-names as in the paper):
+names as in the paper, the registry TRACE_SCORES):
 * "mean": the mean token confidence;
 * "lowest_group": the lowest mean over all windows of `window` consecutive tokens (the window is
   capped at the trace's length, so a short trace has one window: its mean);
@@ -26,14 +26,13 @@ weighted maj@k. `scaling_curves(..., top_percent=eta)` applies it within each dr
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
 WINDOW = 2048
 TAIL = 2048
 BOTTOM_PERCENT = 10.0
-TRACE_METHODS = ("mean", "lowest_group", "bottom_percent", "tail")
 
 
 def token_confidence(logprobs: Sequence[float], top_logprobs: Sequence[Sequence[float]] | None = None) -> np.ndarray:
@@ -55,28 +54,52 @@ def window_means(conf: np.ndarray, window: int = WINDOW) -> np.ndarray:
     return (sums[w:] - sums[:-w]) / w
 
 
-def trace_score(
-    conf: np.ndarray,
-    method: str = "mean",
-    window: int = WINDOW,
-    tail: int = TAIL,
-    percent: float = BOTTOM_PERCENT,
-) -> float:
-    """One trace's confidence from its token confidences (see the module docstring)."""
-    if method not in TRACE_METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {TRACE_METHODS}")
-    conf = np.asarray(conf, dtype=float)
-    if len(conf) == 0:
-        return 0.0
-    if method == "mean":
-        return float(conf.mean())
-    if method == "tail":
-        return float(conf[-tail:].mean())
-    groups = window_means(conf, window)
-    if method == "lowest_group":
-        return float(groups.min())
-    lowest = max(1, math.ceil(len(groups) * percent / 100))
+class ScoreOptions(NamedTuple):
+    """The parameters of the trace scores: window of lowest_group and bottom_percent, tail, percent."""
+
+    window: int = WINDOW
+    tail: int = TAIL
+    percent: float = BOTTOM_PERCENT
+
+
+def mean_score(conf: np.ndarray, options: ScoreOptions) -> float:
+    """The mean token confidence."""
+    return float(conf.mean())
+
+
+def lowest_group_score(conf: np.ndarray, options: ScoreOptions) -> float:
+    """The lowest mean over windows of `options.window` consecutive tokens."""
+    return float(window_means(conf, options.window).min())
+
+
+def bottom_percent_score(conf: np.ndarray, options: ScoreOptions) -> float:
+    """The mean of the lowest `options.percent`% of the window means (at least one)."""
+    groups = window_means(conf, options.window)
+    lowest = max(1, math.ceil(len(groups) * options.percent / 100))
     return float(np.sort(groups)[:lowest].mean())
+
+
+def tail_score(conf: np.ndarray, options: ScoreOptions) -> float:
+    """The mean over the last `options.tail` tokens."""
+    return float(conf[-options.tail:].mean())
+
+
+# answer.confidence: a new trace confidence is one function above and one line here.
+TRACE_SCORES: dict[str, Callable[[np.ndarray, ScoreOptions], float]] = {
+    "mean": mean_score,
+    "lowest_group": lowest_group_score,
+    "bottom_percent": bottom_percent_score,
+    "tail": tail_score,
+}
+
+
+def trace_score(conf: np.ndarray, method: str = "mean", **options: float) -> float:
+    """One trace's confidence from its token confidences by a method of TRACE_SCORES; `options` are
+    ScoreOptions' window, tail and percent. An empty trace scores 0.0."""
+    if method not in TRACE_SCORES:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(TRACE_SCORES)}")
+    conf = np.asarray(conf, dtype=float)
+    return TRACE_SCORES[method](conf, ScoreOptions(**options)) if len(conf) else 0.0
 
 
 def trace_confidence(

@@ -1,13 +1,14 @@
 """Self-consistency scaling curves: maj@k, pass@k and weighted maj@k versus the number of samples k.
 
-Input, per problem (`Problem`): `labels`, an int64 array with the answer class of each of the n stored
+Input, per problem (`Votes`): `labels`, an int64 array with the answer class of each of the n stored
 samples (-1 = no answer, never a vote); `correct_class`, the class equal to the gold answer (-1 if no
 sample got it right); optional `weights`, a nonnegative confidence per sample for weighted votes.
 
-Entry point, called by the aggregation job:
+Each method is a function (problems, ks, seed) -> `Estimates`, named in the registry of
+analysis/methods.py, whose `scaling_curves` is the entry point called by the aggregation job:
 
     curves = scaling_curves(problems, ks=None, methods=None, seed=0)
-    curves.rows  # [{"method", "k", "accuracy", "ci_low", "ci_high", "stderr", "n_estimated"}, ...]
+    curves.rows  # [{"method", "k", "accuracy", "ci_low", "ci_high", "stderr", "n_estimated"}, ...] (curve_rows)
 
 `ks` defaults to `k_grid` of the smallest n among the problems; every k must be at most each problem's
 n (typical runs store the same n for every problem). Per (method, k), `accuracy` is the mean over
@@ -66,25 +67,28 @@ from scipy.special import gammaln, xlogy
 
 from analysis.confidence import filter_top
 
-METHODS = ("maj", "pass", "weighted_maj")
 EPS = 1e-16  # probability mass that one truncation may drop, per j (see module docstring)
 MAX_EXACT_WORK = 60_000  # above this many complex products per (problem, k), maj@k is estimated
 N_RIVALS = 8  # largest rivals whose draws bound which j can win
 SPLIT_WORK = 60_000  # exact maj@k splits its sum over j when one pass would do more complex products
 SE_TARGET = 0.001  # Monte Carlo standard error allowed on a mean over problems
 MIN_PERMUTATIONS = 32
+BATCH_CELLS = 1 << 21  # permutation entries drawn at once, per group
 N_BOOTSTRAP = 1000
 TIE_RTOL = 1e-9  # weighted votes within this relative distance of the top count as tied
 DELTA_SUFFIX = "_minus_greedy"  # paired differences to the greedy baseline: method maj_minus_greedy, ...
 
 
 @dataclass(frozen=True, eq=False)
-class Problem:
-    """One problem's samples: answer class per sample (-1 = none), the right class, optional weights."""
+class Votes:
+    """One problem's samples: answer class per sample (-1 = none), the right class, optional confidences
+    (`weights`) and, for a CoT-decoding run, each branch's answer confidence Δ in rank order (`deltas`, NaN
+    for a branch without an answer)."""
 
     labels: np.ndarray
     correct_class: int
     weights: np.ndarray | None = None
+    deltas: np.ndarray | None = None
 
 
 @dataclass
@@ -279,44 +283,48 @@ def _maj_exact(c_r: int, counts: np.ndarray, mult: np.ndarray, n: int, k: int, m
 
 
 def vote_at_k_mc(
-    labels: np.ndarray,
+    groups: Sequence[np.ndarray],
     correct_class: int,
     ks: Sequence[int],
     n_perm: int,
     rng: np.random.Generator,
-    weights: np.ndarray | None = None,
+    weights: Sequence[np.ndarray | None] | None = None,
     top_percent: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Estimate (weighted) maj@k for every k from the prefixes of n_perm random permutations; with
-    `top_percent`, only the top η% weights of each prefix vote.
+    """Estimate a vote over k samples of every group, for every k, from the prefixes of n_perm random
+    permutations of each group's samples: one group is a run's maj@k (weighted maj@k with `weights`),
+    one group per model is ensemble@k. Each vote counts its sample's weight (1 without weights); with
+    `top_percent`, only the top η% weights of each draw vote.
 
     Returns (estimate, standard error), one value per k."""
-    labels = np.asarray(labels)
-    n = len(labels)
-    classes, codes = np.unique(labels, return_inverse=True)
+    groups = [np.asarray(labels) for labels in groups]
+    weights = [None if w is None else np.asarray(w, dtype=float) for w in weights or [None] * len(groups)]
+    classes, codes = np.unique(np.concatenate(groups), return_inverse=True)
     if correct_class < 0 or correct_class not in classes:
         return np.zeros(len(ks)), np.zeros(len(ks))
-    target = int(np.searchsorted(classes, correct_class))
+    target, m = int(np.searchsorted(classes, correct_class)), len(classes)
     votes_for = classes >= 0  # the no-answer class (-1) never votes
-    sample_weights = None if weights is None else np.asarray(weights, dtype=float)
+    group_codes = np.split(codes, np.cumsum([len(labels) for labels in groups])[:-1])
 
-    m = len(classes)
     scores = []
-    batch = max(1, (1 << 21) // n)
+    batch = max(1, BATCH_CELLS // max(len(c) for c in group_codes))
     for start in range(0, n_perm, batch):
         rows = min(batch, n_perm - start)
-        order = rng.permuted(np.tile(np.arange(n), (rows, 1)), axis=1)
-        cells = codes[order] + m * np.arange(rows)[:, None]  # (permutation, class) cell ids
+        orders = [rng.permuted(np.tile(np.arange(len(c)), (rows, 1)), axis=1) for c in group_codes]
+        cells = [c[order] + m * np.arange(rows)[:, None] for c, order in zip(group_codes, orders)]  # (permutation, class) ids
+        drawn = [None if w is None else w[order] for w, order in zip(weights, orders)]
         totals = np.zeros((rows, m))
         batch_scores = np.empty((rows, len(ks)))
         prev = 0
         for i, k in enumerate(ks):
             if top_percent is None:
-                w = None if sample_weights is None else sample_weights[order[:, prev:k]].ravel()
-                totals += np.bincount(cells[:, prev:k].ravel(), weights=w, minlength=rows * m).reshape(rows, m)
-            else:  # which samples vote depends on the whole prefix: recount it
-                w = filter_top(sample_weights[order[:, :k]], top_percent).ravel()
-                totals = np.bincount(cells[:, :k].ravel(), weights=w, minlength=rows * m).reshape(rows, m)
+                for group_cells, w in zip(cells, drawn):
+                    new = None if w is None else w[:, prev:k].ravel()
+                    totals += np.bincount(group_cells[:, prev:k].ravel(), weights=new, minlength=rows * m).reshape(rows, m)
+            else:  # which samples vote depends on the whole draw: recount it
+                w = filter_top(np.concatenate([w[:, :k] for w in drawn], axis=1), top_percent)
+                prefix = np.concatenate([group_cells[:, :k] for group_cells in cells], axis=1)
+                totals = np.bincount(prefix.ravel(), weights=w.ravel(), minlength=rows * m).reshape(rows, m)
             batch_scores[:, i] = tie_credit(totals * votes_for, target)
             prev = k
         scores.append(batch_scores)
@@ -363,7 +371,7 @@ def class_counts(labels: np.ndarray, correct_class: int) -> tuple[int, np.ndarra
 
 
 def maj_curve(
-    problems: Sequence[Problem], ks: Sequence[int], seed: int = 0, max_work: float = MAX_EXACT_WORK
+    problems: Sequence[Votes], ks: Sequence[int], seed: int = 0, max_work: float = MAX_EXACT_WORK
 ) -> Estimates:
     """maj@k per problem and k: exact where the work fits `max_work`, else estimated."""
     values = np.full((len(problems), len(ks)), np.nan)
@@ -380,28 +388,26 @@ def maj_curve(
     for i in todo:
         ks_i = [k for k, e in zip(ks, estimated[i]) if e]
         rng = np.random.default_rng([seed, int(i)])
-        mean, se = vote_at_k_mc(problems[i].labels, problems[i].correct_class, ks_i, n_perm, rng)
+        mean, se = vote_at_k_mc([problems[i].labels], problems[i].correct_class, ks_i, n_perm, rng)
         values[i, estimated[i]], stderr[i, estimated[i]] = mean, se
     return Estimates(values, stderr, estimated)
 
 
-def pass_curve(problems: Sequence[Problem], ks: Sequence[int]) -> Estimates:
-    """pass@k per problem and k, exact."""
+def pass_curve(problems: Sequence[Votes], ks: Sequence[int], seed: int = 0) -> Estimates:
+    """pass@k per problem and k, exact (no draws: `seed` is unused)."""
     values = np.array([pass_at_k(len(p.labels), class_counts(p.labels, p.correct_class)[0], ks) for p in problems])
     return Estimates(values, np.zeros_like(values), np.zeros(values.shape, dtype=bool))
 
 
-def weighted_maj_curve(problems: Sequence[Problem], ks: Sequence[int], seed: int = 0,
+def weighted_maj_curve(problems: Sequence[Votes], ks: Sequence[int], seed: int = 0,
                        top_percent: float | None = None) -> Estimates:
     """Weighted maj@k per problem and k (only the top η% of each draw voting, with `top_percent`),
     estimated (exact at k = n, where every permutation agrees)."""
     n_perm = n_permutations(len(problems), len(problems))
     values, stderr = np.empty((len(problems), len(ks))), np.empty((len(problems), len(ks)))
     for i, problem in enumerate(problems):
-        if problem.weights is None:
-            raise ValueError(f"weighted_maj needs weights, and problem {i} has none")
         rng = np.random.default_rng([seed, int(i), 1])
-        values[i], stderr[i] = vote_at_k_mc(problem.labels, problem.correct_class, ks, n_perm, rng, problem.weights,
+        values[i], stderr[i] = vote_at_k_mc([problem.labels], problem.correct_class, ks, n_perm, rng, [problem.weights],
                                             top_percent)
     estimated = np.array([[k < len(p.labels) for k in ks] for p in problems], dtype=bool).reshape(values.shape)
     return Estimates(values, stderr, estimated)
@@ -421,46 +427,6 @@ def bootstrap_ci(
     means = times_picked @ values / n_problems  # (n_boot, columns)
     alpha = (1 - level) / 2
     return np.quantile(means, alpha, axis=0), np.quantile(means, 1 - alpha, axis=0)
-
-
-def scaling_curves(
-    problems: Sequence[Problem],
-    ks: Sequence[int] | None = None,
-    methods: Sequence[str] | None = None,
-    seed: int = 0,
-    n_boot: int = N_BOOTSTRAP,
-    top_percent: float | None = None,
-) -> Curves:
-    """Accuracy versus k for each method, with 95% bootstrap intervals over problems.
-
-    `methods` defaults to maj and pass, plus weighted_maj (and with `top_percent` η, the method
-    weighted_maj_top{η}) when every problem has weights."""
-    if not problems:
-        raise ValueError("no problems")
-    min_n = min(len(p.labels) for p in problems)
-    ks = k_grid(min_n) if ks is None else sorted(int(k) for k in ks)
-    if ks[0] < 1 or ks[-1] > min_n:
-        raise ValueError(f"every k must lie in [1, {min_n}], the smallest n among the problems")
-    top_method = f"weighted_maj_top{top_percent:g}" if top_percent is not None else None
-    if methods is None:
-        with_weights = all(p.weights is not None for p in problems)
-        methods = ("maj", "pass", "weighted_maj") if with_weights else ("maj", "pass")
-        methods += (top_method,) if with_weights and top_percent is not None else ()
-    unknown = set(methods) - set(METHODS) - {top_method}
-    if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; expected some of {METHODS}")
-
-    curves = Curves(ks=list(ks), rows=[])
-    for method in methods:
-        if method == "maj":
-            estimates = maj_curve(problems, ks, seed)
-        elif method == "pass":
-            estimates = pass_curve(problems, ks)
-        else:
-            estimates = weighted_maj_curve(problems, ks, seed, top_percent if method == top_method else None)
-        curves.per_problem[method] = estimates
-        curves.rows += curve_rows(method, ks, estimates, n_boot, seed)
-    return curves
 
 
 def curve_rows(method: str, ks: Sequence[int], estimates: Estimates, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> list[dict]:

@@ -14,15 +14,16 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from analysis.answers import Comparison, canonicalize, extract_answer, grade, is_equivalent, judge, question_options
+from analysis.answers import Comparison, answer_format, canonicalize, extract_answer, grade, is_equivalent, judge
+from analysis.answers import question_options
 
 MAX_CLASSES_COMPARED = 32  # a new answer is compared with at most this many (most voted) classes
 CHUNK = 2048  # texts per task of the parallel extraction
 
 
 def options_of(question: Optional[str], fmt: str) -> Optional[Mapping[str, str]]:
-    """The options a question lists, for the ``choice`` format (None otherwise or without a question)."""
-    return question_options(question) if fmt == "choice" and question else None
+    """The options a question lists, for a format that reads them (``choice``; None otherwise or without a question)."""
+    return question_options(question) if answer_format(fmt).options and question else None
 
 
 def _extract_chunk(args: tuple[list[str], str, list[Optional[str]]]) -> list[tuple[Optional[str], Optional[str]]]:
@@ -41,7 +42,7 @@ def extract_all(
 
     `questions` (one per text) lets ``choice`` read an option's text as its letter."""
     workers = workers or os.cpu_count() or 1
-    questions = list(questions) if questions is not None and fmt == "choice" else [None] * len(texts)
+    questions = list(questions) if questions is not None and answer_format(fmt).options else [None] * len(texts)
     chunks = [(list(texts[i : i + CHUNK]), fmt, questions[i : i + CHUNK]) for i in range(0, len(texts), CHUNK)]
     if workers == 1 or len(chunks) == 1:
         return [pair for chunk in chunks for pair in _extract_chunk(chunk)]

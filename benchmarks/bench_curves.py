@@ -18,19 +18,19 @@ import numpy as np
 
 from analysis.curves import (
     MAX_EXACT_WORK,
-    Problem,
+    Votes,
     bootstrap_ci,
     class_counts,
     k_grid,
     maj_at_k_exact,
     n_permutations,
     pass_curve,
-    scaling_curves,
     vote_at_k_mc,
 )
+from analysis.methods import scaling_curves
 
 
-def synthetic_problem(rng: np.random.Generator, n: int) -> Problem:
+def synthetic_problem(rng: np.random.Generator, n: int) -> Votes:
     """One problem's labels: 60% right-dominated, 15% wrong-dominated, 25% flat; Zipf tails."""
     kind = rng.choice(["right", "wrong", "flat"], p=[0.6, 0.15, 0.25])
     distinct = int(rng.integers(2, 201))
@@ -48,7 +48,7 @@ def synthetic_problem(rng: np.random.Generator, n: int) -> Problem:
     ids = np.concatenate([[-1], rng.permutation(distinct)])
     labels = ids[rng.choice(len(probs), size=n, p=probs)]
     correct = int(ids[1 + right]) if right < distinct else -1
-    return Problem(labels.astype(np.int64), correct if (labels == correct).any() else -1)
+    return Votes(labels.astype(np.int64), correct if (labels == correct).any() else -1)
 
 
 def timed(fn, *args, **kwargs):
@@ -58,7 +58,7 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def parts(problems: list[Problem], ks: list[int]) -> None:
+def parts(problems: list[Votes], ks: list[int]) -> None:
     """Time maj_curve's two paths, pass@k and the CIs separately; print the Monte Carlo error."""
     counts = [class_counts(p.labels, p.correct_class) for p in problems]
     start = time.perf_counter()
@@ -70,7 +70,7 @@ def parts(problems: list[Problem], ks: list[int]) -> None:
     start = time.perf_counter()
     for i in todo:
         ks_i = [k for k, e in zip(ks, exact[i]) if not e]
-        vote_at_k_mc(problems[i].labels, problems[i].correct_class, ks_i, n_perm, np.random.default_rng(int(i)))
+        vote_at_k_mc([problems[i].labels], problems[i].correct_class, ks_i, n_perm, np.random.default_rng(int(i)))
     mc_s = time.perf_counter() - start
     passes, pass_s = timed(pass_curve, problems, ks)
     _, ci_s = timed(lambda: [bootstrap_ci(passes.values, seed=0) for _ in range(2)])
@@ -80,12 +80,12 @@ def parts(problems: list[Problem], ks: list[int]) -> None:
     print(f"  CIs (2 x)     {ci_s:6.2f} s")
 
 
-def compare_paths(problems: list[Problem], ks: list[int], n_perm: int) -> None:
+def compare_paths(problems: list[Votes], ks: list[int], n_perm: int) -> None:
     """Every maj@k value exactly, then every one estimated with n_perm permutations, on the same problems."""
     counts = [class_counts(p.labels, p.correct_class) for p in problems]
     _, exact_s = timed(lambda: [[maj_at_k_exact(c, o, len(p.labels), k) for k in ks] for (c, o), p in zip(counts, problems)])
     rngs = [np.random.default_rng(i) for i in range(len(problems))]
-    _, mc_s = timed(lambda: [vote_at_k_mc(p.labels, p.correct_class, ks, n_perm, r) for p, r in zip(problems, rngs)])
+    _, mc_s = timed(lambda: [vote_at_k_mc([p.labels], p.correct_class, ks, n_perm, r) for p, r in zip(problems, rngs)])
     print(f"  {len(problems)} problems: exact {exact_s:.2f} s, Monte Carlo ({n_perm} permutations) {mc_s:.2f} s,"
           f" exact / Monte Carlo = {exact_s / mc_s:.2f}")
 

@@ -33,7 +33,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from actors.replica import EngineReplica, SamplingSpec, sampling_params
+from actors.replica import EngineReplica, sampling_params
+from actors.work import SamplingSpec
 
 LONG_TAIL_MU, LONG_TAIL_SIGMA, LONG_TAIL_CAP = math.log(103) - 0.5, 1.0, 512  # lognormal: mean 103 before the cap
 WORKLOADS = {  # name -> (problems, samples, max_tokens, Hydra overrides)
@@ -146,9 +147,9 @@ def main() -> None:
 
     import ray
 
-    from actors.cluster import check_model
-    from actors.embedded_model import resolve_model_path
+    from actors.embedded_model import check_model, resolve_model_path
     from jobs.cli import compose
+    from jobs.sample import sampling_spec
 
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         cfg = compose(f"run_dir={tmp}/run", "tracking=none", f"dataset.limit={problems}", f"sampling.n={samples}",
@@ -156,8 +157,7 @@ def main() -> None:
         os.environ.update(cfg.cluster.env)  # the replica's environment, for the direct engine too
         model_path = check_model(resolve_model_path(cfg.model.path))
         s = cfg.sampling
-        spec = SamplingSpec(s.temperature, s.top_p, s.max_tokens, s.logprobs)
-        direct = run_direct(cfg, model_path, spec, forced_params if long_tail else sampling_params)
+        direct = run_direct(cfg, model_path, sampling_spec(cfg), forced_params if long_tail else sampling_params)
         ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": dict(cfg.cluster.env)})
         job = run_job(cfg, LongTailReplica if long_tail else EngineReplica)

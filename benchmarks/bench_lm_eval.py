@@ -160,7 +160,7 @@ def main() -> None:
         setup(args.venv)
         return
 
-    from actors.cluster import check_model
+    from actors.embedded_model import check_model
     from actors.embedded_model import resolve_model_path
     from jobs.cli import compose
 

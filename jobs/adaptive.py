@@ -16,25 +16,16 @@ from analysis.adaptive import Schedule, budget_replay, replay, summarize
 from analysis.plots import frontier_figure
 from analysis.stopping import variants
 from jobs import rundir
-from jobs.config import ConfigError, check_adaptive
+from jobs.config import ConfigError
 
 if TYPE_CHECKING:  # jobs.aggregate imports this module
     from jobs.aggregate import Aggregate
 
 
-def check(cfg: DictConfig) -> list:
-    """The configured rule variants, after checking every adaptive.* key (ConfigError names the culprit)."""
-    check_adaptive(cfg)
-    try:
-        return variants(OmegaConf.to_container(cfg.rules, resolve=True))
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-
-
 def replay_run(cfg: DictConfig, result: "Aggregate") -> tuple[dict[str, float], str]:
-    """Replay `cfg` (the adaptive node: its rules, its budget) on an Aggregate's votes; files join result.files.
-    Without rules or budget (adaptive=none) nothing is replayed: ({}, "")."""
-    rules = check(cfg)
+    """Replay `cfg` (the adaptive node, checked by jobs.config.check_adaptive: its rules, its budget) on an
+    Aggregate's votes; files join result.files. Without rules or budget (adaptive=none) nothing is replayed."""
+    rules = variants(OmegaConf.to_container(cfg.rules, resolve=True))
     metrics, text = replay_rules(rules, cfg, result) if rules else ({}, "")
     if cfg.budget is None:
         return metrics, text

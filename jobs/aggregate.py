@@ -4,7 +4,7 @@
                              [adaptive=esc|beta|dirichlet|confident|[esc,beta,...]]
 
 Works on any directory whose traces/ holds at least problem_id, sample_idx, text and gold. Writes
-answers.parquet, problems.parquet, curves.parquet, grading.parquet and curves.png into run_dir. A
+answers.parquet, problems.parquet, curves.parquet, grading.parquet, curves.png and tokens.png into run_dir. A
 method whose inputs are missing (weighted votes without logprobs, greedy without a greedy run) is not
 reported; the table's notes, curves.parquet's metadata ("omitted") and MLflow tags say why. With
 adaptive=<rule>, the stopping rules are replayed on the stored samples (jobs/adaptive.py): adaptive.parquet
@@ -23,17 +23,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from omegaconf import DictConfig, OmegaConf
 
+from actors.work import COT_DECODING
 from analysis import confidence as conf_lib
-from analysis.answers import answer_type, canonicalize
-from analysis.cot_decoding import cot_decoding_curves
-from analysis.curves import DELTA_SUFFIX, Curves, Estimates, majority_vote, paired_deltas, scaling_curves
-from analysis.curves import Problem as VoteProblem
+from analysis.answers import answer_format, answer_type, canonicalize
+from analysis.curves import DELTA_SUFFIX, Curves, Estimates, Votes, majority_vote, paired_deltas
 from analysis.grading import audit, grading_report
+from analysis.methods import registry, scaling_curves
 from analysis.plots import curves_figure, tokens_figure
 from analysis.traces import NoTracesError, RunDirError, open_traces, scan
 from analysis.voting import extract_all, grade_classes, group_answers, options_of
-from jobs.config import check_audit, check_top_percent
-from jobs import adaptive, cli, rundir, runinfo, sweep, tracking
+from jobs import adaptive, cli, ingest, rundir, runinfo, sweep, tracking
+from jobs.config import saved_answer
 
 GREEDY_SUBDIR = "greedy"
 READ_BATCH = 65_536
@@ -53,16 +53,16 @@ class Aggregate:
     metrics: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # local paths, or URIs when run_dir is one
     figures: dict[str, Any] = field(default_factory=dict)  # file name -> matplotlib Figure (also among files)
-    votes: list[VoteProblem] = field(default_factory=list)  # per problem, in problems' order
+    votes: list[Votes] = field(default_factory=list)  # per problem, in problems' order
     title: str = ""  # what its plots are titled: the run's name, else its run_dir
 
 
 def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
     """One row per sample: its extracted and canonical answer, the gold's key, confidence (null without
-    logprobs) and tokens (texts are not kept)."""
+    logprobs), tokens and, from a CoT-decoding run, its branch's rank and Δ (texts are not kept)."""
     dataset = open_traces(run_dir)
-    wanted = ["problem_id", "sample_idx", "text", "gold", "num_tokens", "token_logprobs", "top_logprobs",
-              "branch_rank", "answer_confidence"] + (["question"] if fmt == "choice" else [])
+    wanted = ["problem_id", "sample_idx", "text", "gold", "num_tokens", "token_logprobs", "top_logprobs", "decoding",
+              "branch_rank", "answer_confidence"] + (["question"] if answer_format(fmt).options else [])
     columns = [c for c in wanted if c in dataset.schema.names]
     parts = []
     gold_keys: dict[tuple[str, Optional[str]], Optional[str]] = {}
@@ -89,6 +89,7 @@ def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
                     "canonical": pa.array([k for _, k in pairs], pa.string()),
                     "confidence": pa.array(scores, pa.float64()),
                     "num_tokens": pa.array(data.get("num_tokens", [None] * n), pa.int64()),
+                    "decoding": pa.array(data.get("decoding", [None] * n), pa.string()),  # null: traces from elsewhere
                     "branch_rank": pa.array(data.get("branch_rank", [None] * n), pa.int64()),  # CoT-decoding
                     "answer_confidence": pa.array(data.get("answer_confidence", [None] * n), pa.float64()),  # its Δ
                 }
@@ -108,13 +109,15 @@ def _problem_slices(table: pa.Table):
     return zip(starts, np.r_[starts[1:], len(ids)])
 
 
-def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[VoteProblem]]:
+def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[Votes]]:
     """Group answers per problem; the answers table gains class, correct, answer_type and graded_by
     (how its class's verdict was reached), plus one row per problem. A problem's votes have weights
-    only when every sample that answered has a confidence."""
+    only when every sample that answered has a confidence, and deltas (branch Δ) when it was CoT-decoded."""
     labels_all, correct_all, graded_all, rows, problems = [], [], [], [], []
     canonical = answers["canonical"].to_pylist()
     weights_all = answers["confidence"].to_numpy(zero_copy_only=False)
+    deltas_all = answers["answer_confidence"].to_numpy(zero_copy_only=False).astype(float)  # NaN: no answer
+    branched = pc.equal(answers["decoding"], COT_DECODING).fill_null(False).to_numpy(zero_copy_only=False)
     tokens = answers["num_tokens"].to_numpy(zero_copy_only=False).astype(float)  # NaN: not recorded
     for start, stop in _problem_slices(answers):
         gold = answers["gold"][int(start)].as_py()
@@ -123,7 +126,8 @@ def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[VoteProb
         right = next((i for i, verdict in enumerate(verdicts) if verdict.equal), -1)
         weights = weights_all[start:stop]
         weights = None if np.isnan(weights[labels >= 0]).any() else np.nan_to_num(weights, nan=0.0)
-        problems.append(VoteProblem(labels, right, weights))
+        deltas = deltas_all[start:stop] if branched[start:stop].all() else None
+        problems.append(Votes(labels, right, weights, deltas))
         graded_all += [verdicts[label].how if label >= 0 else None for label in labels]
         top, share = majority_vote(labels)
         labels_all.append(labels)
@@ -182,24 +186,17 @@ def deltas_to_greedy(curves: Curves, problem_ids: list[str], greedy: dict[str, b
     return paired_deltas(per_problem, curves.ks, baseline, seed=seed)
 
 
-def branch_problems(answers: pa.Table, problems: list[VoteProblem]) -> list[VoteProblem]:
-    """A CoT-decoding run's problems with each branch's Δ as its weight (branches in rank order)."""
-    deltas = answers["answer_confidence"].to_numpy(zero_copy_only=False)
-    return [VoteProblem(p.labels, p.correct_class, deltas[start:stop]) for p, (start, stop) in zip(problems, _problem_slices(answers))]
-
-
 def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, title: str = "",
               top_percent: Optional[float] = None) -> Aggregate:
     """Everything from traces to curves for one run directory; tables and plots (titled `title`, else the
     run_dir) land in run_dir.
 
-    `top_percent` adds the DeepConf-filtered curve; a CoT-decoding run gets its max and agg curves."""
+    Every method of analysis.methods whose inputs the run holds is drawn (`top_percent` adds the
+    DeepConf-filtered curve; a CoT-decoding run gets its max and agg curves)."""
     answers, problems_table, problems = vote(read_answers(run_dir, fmt, confidence), fmt)
-    parts = [scaling_curves(problems, seed=seed, top_percent=top_percent)]
-    branched = answers["branch_rank"].null_count < answers.num_rows
-    if branched:
-        parts.append(cot_decoding_curves(branch_problems(answers, problems), seed=seed))
-    curves = [row for part in parts for row in part.rows]
+    part = scaling_curves(problems, seed=seed, top_percent=top_percent)
+    curves = list(part.rows)
+    branched = all(p.deltas is not None for p in problems)
     by_problem, greedy_tokens = greedy_correct(run_dir, fmt)
     by_problem = by_problem or (first_branch_correct(answers) if branched else None)
     ids = problems_table["problem_id"].to_pylist()
@@ -207,7 +204,7 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
     if by_problem:
         shared = [by_problem[pid] for pid in ids if pid in by_problem]
         greedy = float(np.mean(shared)) if shared else None
-        curves += [row for part in parts for row in deltas_to_greedy(part, ids, by_problem, seed)]
+        curves += deltas_to_greedy(part, ids, by_problem, seed)
     grading = pa.Table.from_pylist(grading_report(answers["answer_type"].to_pylist(), answers["graded_by"].to_pylist(),
                                                   answers["correct"].to_pylist()))
     tokens = problems_table["tokens"].to_numpy(zero_copy_only=False).astype(float)
@@ -235,24 +232,21 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
                                "tokens/per_sample": float(tokens.sum() / answers.num_rows)})
     if greedy is not None:
         result.metrics["accuracy/greedy"] = greedy
-    cot_rows = parts[1].rows if branched else []
-    widest = max((r["k"] for r in cot_rows), default=0)
-    result.metrics.update({f"cot_decoding/{r['method'].removeprefix('cot_decoding_')}": r["accuracy"]
-                           for r in cot_rows if r["k"] == widest})
+    cot_rows = [r for r in part.rows if r["method"].startswith(COT_DECODING) and r["k"] == part.ks[-1]]
+    result.metrics.update({r["method"].replace(f"{COT_DECODING}_", f"{COT_DECODING}/", 1): r["accuracy"] for r in cot_rows})
     return result
 
 
-def omitted_methods(run_dir: str, problems: list[VoteProblem], top_percent: Optional[float],
+def omitted_methods(run_dir: str, problems: list[Votes], top_percent: Optional[float],
                     greedy: Optional[float], tokens_known: bool) -> dict[str, str]:
-    """The methods (and token counts) whose inputs are missing, each with why it is not reported."""
+    """The methods (and token counts) whose inputs are missing, each with why it is not reported (a
+    CoT-decoding method on a sampled run is not missing anything: it does not apply)."""
     omitted = {}
     unweighted = sum(p.weights is None for p in problems)
     if unweighted:
         why = (f"{unweighted} of {len(problems)} problems have answers without per-token logprobs "
                "(sample with sampling.logprobs >= 1 to weight votes)")
-        omitted["weighted_maj"] = why
-        if top_percent is not None:
-            omitted[f"weighted_maj_top{top_percent:g}"] = why
+        omitted.update({name: why for name, method in registry(top_percent).items() if method.needs == "weights"})
     if greedy is None:
         omitted["greedy"] = f"no greedy run in {run_dir.rstrip('/')}/{GREEDY_SUBDIR} (jobs.evaluate samples one)"
     if not tokens_known:
@@ -319,27 +313,26 @@ def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], name: str,
 
 @cli.entry_point("aggregate")
 def main(cfg: DictConfig) -> None:
-    check_top_percent(cfg.answer.top_percent)
-    check_audit(cfg.answer.audit)
-    adaptive.check(cfg.adaptive)
     sampled = rundir.saved_config(cfg.run_dir) or {}
-    fmt = cfg.answer.format or sampled.get("answer", {}).get("format") or "auto"
-    answer = {"format": fmt, "confidence": cfg.answer.confidence, "top_percent": cfg.answer.top_percent}
+    answer = saved_answer(cfg.answer, sampled)  # the format and seed the run was aggregated with, unless given
     # The sampling run's config with this aggregation's own settings and tracking in place of its answer and tracking.
     config = {**{k: v for k, v in sampled.items() if k != "tracking"}, "run_dir": cfg.run_dir, "answer": answer,
               "adaptive": OmegaConf.to_container(cfg.adaptive, resolve=True),
               "tracking": OmegaConf.to_container(cfg.tracking, resolve=True)}
     name = runinfo.run_name(config, sweep.member_overrides()) or cfg.run_dir
-    result = aggregate(cfg.run_dir, fmt, cfg.answer.confidence, top_percent=cfg.answer.top_percent, title=name)
+    result = aggregate(cfg.run_dir, answer["format"], answer["confidence"], answer["seed"], title=name,
+                       top_percent=answer["top_percent"])
     adaptive_metrics, adaptive_table = adaptive.replay_run(cfg.adaptive, result)
     rules = ",".join(cfg.adaptive.rules) or None
     run_id = track(cfg, result, config, name, "aggregate", adaptive_metrics,
                    {"adaptive": rules, "adaptive.budget": cfg.adaptive.budget})
     print(summary_table(result))
+    for line in ingest.peer_lines(cfg.run_dir, result.problems["problem_id"].to_pylist(), result.votes):
+        print(line)  # an imported run: the source's own numbers beside marginal's
     if adaptive_table:
         print(adaptive_table)
-    if cfg.answer.audit:
-        print("\n".join(audit_lines(result, cfg.answer.audit)))
+    if answer["audit"]:
+        print("\n".join(audit_lines(result, answer["audit"])))
     print(f"tables and plots: {', '.join(result.files)}", file=sys.stderr)
     if run_id:
         print(tracking.run_link(cfg.tracking.uri, run_id), file=sys.stderr)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from analysis.errors import MarginalError
-from jobs import config  # noqa: F401 - registers the structured configs that conf/*.yaml name
+from jobs.config import VALIDATORS  # also registers the structured configs that conf/*.yaml name
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 EXIT_USAGE = 2
@@ -54,10 +54,17 @@ def compose(*overrides: str, config_name: str = "config") -> DictConfig:
 
 
 def entry_point(config_name: str = "config") -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
-    """Decorator: a Hydra main over conf/<config_name>.yaml whose expected errors end it with one line."""
+    """Decorator: a Hydra main over conf/<config_name>.yaml that first runs the schema's validator
+    (jobs.config.VALIDATORS), and whose expected errors end it with one line."""
 
-    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+    def decorate(job: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         hydra_main = hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
+
+        @functools.wraps(job)
+        def task(cfg: DictConfig) -> Any:
+            VALIDATORS[config_name](cfg)
+            return job(cfg)
+
         if FULL_ERRORS:
             return hydra_main(task)
         hydra_task = hydra_main(_reported(task, in_task=True))  # reports the task's errors

@@ -21,39 +21,24 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
-
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
-from analysis.curves import METHODS, Estimates, Problem, curve_rows, k_grid, scaling_curves
+from analysis.curves import Estimates, Votes, curve_rows, k_grid
+from analysis.methods import scaling_curves
 from analysis.plots import curves_figure, save_figure
 from jobs import cli, rundir, tracking
-from jobs.config import ConfigError, TrackingConfig
+from jobs.config import ConfigError
 from jobs.sweep import OVERRIDE_PREFIX, SWEEP_TAG
 
 COMPARISON_TAG = "comparison"
-
-
-@dataclass
-class CompareConfig:
-    tracking: TrackingConfig = MISSING
-    experiment: str = MISSING
-    parent: Optional[str] = None
-    tag: dict[str, Any] = field(default_factory=dict)
-    filter: Optional[str] = None
-    methods: list[str] = field(default_factory=lambda: ["maj"])
-    out: str = MISSING
-
-
-ConfigStore.instance().store(name="compare_schema", node=CompareConfig)
 
 
 @dataclass
@@ -139,7 +124,7 @@ def comparison_table(runs: list[Any], curves: dict[str, list[dict[str, Any]]], l
     return pa.Table.from_pylist(rows)
 
 
-def vote_problems(answers: pa.Table) -> dict[str, Problem]:
+def vote_problems(answers: pa.Table) -> dict[str, Votes]:
     """Per problem id, its samples' answer classes, right class and confidences, from an answers.parquet."""
     table = answers.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")]).to_pydict()
     grouped: dict[str, list[int]] = {}
@@ -150,11 +135,11 @@ def vote_problems(answers: pa.Table) -> dict[str, Problem]:
         labels = np.array([table["class"][r] for r in rows], dtype=np.int64)
         right = [table["class"][r] for r in rows if table["correct"][r]]
         weights = np.nan_to_num(np.array([table["confidence"][r] for r in rows], dtype=float), nan=0.0)
-        problems[pid] = Problem(labels, right[0] if right else -1, weights)
+        problems[pid] = Votes(labels, right[0] if right else -1, weights)
     return problems
 
 
-def paired_differences(base: dict[str, Problem], other: dict[str, Problem], methods: list[str],
+def paired_differences(base: dict[str, Votes], other: dict[str, Votes], methods: list[str],
                        seed: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Per method and k, the mean of (other - base) over their shared problems with a paired bootstrap
     interval (the same resampled problems on both sides); also how many problems were shared."""
@@ -228,12 +213,10 @@ def write_outputs(table: pa.Table, paired: pa.Table, plot_rows: list[dict[str, A
 
 
 def compare(uri: str, experiment: str, filter_string: str, methods: list[str], out: Path) -> Comparison:
-    """Select runs, read their curves, write the plot and table, and log them as a comparison run."""
+    """Select runs, read their curves (`methods` registered ones: jobs.config.validate_compare), write the plot
+    and table, and log them as a comparison run."""
     from mlflow.tracking import MlflowClient
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"methods={methods}: {unknown} not among {list(METHODS)}")
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:

@@ -17,11 +17,13 @@ from typing import Any, Optional
 import pyarrow as pa
 from omegaconf import DictConfig
 
-from analysis.errors import MarginalError
-from analysis.curves import k_grid, scaling_curves
+from analysis.curves import k_grid
 from analysis.ensemble import METHOD, EnsembleProblem, ensemble_curve, ensemble_problem
+from analysis.errors import MarginalError
+from analysis.methods import scaling_curves
 from analysis.plots import curves_figure
 from jobs import cli, rundir, tracking
+from jobs.config import saved_answer
 
 
 class EnsembleError(MarginalError, ValueError):
@@ -76,11 +78,8 @@ def run_names(run_dirs: list[str]) -> list[str]:
 
 
 def ensemble(run_dirs: list[str], fmt: str, weights: Optional[list[float]], seed: int) -> list[dict[str, Any]]:
-    """Curve rows: ensemble@k over all runs, then each run's maj@k on the same shared classes (key "run")."""
-    if len(run_dirs) < 2:
-        raise EnsembleError(f"run_dirs={run_dirs}: an ensemble needs at least two runs")
-    if weights is not None and len(weights) != len(run_dirs):
-        raise EnsembleError(f"weights={weights}: one weight per run ({len(run_dirs)} runs)")
+    """Curve rows: ensemble@k over all runs (at least two, one weight each: jobs.config.validate_ensemble), then
+    each run's maj@k on the same shared classes (key "run")."""
     problems = ensemble_problems({d: read_answers(d) for d in run_dirs}, fmt)
     rows = [{**row, "run": METHOD} for row in ensemble_curve(problems, model_weights=weights, seed=seed)]
     for i, name in enumerate(run_names(run_dirs)):
@@ -104,9 +103,10 @@ def table_text(rows: list[dict[str, Any]]) -> str:
 @cli.entry_point("ensemble")
 def main(cfg: DictConfig) -> None:
     run_dirs = list(cfg.run_dirs)
-    fmt = cfg.answer.format or (rundir.saved_config(run_dirs[0]) or {}).get("answer", {}).get("format") or "auto"
+    answer = saved_answer(cfg.answer, rundir.saved_config(run_dirs[0]))
+    fmt, seed = answer["format"], answer["seed"]
     weights = list(cfg.weights) if cfg.weights is not None else None
-    rows = ensemble(run_dirs, fmt, weights, cfg.seed)
+    rows = ensemble(run_dirs, fmt, weights, seed)
     out = cfg.out.rstrip("/")
     table = rundir.write_table(pa.Table.from_pylist(rows), out, "curves.parquet")
     title = f"ensemble of {len(run_dirs)} runs"
@@ -114,7 +114,7 @@ def main(cfg: DictConfig) -> None:
     print(table_text(rows))
     if cfg.tracking.enabled:
         logged = [r if r["run"] == METHOD else {**r, "method": f"{r['method']}/{r['run']}"} for r in rows]
-        config = {"run_dirs": run_dirs, "weights": weights, "answer": {"format": fmt}, "seed": cfg.seed, "out": out}
+        config = {"run_dirs": run_dirs, "weights": weights, "answer": {"format": fmt, "seed": seed}, "out": out}
         run_id = tracking.log_evaluation(
             cfg.tracking.uri, cfg.tracking.experiment, f"ensemble-{'+'.join(run_names(run_dirs))}",
             rundir.flatten(config), {"runs": float(len(run_dirs))}, logged,

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, open_dict
 from jobs import cli
 from jobs import config as config_module
 from jobs import runinfo, sweep, tracking
-from jobs.aggregate import GREEDY_SUBDIR, aggregate, audit_lines, summary_table, track
+from jobs.aggregate import GREEDY_SUBDIR, Aggregate, aggregate, audit_lines, summary_table, track
 from jobs.sample import sample_runs
 
 
@@ -26,19 +26,24 @@ def greedy_config(cfg: DictConfig) -> DictConfig:
     return greedy
 
 
+def aggregate_run(cfg: DictConfig) -> Aggregate:
+    """Aggregate the sampled run with its answer.* (format, confidence, top_percent, seed: saved with the run,
+    so a later jobs.aggregate of run_dir draws the same curves and intervals), titled by the run's name."""
+    name = runinfo.run_name(config_module.resolved(cfg), sweep.member_overrides())
+    return aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.answer.seed, title=name,
+                     top_percent=cfg.answer.top_percent)
+
+
 def evaluate(cfg: DictConfig) -> str | None:
     """Sample, aggregate and track one configuration; returns the MLflow run id."""
     sampled = cfg.decoding == "sample" and cfg.sampling.temperature > 0  # CoT-decoding's rank-0 branch is greedy
     runs = [cfg] + ([greedy_config(cfg)] if cfg.greedy_baseline and sampled else [])
     summaries = sample_runs(runs)
-    config = config_module.resolved(cfg)
-    name = runinfo.run_name(config, sweep.member_overrides())
-    result = aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.sampling.seed, title=name,
-                       top_percent=cfg.answer.top_percent)
+    result = aggregate_run(cfg)
     main = summaries[0]
     speed = ({"throughput/tokens_per_replica_s": main.tokens_per_replica_s, "throughput/engine_batch": main.engine_batch}
              if main.samples else {})
-    run_id = track(cfg, result, config, name, "evaluate", speed)
+    run_id = track(cfg, result, config_module.resolved(cfg), result.title, "evaluate", speed)
     print(summary_table(result))
     if cfg.answer.audit:
         print("\n".join(audit_lines(result, cfg.answer.audit)))
@@ -51,7 +56,6 @@ def evaluate(cfg: DictConfig) -> str | None:
 
 @cli.entry_point("config")
 def main(cfg: DictConfig) -> None:
-    config_module.validate(cfg)
     evaluate(cfg)
 
 

@@ -77,9 +77,8 @@ def user_turn(prompt: Optional[dict[str, Any]], question: str) -> list[dict[str,
 
 
 def export(run_dir: str, out: str, max_per_problem: int) -> dict[str, Any]:
-    """Write sft.jsonl, sft.parquet and export.json into `out`; returns the manifest."""
-    if max_per_problem < 1:
-        raise ExportError(f"export.max_per_problem={max_per_problem}: must be >= 1")
+    """Write sft.jsonl, sft.parquet and export.json into `out` (`max_per_problem` >= 1: jobs.config.validate_export);
+    returns the manifest."""
     right = right_samples(run_dir)
     kept: dict[str, dict[str, dict[str, Any]]] = {}
     for row in right_traces(run_dir, right) if right else ():

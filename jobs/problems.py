@@ -11,11 +11,14 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from omegaconf import DictConfig
 
 from analysis.errors import MarginalError
+
+
+PARQUET_BATCH = 1024  # rows decoded at once when a Parquet file is read
 
 
 class DatasetError(MarginalError, ValueError):
@@ -39,9 +42,18 @@ def load_problems(cfg: DictConfig, split: str = "test") -> list[Problem]:
         path = cfg.path if split == "test" else cfg.train_path
         if not path:
             raise DatasetError(f"dataset={cfg.name}: no path for the {split} split (dataset.path / dataset.train_path)")
+        if cfg.source and not Path(path).is_file():
+            raise DatasetError(missing_file_message(cfg, path, split))
         problems = list(_file_problems(Path(path), cfg))
     _check_unique(problems, cfg.name)
     return problems[: cfg.limit] if cfg.limit and split == "test" else problems  # exemplars come from the whole train split
+
+
+def missing_file_message(cfg: DictConfig, path: str, split: str) -> str:
+    """Where a named dataset's missing file goes, and where the public file comes from."""
+    return (f"dataset={cfg.name}: {path}: no such file. Put the {split} split there as {Path(path).name} "
+            f"(the folder above {Path(path).parent.name}/ is data_dir: set data_dir=DIR or MARGINAL_DATA_DIR); "
+            f"the public file: {cfg.source}")
 
 
 def _check_unique(problems: list[Problem], name: str) -> None:
@@ -54,21 +66,23 @@ def _check_unique(problems: list[Problem], name: str) -> None:
         seen[problem.problem_id] = index
 
 
-def _records(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, record) pairs of a JSONL or Parquet file."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+def _parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(row number, record) pairs of a Parquet file, streamed a batch at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except pa.ArrowException as error:
-            raise DatasetError(f"{path}: not a readable Parquet file ({error})") from None
-        for index, row in enumerate(rows):
-            yield index + 1, row
-        return
+    try:
+        number = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
+    except pa.ArrowException as error:
+        raise DatasetError(f"{path}: not a readable Parquet file ({error})") from None
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, record) pairs of a JSON-lines file, streamed; blank lines are skipped."""
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: empty file")
     with path.open("rb") as lines:
@@ -80,12 +94,24 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
+                yield number, json.loads(line.rstrip("\r\n"))  # a cut line reports its own column, not the next line's
             except json.JSONDecodeError as error:
                 raise DatasetError(f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno})") from None
 
 
-def _field(record: Any, key: str, where: str) -> Any:
+# Dataset file formats by suffix (any other suffix is read as JSON lines): a new one is a reader and one line.
+READERS: dict[str, Callable[[Path], Iterator[tuple[int, Any]]]] = {".parquet": _parquet_records, ".jsonl": _jsonl_records}
+
+
+def records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, record) pairs of a dataset file, by the reader of its suffix."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    return READERS.get(path.suffix, _jsonl_records)(path)
+
+
+def record_field(record: Any, key: str, where: str) -> Any:
+    """`record[key]`, or DatasetError at `where` (file:line) when the record is no object or lacks it."""
     if not isinstance(record, dict):
         raise DatasetError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if key not in record or record[key] is None:
@@ -93,7 +119,7 @@ def _field(record: Any, key: str, where: str) -> Any:
     return record[key]
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     """A field value as the text a prompt or a gold answer holds (145.0 stays '145.0')."""
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -101,12 +127,12 @@ def _text(value: Any) -> str:
 def _file_problems(path: Path, cfg: DictConfig) -> Iterator[Problem]:
     gold_pattern = re.compile(cfg.gold_pattern, re.MULTILINE) if cfg.gold_pattern else None
     count = 0
-    for number, record in _records(path):
+    for number, record in records(path):
         where = f"{path}:{number}"
-        question = " ".join(_text(_field(record, key, where)).strip() for key in cfg.question_fields)
+        question = " ".join(as_text(record_field(record, key, where)).strip() for key in cfg.question_fields)
         if not question:
             raise DatasetError(f"{where}: empty question")
-        answer = _text(_field(record, cfg.answer_field, where))
+        answer = as_text(record_field(record, cfg.answer_field, where))
         gold = answer
         if gold_pattern:
             match = gold_pattern.search(answer)
@@ -115,7 +141,7 @@ def _file_problems(path: Path, cfg: DictConfig) -> Iterator[Problem]:
             gold = match.group(1)
         if not gold.strip():
             raise DatasetError(f"{where}: empty gold answer in field {cfg.answer_field!r}")
-        problem_id = _text(_field(record, cfg.id_field, where)) if cfg.id_field else f"{cfg.name}/{count}"
+        problem_id = as_text(record_field(record, cfg.id_field, where)) if cfg.id_field else f"{cfg.name}/{count}"
         solution = record.get(cfg.solution_field) if cfg.solution_field else None
         count += 1
         yield Problem(problem_id, question, gold.strip(), solution)

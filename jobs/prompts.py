@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Union
 
 from omegaconf import DictConfig
 
+from actors.work import Prompt
 from jobs.config import ConfigError
 from jobs.problems import Problem
-
-Prompt = Union[str, list[dict[str, str]]]  # completion text, or chat messages
 
 
 def exemplars(train: list[Problem], shots: int, seed: int) -> list[Problem]:

@@ -28,20 +28,16 @@ QUARANTINE_LOG = "quarantine.log"  # beside the quarantined shards: one line per
 RESUMABLE_KEYS = ("sampling.n", "sampling.top_k_branches", "dataset.limit", "dataset.size", "replicas", "cluster", "tracking", "run_dir", "answer")
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            out.update(_flat(value, path + "."))
+            out.update(flatten(value, path + "."))
         else:
             out[path] = value
     return out
-
-
-def flatten(tree: dict[str, Any]) -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}."""
-    return _flat(tree)
 
 
 def read_text(uri: str) -> str | None:

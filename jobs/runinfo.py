@@ -32,15 +32,18 @@ NAME_FORMATS = {
     "answer.format": "{}",
     "answer.confidence": "conf-{}",
     "answer.top_percent": "top{:g}",
+    "answer.seed": "aseed{}",
 }
-ALWAYS_NAMED = ("sampling.temperature",)  # named even at its default: greedy and sampled runs differ by it
+# Named even at their defaults: greedy and sampled runs differ by the temperature, CoT-decoding runs by their
+# branches (each applies only to its decoding).
+ALWAYS_NAMED = ("sampling.temperature", "sampling.top_k_branches")
 # The sampling keys that mean something for each decoding (CoT-decoding ignores n, temperature and top_p).
 DECODING_KEYS = {
     "sample": ("sampling.n", "sampling.temperature", "sampling.top_p", "sampling.max_tokens", "sampling.seed",
                "sampling.logprobs"),
     "cot_decoding": ("sampling.top_k_branches", "sampling.max_tokens", "sampling.logprobs"),
 }
-ANSWER_KEYS = ("answer.format", "answer.confidence", "answer.top_percent")
+ANSWER_KEYS = ("answer.format", "answer.confidence", "answer.top_percent", "answer.seed")
 IDENTITY_KEYS = ("model.name", "model.path", "dataset.name", "dataset.limit", "prompt.name", "decoding")
 # Overrides a name leaves out: config groups it shows already (their settings), and where a run goes.
 UNNAMED_OVERRIDES = ("model", "dataset", "prompt", "sampling", "run_dir")
@@ -48,10 +51,12 @@ UNNAMED_PREFIXES = ("tracking", "hydra")
 
 
 def defaults(config: Mapping[str, Any]) -> dict[str, Any]:
-    """conf/'s defaults of the named settings; answer.format's is the run's dataset's answer format."""
-    main = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))
+    """conf/'s defaults of the named settings (answer: conf/answer/default.yaml under config.yaml's answer);
+    answer.format's is the run's dataset's answer format."""
+    main = OmegaConf.load(CONF_DIR / "config.yaml")
     sampling = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sampling" / "default.yaml"))
-    values = flatten({"decoding": main["decoding"], "sampling": sampling, "answer": main["answer"]})
+    answer = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF_DIR / "answer" / "default.yaml"), main.answer))
+    values = flatten({"decoding": main.decoding, "sampling": sampling, "answer": answer})
     values["answer.format"] = flatten(dict(config)).get("dataset.answer_format")
     return values
 

@@ -13,10 +13,12 @@ import itertools
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig
 
+from actors.embedded_model import check_model, resolve_model_path
+from actors.work import COT_DECODING, Prompt, Request, RunColumns, SamplingSpec, WorkUnit
 from analysis.traces import QUARANTINE, DamagedShardError, RunDirError, traces_dir
 from jobs import cli, rundir
 from jobs import config as config_module
@@ -32,13 +34,12 @@ def derive_seed(base_seed: int, problem_id: str, sample_idx: int) -> int:
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def plan_units(problems: list[Problem], prompts: dict[str, Any], n: int, base_seed: int, unit_size: int,
-               done: dict[str, set[int]], run_dir: str = "", spec: Any = None,
-               whole_problems: bool = False) -> Iterator[Any]:
+def plan_units(problems: list[Problem], prompts: dict[str, Prompt], n: int, base_seed: int, unit_size: int,
+               done: dict[str, set[int]], run_dir: str = "", run: Optional[RunColumns] = None,
+               spec: Optional[SamplingSpec] = None, whole_problems: bool = False) -> Iterator[WorkUnit]:
     """Work units covering every (problem, sample_idx) not yet done, `unit_size` samples each; with
-    `whole_problems`, at least `unit_size`, never splitting a problem's samples between units."""
-    from actors.replica import Request, WorkUnit
-
+    `whole_problems`, at least `unit_size`, never splitting a problem's samples between units. `run_dir`,
+    `run` and `spec` go into every unit (a plan made only for its unit names leaves them out)."""
     batch: list[Request] = []
     for problem in problems:
         finished = done.get(problem.problem_id, set())
@@ -48,16 +49,16 @@ def plan_units(problems: list[Problem], prompts: dict[str, Any], n: int, base_se
             batch.append(Request(problem.problem_id, problem.question, problem.gold, prompts[problem.problem_id],
                                  idx, derive_seed(base_seed, problem.problem_id, idx)))
             if len(batch) == unit_size and not whole_problems:
-                yield WorkUnit(_unit_name(batch), run_dir, spec, batch)
+                yield WorkUnit(_unit_name(batch), run_dir, run, spec, batch)
                 batch = []
         if len(batch) >= unit_size and whole_problems:
-            yield WorkUnit(_unit_name(batch), run_dir, spec, batch)
+            yield WorkUnit(_unit_name(batch), run_dir, run, spec, batch)
             batch = []
     if batch:
-        yield WorkUnit(_unit_name(batch), run_dir, spec, batch)
+        yield WorkUnit(_unit_name(batch), run_dir, run, spec, batch)
 
 
-def _unit_name(batch: list[Any]) -> str:
+def _unit_name(batch: list[Request]) -> str:
     """A shard name fixed by the unit's samples, so a re-sent unit overwrites rather than duplicates."""
     key = "\n".join(f"{r.problem_id}\x00{r.sample_idx}" for r in batch)
     return "part-" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
@@ -84,7 +85,7 @@ class SampleSummary:
         return self.tokens / (self.seconds * self.replicas) if self.seconds else 0.0
 
 
-def prepare_problems(cfg: DictConfig) -> tuple[list[Problem], dict[str, Any]]:
+def prepare_problems(cfg: DictConfig) -> tuple[list[Problem], dict[str, Prompt]]:
     """The problems and each one's rendered prompt."""
     problems = load_problems(cfg.dataset)
     shots = exemplars(load_problems(cfg.dataset, split="train"), cfg.prompt.shots, cfg.prompt.shots_seed) if cfg.prompt.shots else []
@@ -93,7 +94,7 @@ def prepare_problems(cfg: DictConfig) -> tuple[list[Problem], dict[str, Any]]:
 
 def samples_per_problem(cfg: DictConfig) -> int:
     """Rows per problem: `sampling.n` samples, or with CoT-decoding one per branch (`sampling.top_k_branches`)."""
-    return cfg.sampling.top_k_branches if cfg.decoding == "cot_decoding" else cfg.sampling.n
+    return cfg.sampling.top_k_branches if cfg.decoding == COT_DECODING else cfg.sampling.n
 
 
 def stop_texts(prompt: DictConfig) -> tuple[str, ...]:
@@ -102,17 +103,14 @@ def stop_texts(prompt: DictConfig) -> tuple[str, ...]:
     return () if prompt.chat or not head else ("\n" + head,)
 
 
-def sampling_spec(cfg: DictConfig, run_id: str) -> Any:
-    """How the run's samples are drawn (CoT-decoding: greedy branches) and the columns every row carries."""
-    from actors.replica import SamplingSpec
-
-    branching = cfg.decoding == "cot_decoding"
+def sampling_spec(cfg: DictConfig) -> SamplingSpec:
+    """How the run's samples are drawn (CoT-decoding: greedy branches)."""
+    branching = cfg.decoding == COT_DECODING
     return SamplingSpec(
         temperature=0.0 if branching else cfg.sampling.temperature,
         top_p=1.0 if branching else cfg.sampling.top_p,
         max_tokens=cfg.sampling.max_tokens,
         logprobs=cfg.sampling.logprobs,
-        columns={"run_id": run_id, "model": cfg.model.name, "prompt": cfg.prompt.name, "decoding": cfg.decoding},
         decoding=cfg.decoding,
         branches=cfg.sampling.top_k_branches,
         answer_format=cfg.answer.format,
@@ -131,7 +129,7 @@ def engine_kwargs(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[Any]]:
+def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit]]:
     """Prepare one run's directory; its summary so far, the samples missing, and their work units."""
     problems, prompts = prepare_problems(cfg)
     try:
@@ -145,18 +143,19 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[Any]]:
     summary.skipped = sum(len([i for i in done.get(p.problem_id, ()) if i < n]) for p in problems)
     missing = len(problems) * n - summary.skipped
     units = plan_units(problems, prompts, n, cfg.sampling.seed, capped_unit_size(cfg.cluster.unit_size, missing, cfg.replicas),
-                       done, cfg.run_dir, sampling_spec(cfg, run_id), whole_problems=cfg.decoding == "cot_decoding")
+                       done, cfg.run_dir, RunColumns(run_id, cfg.model.name, cfg.prompt.name), sampling_spec(cfg),
+                       whole_problems=cfg.decoding == COT_DECODING)
     return summary, missing, units
 
 
-def report_quarantined(cfg: DictConfig, problems: list[Problem], prompts: dict[str, Any],
+def report_quarantined(cfg: DictConfig, problems: list[Problem], prompts: dict[str, Prompt],
                        damaged: list[DamagedShardError]) -> None:
     """One warning line per shard moved to traces/.quarantine/, with its samples when the run's unit plan knows them."""
     if not damaged:
         return
     n = samples_per_problem(cfg)
     unit_size = capped_unit_size(cfg.cluster.unit_size, len(problems) * n, cfg.replicas)  # as a fresh run plans
-    plan = plan_units(problems, prompts, n, cfg.sampling.seed, unit_size, {}, whole_problems=cfg.decoding == "cot_decoding")
+    plan = plan_units(problems, prompts, n, cfg.sampling.seed, unit_size, {}, whole_problems=cfg.decoding == COT_DECODING)
     sizes = {unit.name: len(unit.requests) for unit in plan}
     for error in damaged:
         held = sizes.get(error.path.rsplit("/", 1)[-1].removesuffix(".parquet"))
@@ -176,10 +175,7 @@ def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> li
     `replica_class` replaces the vLLM replica (tests and benchmarks pass actors.double.EngineDouble). Each
     run_dir is leased meanwhile: a job already sampling one fails this call at once (jobs.lease).
     """
-    from actors import cluster
-    from actors.embedded_model import resolve_model_path
-
-    model_path = cluster.check_model(resolve_model_path(runs[0].model.path))  # before any run_dir is written
+    model_path = check_model(resolve_model_path(runs[0].model.path))  # before any run_dir is written
     with RunLeases([cfg.run_dir for cfg in runs]) as leases:
         return _sample_leased(runs, model_path, replica_class, leases)
 
@@ -187,8 +183,7 @@ def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> li
 def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type | None,
                    leases: RunLeases) -> list[SampleSummary]:
     """sample_runs once every run_dir is leased; no unit is sent after a lease is lost."""
-    from actors import cluster
-    from actors.replica import EngineReplica
+    from actors import cluster  # Ray takes seconds to import: only once there is something to sample
 
     cfg = runs[0]
     planned = [_plan_run(cfg) for cfg in runs]
@@ -204,7 +199,7 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
     batches: dict[str, float] = {}  # replica -> its engine's mean running batch, as last reported
     with Progress(todo) as progress:
         for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
-                                    engine_kwargs(cfg), units, replica_class or EngineReplica):
+                                    engine_kwargs(cfg), units, replica_class):
             summary = summaries[result["run_dir"]]
             summary.samples += result["rows"]
             summary.tokens += result["tokens"]
@@ -227,7 +222,6 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
 
 @cli.entry_point("config")
 def main(cfg: DictConfig) -> None:
-    config_module.validate(cfg)
     sample_runs([cfg])
 
 

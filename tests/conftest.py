@@ -1,4 +1,5 @@
-"""Shared fixtures: a local Ray for in-process runs, and a real MLflow tracking server on loopback."""
+"""Shared fixtures: a local Ray for in-process runs, a real MLflow tracking server on loopback, and the
+project's reference datasets as data_dir."""
 
 import os
 import signal
@@ -10,6 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+# The reference datasets beside the checkout (../shared/data): the tests' data_dir, through MARGINAL_DATA_DIR
+# (inherited by the jobs tests start). Users put theirs in data_dir (README, "Datasets").
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+os.environ["MARGINAL_DATA_DIR"] = str(SHARED_DATA)
+needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} missing")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from scipy import integrate
 
 from analysis.adaptive import Schedule, allocate, budget_replay, replay, sample_orders, summarize
-from analysis.curves import Problem
+from analysis.curves import Votes
 from analysis.stopping import RULES, beta_probability, variants
 from jobs.cli import compose
 from tests.test_mlflow_server import run_module, synthetic_run
@@ -97,7 +97,7 @@ def test_variants_expand_list_valued_parameters_and_name_an_unknown_rule():
         variants({"dirichlet": {"threshold": 0.9}})
 
 
-def brute_force(problem: Problem, order: np.ndarray, rule, params, schedule: Schedule) -> tuple[int, float]:
+def brute_force(problem: Votes, order: np.ndarray, rule, params, schedule: Schedule) -> tuple[int, float]:
     """Samples used and score on one order, sample by sample as an online run would."""
     n = len(problem.labels)
     budget = min(schedule.max_samples or n, n)
@@ -116,7 +116,7 @@ def brute_force(problem: Problem, order: np.ndarray, rule, params, schedule: Sch
 
 def test_replay_equals_a_brute_force_loop_over_the_same_orders():
     rng = np.random.default_rng(5)
-    problems = [Problem(rng.integers(-1, 3, size=n), int(rng.integers(-1, 3)), rng.random(n) if n % 2 else None)
+    problems = [Votes(rng.integers(-1, 3, size=n), int(rng.integers(-1, 3)), rng.random(n) if n % 2 else None)
                 for n in (6, 9, 12, 12)]
     rules = variants({"esc": {"window": 3}, "beta": {"threshold": [0.6, 0.9]}, "confident": {"threshold": 0.7},
                       "dirichlet": {"threshold": 0.8, "draws": 512, "seed": 1}})
@@ -140,7 +140,7 @@ def test_replay_equals_a_brute_force_loop_over_the_same_orders():
 
 
 def test_a_fixed_budget_goes_to_the_least_decided_problem_first():
-    problems = [Problem(np.zeros(8, np.int64), 0), Problem(np.array([0, 1] * 4), 1)]
+    problems = [Votes(np.zeros(8, np.int64), 0), Votes(np.array([0, 1] * 4), 1)]
     rows = [sample_orders(8, 50, np.random.default_rng([0, i])) for i in range(2)]
     # stored order, 1 each, then by P(p1 > p2): p0 (0.75, first of the tie) -> p0 at 0.875; p1 at 0.75 -> [0,1] 0.5,
     # [0,1,0] 0.6875, [0,1,0,1] 0.5, [0,1,0,1,0] 0.656: every later sample goes to p1, which ends with 6

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import answers
+from analysis import answers, verify_pool
 from analysis.answers import (
     ANSWER_FORMATS,
     answer_type,
@@ -24,8 +24,8 @@ from analysis.answers import (
     is_equivalent,
     question_options,
 )
+from jobs.cli import compose
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TIME_BOUND_S = 10.0
 
 # GSM8K test rows whose worked solution, with its '#### N' line removed, does not end on the
@@ -76,10 +76,10 @@ MATH500_MISSES: dict[int, str] = {}
 
 
 def _rows(name: str) -> list[dict]:
-    """The rows of a shared dataset's test split, or skip when it is not there."""
-    path = DATA / name / "test.jsonl"
+    """The rows of a reference dataset's test split in data_dir (tests/conftest.py), or skip when it is not there."""
+    path = Path(compose(f"dataset={name}").dataset.path)
     if not path.exists():
-        pytest.skip(f"dataset not found: {path} (expected ../shared/data beside the repo)")
+        pytest.skip(f"dataset not found: {path} (data_dir is MARGINAL_DATA_DIR, set by tests/conftest.py)")
     with path.open() as lines:
         return [json.loads(line) for line in lines]
 
@@ -472,7 +472,7 @@ def test_words_never_reach_symbolic_comparison(monkeypatch):
     def refuse(a, b):
         raise AssertionError(f"symbolic comparison of {a!r} and {b!r}")
 
-    monkeypatch.setattr(answers, "_symbolic_equal", refuse)
+    monkeypatch.setattr(verify_pool, "symbolic_equal", refuse)
     pairs = [("snta", "snat"), ("melon", "lemon"), ("god", "dog"), ("xy", "yx"), ("X", "x"), ("dog+cat", "cat+dog"),
              ("yes", "true"), ("B", "b"), ("the dog", "dog"), ("h-e-e-o", "h-e-o-e"), ("ee", "e^2"), ("heeo", "h-e-e-o")]
     for a, b in pairs:
@@ -575,6 +575,9 @@ ADVERSARIAL = {
 }
 
 
+EQUAL_TO_HALF = {"unbalanced boxed": ("gsm8k", "number", "auto", "math")}  # the texts that, read whole, are 1/2
+
+
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 def test_adversarial_outputs_finish_in_bounded_time(name, warm_worker):
     text = ADVERSARIAL[name]
@@ -589,10 +592,11 @@ def test_adversarial_outputs_finish_in_bounded_time(name, warm_worker):
 
     results, elapsed = _in_thread(run)
     assert elapsed < TIME_BOUND_S, f"{name}: {elapsed:.1f} s"
-    for answer, key, graded, _ in results:
+    for fmt, (answer, key, graded, half) in zip(ANSWER_FORMATS, results):
         assert answer is None or len(answer) <= answers.MAX_ANSWER_CHARS
         assert key is None or len(key) <= answers.MAX_ANSWER_CHARS
-        assert isinstance(graded, bool)
+        assert graded == (key == "1"), (fmt, key)  # none is 1 by algebra: right only when it reads as 1 itself
+        assert half == (fmt in EQUAL_TO_HALF.get(name, ())), fmt  # an overrun or refusal is "not equal": never True
 
 
 def test_adversarial_extraction_results():
@@ -622,16 +626,22 @@ def test_daemonic_forked_child_gets_its_own_workers(warm_worker):
 
 
 def test_worker_that_cannot_start_raises(monkeypatch):
-    monkeypatch.setattr(answers, "_pool", None)
-    monkeypatch.setattr(answers.sys, "executable", "/bin/false")
+    monkeypatch.setattr(verify_pool, "_pool", None)
+    monkeypatch.setattr(verify_pool.sys, "executable", "/bin/false")
     with pytest.raises(RuntimeError, match="did not start"):
-        answers._symbolic_equal.__wrapped__("x", "y")
+        verify_pool.symbolic_equal.__wrapped__("x", "y")
 
 
-def test_overrunning_comparison_is_killed_from_a_thread(monkeypatch, warm_worker):
+def test_overrunning_comparison_is_killed_from_a_thread(monkeypatch, warm_worker, caplog):
     """9^{9^{9}} makes sympy compute a 370-million-digit power: the worker must be cut off."""
-    monkeypatch.setattr(answers, "SYMBOLIC_TIMEOUT_S", 1.0)
-    verdict, elapsed = _in_thread(lambda: answers._symbolic_equal.__wrapped__("9^{9^{9}}", "1"))
+    monkeypatch.setattr(verify_pool, "SYMBOLIC_TIMEOUT_S", 1.0)
+    pool = verify_pool._worker_pool()
+    idle_before = list(pool._idle)
+    with caplog.at_level("WARNING", logger=verify_pool.__name__):
+        verdict, elapsed = _in_thread(lambda: verify_pool.symbolic_equal.__wrapped__("9^{9^{9}}", "1"))
     assert verdict is None  # no verdict: the comparison falls back to "not equal"
+    assert "overran 1.0 s" in caplog.text  # the timeout fired (an unparsable pair also gives None, but quietly)
+    killed = [w for w in idle_before if w not in pool._idle]
+    assert len(killed) == 1 and killed[0]._process.poll() is not None  # the worker that overran is dead
     assert elapsed < 1.0 + 3.0
     assert is_equivalent(r"\frac{\sqrt{8}}{2}", r"\sqrt{2}", "math")

@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.cot_decoding import answer_confidence, answer_span, choose, cot_decoding_curves, margin, token_offsets
-from analysis.curves import Problem
+from analysis.answer_confidence import answer_confidence, answer_span, margin, token_offsets
+from analysis.cot_decoding import choose
+from analysis.curves import Votes
+from analysis.methods import scaling_curves
 from analysis.traces import open_traces
 from jobs.aggregate import aggregate
 from jobs.problems import arith_problems
 from jobs.sample import plan_units, samples_per_problem, stop_texts
-from tests.test_config import make
+from jobs.cli import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 PIECES = ["The", " answer", " is", " 4", "2", ".", "<|im_end|>"]
@@ -62,19 +64,21 @@ def test_max_and_agg_choose_differently():
 
 def test_cot_decoding_curves_use_the_top_k_branches_in_rank_order():
     problems = [
-        Problem(np.array([1, 0, 0]), 0, np.array([0.9, 0.5, 0.6])),  # max: wrong at every k; agg: right from k=3
-        Problem(np.array([0, 1, 0]), 0, np.array([0.2, 0.3, 0.0])),  # max and agg: right at k=1, wrong from k=2
+        Votes(np.array([1, 0, 0]), 0, deltas=np.array([0.9, 0.5, 0.6])),  # max: wrong at every k; agg: right from k=3
+        Votes(np.array([0, 1, 0]), 0, deltas=np.array([0.2, 0.3, 0.0])),  # max and agg: right at k=1, wrong from k=2
     ]
-    rows = {(r["method"], r["k"]): r["accuracy"] for r in cot_decoding_curves(problems, ks=[1, 2, 3]).rows}
+    curves = scaling_curves(problems, ks=[1, 2, 3])  # every method whose inputs the votes hold: deltas, not weights
+    assert [r["method"] for r in curves.rows[::3]] == ["maj", "pass", "cot_decoding_max", "cot_decoding_agg"]
+    rows = {(r["method"], r["k"]): r["accuracy"] for r in curves.rows}
     assert [rows[("cot_decoding_max", k)] for k in (1, 2, 3)] == [0.5, 0.0, 0.0]
     assert [rows[("cot_decoding_agg", k)] for k in (1, 2, 3)] == [0.5, 0.0, 0.5]
 
 
 def test_branches_per_problem_and_stop_texts_come_from_the_config():
-    cfg = make("decoding=cot_decoding", "prompt=plain", "sampling.top_k_branches=6", "sampling.n=3")
-    assert samples_per_problem(cfg) == 6 and samples_per_problem(make("sampling.n=3")) == 3
+    cfg = compose("decoding=cot_decoding", "prompt=plain", "sampling.top_k_branches=6", "sampling.n=3")
+    assert samples_per_problem(cfg) == 6 and samples_per_problem(compose("sampling.n=3")) == 3
     assert stop_texts(cfg.prompt) == ("\nQ:",)
-    assert stop_texts(make("prompt=cot").prompt) == ()
+    assert stop_texts(compose("prompt=cot").prompt) == ()
 
 
 def test_units_hold_whole_problems_and_resume_only_missing_branches():

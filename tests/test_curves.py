@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from analysis.curves import (
-    Problem,
+    Votes,
     bootstrap_ci,
     class_counts,
     k_grid,
@@ -19,9 +19,9 @@ from analysis.curves import (
     majority_vote,
     n_permutations,
     pass_at_k,
-    scaling_curves,
     vote_at_k_mc,
 )
+from analysis.methods import scaling_curves
 from analysis.plots import curves_figure, save_figure, tokens_figure
 
 
@@ -113,7 +113,7 @@ def test_exact_maj_large_n_is_finite_and_matches_monte_carlo():
     c_r, others = class_counts(labels, 1)
     ks = [2, 16, 128, 512]
     exact = np.array([maj_at_k_exact(c_r, others, 1024, k) for k in ks])
-    mean, se = vote_at_k_mc(labels, 1, ks, 4000, np.random.default_rng(2))
+    mean, se = vote_at_k_mc([labels], 1, ks, 4000, np.random.default_rng(2))
     assert np.all(np.isfinite(exact)) and np.all((exact >= 0) & (exact <= 1))
     assert np.all(np.abs(mean - exact) <= 4 * se + 1e-9)
 
@@ -125,14 +125,14 @@ def test_monte_carlo_agrees_with_exact(seed):
     ks = k_grid(64)
     c_r, others = class_counts(labels, 1)
     exact = np.array([maj_at_k_exact(c_r, others, 64, k) for k in ks])
-    mean, se = vote_at_k_mc(labels, 1, ks, 3000, np.random.default_rng(seed + 10))
+    mean, se = vote_at_k_mc([labels], 1, ks, 3000, np.random.default_rng(seed + 10))
     assert np.all(se[:-1] > 0) and se[-1] == 0  # k = n: every permutation gives the same vote
     assert np.all(np.abs(mean - exact) <= 4 * se + 1e-12)
 
 
 def test_maj_curve_exposes_the_path_used():
     rng = np.random.default_rng(3)
-    problems = [Problem(rng.choice([-1, 0, 1, 2], size=32), int(rng.integers(0, 3))) for _ in range(5)]
+    problems = [Votes(rng.choice([-1, 0, 1, 2], size=32), int(rng.integers(0, 3))) for _ in range(5)]
     ks = k_grid(32)
     exact = maj_curve(problems, ks, max_work=math.inf)
     estimated = maj_curve(problems, ks, seed=4, max_work=0)
@@ -172,7 +172,7 @@ def test_weighted_maj_with_equal_weights_matches_maj():
     ks = k_grid(48)
     c_r, others = class_counts(labels, 0)
     exact = np.array([maj_at_k_exact(c_r, others, 48, k) for k in ks])
-    mean, se = vote_at_k_mc(labels, 0, ks, 3000, np.random.default_rng(6), weights=np.full(48, 0.1))
+    mean, se = vote_at_k_mc([labels], 0, ks, 3000, np.random.default_rng(6), weights=[np.full(48, 0.1)])
     assert np.all(np.abs(mean - exact) <= 4 * se + 1e-12)
 
 
@@ -182,14 +182,14 @@ def test_weighted_maj_at_n_is_the_weighted_vote():
         labels = rng.choice([-1, 0, 1, 2], size=15)
         weights = rng.random(15) * (rng.random(15) < 0.8)
         for correct in (0, 1):
-            mean, se = vote_at_k_mc(labels, correct, [15], 3, np.random.default_rng(0), weights)
+            mean, se = vote_at_k_mc([labels], correct, [15], 3, np.random.default_rng(0), [weights])
             assert mean[0] == pytest.approx(vote_credit(labels, correct, weights)) and se[0] == 0
 
 
 def test_weighted_ties_count_within_tolerance():
     labels = np.array([0, 1, 1])
     weights = np.array([0.3, 0.1, 0.2])  # 0.1 + 0.2 != 0.3 in floating point
-    mean, _ = vote_at_k_mc(labels, 0, [3], 2, np.random.default_rng(0), weights)
+    mean, _ = vote_at_k_mc([labels], 0, [3], 2, np.random.default_rng(0), [weights])
     assert mean[0] == pytest.approx(0.5)
 
 
@@ -211,12 +211,12 @@ def test_bootstrap_ci():
     assert np.all(high - low < few_high - few_low)
 
 
-def make_problems(count: int, n: int, seed: int, weights: bool = False) -> list[Problem]:
+def make_problems(count: int, n: int, seed: int, weights: bool = False) -> list[Votes]:
     rng = np.random.default_rng(seed)
     problems = []
     for _ in range(count):
         labels = rng.choice([-1, 0, 1, 2, 3], size=n, p=[0.1, 0.4, 0.25, 0.15, 0.1])
-        problems.append(Problem(labels, int(rng.integers(-1, 3)), rng.random(n) if weights else None))
+        problems.append(Votes(labels, int(rng.integers(-1, 3)), rng.random(n) if weights else None))
     return problems
 
 
@@ -249,23 +249,51 @@ def test_scaling_curves_validates_input():
         scaling_curves([])
 
 
-def test_curve_plots_name_every_method_at_k_and_write_pngs(tmp_path):
-    rows = scaling_curves(make_problems(10, 8, seed=12, weights=True), top_percent=50).rows
-    fig = curves_figure(rows, "m / d / p", greedy=0.4)
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend == ["maj@k", "pass@k", "weighted_maj@k", "weighted_maj_top50@k", "greedy"]
-    assert fig.axes[0].get_title() == "m / d / p"
-    path = save_figure(fig, tmp_path / "curves.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+def read_back(figure, path):
+    """The pixels of `figure` saved as a PNG at `path` (height, width, channels)."""
+    import matplotlib.image
+
+    return matplotlib.image.imread(save_figure(figure, path))
+
+
+def test_curves_figure_draws_each_method_at_k_with_its_interval_and_the_greedy_line(tmp_path):
+    curves = scaling_curves(make_problems(10, 8, seed=12, weights=True), top_percent=50)
+    figure = curves_figure(curves.rows, "m / d / p", greedy=0.4)
+    assert read_back(figure, tmp_path / "curves.png").shape[:2] == (540, 840)  # 7 x 4.5 inches at 120 dpi
+    [ax] = figure.axes
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale()) == \
+        ("m / d / p", "samples per problem (k)", "accuracy (%)", "log")
+    methods = ["maj", "pass", "weighted_maj", "weighted_maj_top50"]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {f"{m}@k" for m in methods} | {"greedy"}
+    for method in methods:
+        rows = [r for r in curves.rows if r["method"] == method]
+        assert list(lines[f"{method}@k"].get_xdata()) == curves.ks == [1, 2, 4, 8]
+        assert list(lines[f"{method}@k"].get_ydata()) == pytest.approx([100 * r["accuracy"] for r in rows])
+    assert list(lines["greedy"].get_ydata()) == [40.0, 40.0]
+    assert len(ax.collections) == len(methods)  # one shaded interval per method
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"{m}@k" for m in methods] + ["greedy"]
+
+
+def test_curves_figure_overlays_runs_with_a_greedy_line_each(tmp_path):
+    rows = scaling_curves(make_problems(10, 8, seed=12), methods=("maj",)).rows
     runs = [{**r, "run": "a"} for r in rows] + [{**r, "run": "b", "accuracy": r["accuracy"] / 2} for r in rows]
-    overlay = save_figure(curves_figure(runs, "two runs", greedy={"a": 0.4, "b": 0.2}, label_key=("run", "method")),
-                          tmp_path / "runs.png")
-    assert overlay.stat().st_size > 1000
+    figure = curves_figure(runs, "two runs", greedy={"a": 0.4, "b": 0.2}, label_key=("run", "method"))
+    assert read_back(figure, tmp_path / "runs.png").shape[:2] == (540, 840)
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert set(lines) == {"a / maj@k", "b / maj@k", "greedy / a", "greedy / b"}
+    assert list(lines["b / maj@k"].get_ydata()) == pytest.approx([50 * r["accuracy"] for r in rows])
+    assert list(lines["greedy / b"].get_ydata()) == [20.0, 20.0]
 
 
-def test_the_tokens_plot_puts_each_k_at_k_samples_worth_of_tokens():
+def test_the_tokens_plot_puts_each_k_at_k_samples_worth_of_tokens(tmp_path):
     rows = [r for r in scaling_curves(make_problems(10, 8, seed=12)).rows if r["method"] == "maj"]
-    ax = tokens_figure(rows, 25.0, "t", greedy=(30.0, 0.4)).axes[0]
+    figure = tokens_figure(rows, 25.0, "t", greedy=(30.0, 0.4))
+    assert read_back(figure, tmp_path / "tokens.png").shape[:2] == (540, 840)
+    [ax] = figure.axes
     maj, greedy = ax.get_lines()
+    assert maj.get_label() == "maj@k" and greedy.get_label() == "greedy"
     assert list(maj.get_xdata()) == [25.0 * r["k"] for r in rows] and list(greedy.get_xdata()) == [30.0]
-    assert list(greedy.get_ydata()) == [40.0] and ax.get_xlabel() == "generated tokens per problem"
+    assert list(maj.get_ydata()) == pytest.approx([100 * r["accuracy"] for r in rows])
+    assert list(greedy.get_ydata()) == [40.0]
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_xscale()) == ("t", "generated tokens per problem", "log")

@@ -21,7 +21,7 @@ from analysis.traces import DamagedShardError, done_samples, read_columns, write
 from jobs import lease as lease_module
 from jobs.aggregate import aggregate
 from jobs.cli import compose
-from jobs.lease import HOST, Holder, Lease, LeaseError, RunLeases
+from jobs.lease import HOST, Lease, LeaseError, RunLeases
 from jobs.sample import sample_runs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ import pytest
 import ray
 
 from actors.cluster import replica_factory
-from actors.double import DoubleLLM, EngineDouble, completion
+from actors.double import DoubleEngine, EngineDouble, completion
 from actors.engine_loop import EngineLoop
-from actors.replica import Request, SamplingSpec, WorkUnit
+from actors.work import Request, RunColumns, SamplingSpec, WorkUnit
 from jobs.cli import compose
 
 
@@ -20,7 +20,7 @@ def text(tokens: int) -> SimpleNamespace:
 
 
 def test_a_short_batch_admitted_while_a_long_one_runs_finishes_first_and_both_share_the_batch():
-    loop = EngineLoop(DoubleLLM(step_s=0.002), max_batch=256)
+    loop = EngineLoop(DoubleEngine(step_s=0.002), max_batch=256)
     finished = {}
 
     def call(name, tokens):
@@ -38,19 +38,19 @@ def test_a_short_batch_admitted_while_a_long_one_runs_finishes_first_and_both_sh
 
 
 def test_outputs_come_back_in_the_callers_order_whatever_order_they_finish_in():
-    loop = EngineLoop(DoubleLLM(step_s=0.001), max_batch=256)
+    loop = EngineLoop(DoubleEngine(step_s=0.001), max_batch=256)
     lengths = [30, 1, 12, 5, 1, 40]
     outputs = loop.generate([text(n) for n in lengths], [None] * len(lengths))
     assert [len(o.outputs[0].token_ids) for o in outputs] == lengths
 
 
-class BrokenLLM(DoubleLLM):
-    """Its engine step fails once a long request is running; requests of 0 tokens are refused at enqueue."""
+class BrokenEngine(DoubleEngine):
+    """Its step fails once a long request is running; a request of 0 tokens is refused when added."""
 
-    def enqueue(self, prompts, params, use_tqdm=False):
-        if any(len(p.token_ids) == 0 for p in prompts):
+    def add_request(self, request_id, prompt, params):
+        if len(prompt.token_ids) == 0:
             raise ValueError("empty request")
-        return super().enqueue(prompts, params)
+        super().add_request(request_id, prompt, params)
 
     def step(self):
         if any(left > 100 for _, left in self.running.values()):
@@ -59,9 +59,10 @@ class BrokenLLM(DoubleLLM):
 
 
 def test_a_refused_batch_fails_alone_and_an_engine_failure_reaches_every_waiting_and_later_caller():
-    loop = EngineLoop(BrokenLLM(step_s=0.001), max_batch=256)
+    loop = EngineLoop(BrokenEngine(step_s=0.001), max_batch=256)
     with pytest.raises(ValueError, match="empty request"):
-        loop.generate([text(0)], [None])
+        loop.generate([text(2), text(0)], [None, None])
+    assert not loop.engine.running  # the refused batch's other request was taken back
     assert len(loop.generate([text(3)], [None])) == 1  # the engine still serves others
     with pytest.raises(RuntimeError, match="engine died"):
         loop.generate([text(500)], [None])
@@ -75,9 +76,10 @@ def seeds(outcome: range, count: int) -> list[int]:
 
 
 def unit(tmp_path: Path, name: str, seed_list: list[int]) -> WorkUnit:
-    spec = SamplingSpec(temperature=0.7, top_p=0.95, max_tokens=600, logprobs=0)
+    spec = SamplingSpec(temperature=0.7, top_p=0.95, max_tokens=600, logprobs=0, decoding="sample", branches=1,
+                        answer_format="number")
     requests = [Request(f"p{i}", "What is 2 + 2?", "4", "What is 2 + 2?", i, s) for i, s in enumerate(seed_list)]
-    return WorkUnit(name, str(tmp_path / "run"), spec, requests)
+    return WorkUnit(name, str(tmp_path / "run"), RunColumns("r", "double", "cot"), spec, requests)
 
 
 def test_a_replica_writes_a_short_units_shard_while_a_long_unit_sent_before_it_still_runs(local_ray, tmp_path):

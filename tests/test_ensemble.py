@@ -10,7 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.ensemble import EnsembleProblem, ensemble_at_k_mc, ensemble_curve, ensemble_problem
+from analysis.curves import vote_at_k_mc
+from analysis.ensemble import EnsembleProblem, ensemble_curve, ensemble_problem, member_weights
+from jobs.cli import compose
+from jobs.config import ConfigError, validate_ensemble
 from jobs.ensemble import EnsembleError, ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +45,8 @@ def test_answers_of_all_models_share_classes():
 def test_ensemble_at_k_matches_brute_force(weights):
     problem = EnsembleProblem([np.array([0, 0, 1, 2]), np.array([1, 2, -1, 1])], correct_class=1)
     ks = [1, 2, 3, 4]
-    estimate, stderr = ensemble_at_k_mc(problem, ks, np.array(weights), 20_000, np.random.default_rng(0))
+    estimate, stderr = vote_at_k_mc(problem.labels, problem.correct_class, ks, 20_000, np.random.default_rng(0),
+                                    member_weights(problem, weights))
     exact = [brute_force(problem, k, weights) for k in ks]
     assert np.all(np.abs(estimate - exact) <= 4 * stderr + 1e-12)
     assert estimate[-1] == exact[-1] and stderr[-1] == 0  # every sample drawn: one vote, no noise
@@ -50,8 +54,8 @@ def test_ensemble_at_k_matches_brute_force(weights):
 
 def test_weights_change_the_winner():
     problem = EnsembleProblem([np.array([0, 0]), np.array([1, 1])], correct_class=1)
-    equal, _ = ensemble_at_k_mc(problem, [2], np.array([1.0, 1.0]), 10, np.random.default_rng(0))
-    heavy, _ = ensemble_at_k_mc(problem, [2], np.array([1.0, 2.0]), 10, np.random.default_rng(0))
+    equal, _ = vote_at_k_mc(problem.labels, 1, [2], 10, np.random.default_rng(0), member_weights(problem, [1.0, 1.0]))
+    heavy, _ = vote_at_k_mc(problem.labels, 1, [2], 10, np.random.default_rng(0), member_weights(problem, [1.0, 2.0]))
     assert equal[0] == 0.5 and heavy[0] == 1.0
 
 
@@ -95,8 +99,16 @@ def test_ensemble_needs_the_same_problems_and_aggregated_runs(tmp_path):
         ensemble([a, b], "gsm8k", None, seed=0)
     with pytest.raises(EnsembleError, match="python -m jobs.aggregate run_dir="):
         ensemble([a, str(tmp_path / "missing")], "gsm8k", None, seed=0)
-    with pytest.raises(EnsembleError, match="one weight per run"):
-        ensemble([a, a], "gsm8k", [1.0], seed=0)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["run_dirs=[a,b]", "weights=[1.0]"], r"^weights=\[1.0\]: one weight per run \(2 runs\)$"),
+    (["run_dirs=[a]"], r"^run_dirs=\['a'\]: an ensemble needs at least two runs$"),
+    (["run_dirs=[a,b]", "answer.format=latex"], r"^answer.format='latex': must be one of"),
+])
+def test_ensemble_config_is_checked_before_any_run_is_read(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_ensemble(compose(*overrides, "out=x", config_name="ensemble"))
 
 
 @pytest.mark.parametrize("scheme", ["", "file://"])  # a URI goes through pyarrow's filesystem layer, as s3:// would

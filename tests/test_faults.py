@@ -112,8 +112,8 @@ def test_when_every_replica_dies_the_run_fails_with_the_cause_and_keeps_its_shar
 
 def test_in_flight_work_is_bounded_by_replicas_times_max_inflight(local_ray, double_run):
     from actors import cluster
-    from actors.replica import SamplingSpec
-    from jobs.sample import plan_units, prepare_problems
+    from actors.work import RunColumns
+    from jobs.sample import plan_units, prepare_problems, sampling_spec
 
     cfg = double_run("cluster.max_inflight=3", "dataset.limit=20")
     problems, prompts = prepare_problems(cfg)
@@ -121,7 +121,8 @@ def test_in_flight_work_is_bounded_by_replicas_times_max_inflight(local_ray, dou
 
     def units():
         nonlocal pulled
-        for unit in plan_units(problems, prompts, 8, 0, 4, {}, cfg.run_dir, SamplingSpec(0.7, 0.95, 32, 0)):
+        for unit in plan_units(problems, prompts, 8, 0, 4, {}, cfg.run_dir, RunColumns("r", "m", "p"),
+                               sampling_spec(cfg)):
             pulled += 1
             yield unit
 

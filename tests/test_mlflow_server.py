@@ -52,8 +52,9 @@ def test_an_aggregation_of_an_object_store_run_dir_is_logged_over_http_and_reads
     assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
     assert run.info.run_name == "synthetic/arith/cot t0.7 n4 number"  # answer.format differs from the dataset's (none)
     assert set(run.data.params) == {"model.name", "dataset.name", "prompt.name", "sampling.n", "sampling.temperature",
-                                    "answer.format", "answer.confidence", "problems", "samples", "git_commit"}
+                                    "answer.format", "answer.confidence", "answer.seed", "problems", "samples", "git_commit"}
     assert run.data.params["sampling.n"] == "4" and run.data.params["answer.format"] == "number"
+    assert run.data.params["answer.seed"] == "0"  # the saved answer.seed, else 0
     assert run.data.params["problems"] == "3" and run.data.params["samples"] == "12"
     assert run.data.tags["run_dir"] == run_dir and run.data.tags["override.run_dir"] == run_dir
     assert run.data.tags["job"] == "aggregate" and run.data.tags["sampling_run"] == rundir.run_id(run_dir)

@@ -1,7 +1,6 @@
 """Datasets: the arithmetic generator, the three real benchmarks, and files with a field mapping."""
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,10 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from jobs.problems import DatasetError, arith_problems, load_problems
-from tests.test_config import make
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} missing")
+from jobs.cli import compose
+from tests.conftest import SHARED_DATA as DATA, needs_shared_data as needs_data
 
 
 def test_arith_is_reproducible_and_seeded():
@@ -31,7 +28,7 @@ def test_arith_gold_is_the_sum_of_the_chain(steps):
 
 
 def test_arith_train_split_is_disjoint_from_test():
-    cfg = make("dataset=arith").dataset
+    cfg = compose("dataset=arith").dataset
     test = {p.question for p in load_problems(cfg)}
     train = {p.question for p in load_problems(cfg, split="train")}
     assert test and train and not test & train
@@ -40,7 +37,7 @@ def test_arith_train_split_is_disjoint_from_test():
 @needs_data
 @pytest.mark.parametrize("name, rows, sample_gold", [("gsm8k", 1319, "18"), ("math500", 500, "\\left( 3, \\frac{\\pi}{2} \\right)"), ("svamp", 1000, "145.0")])
 def test_real_datasets_load_with_stable_ids_and_gold(name, rows, sample_gold):
-    cfg = make(f"dataset={name}", f"dataset.path={DATA}/{name}/test.jsonl").dataset
+    cfg = compose(f"dataset={name}", f"data_dir={DATA}").dataset
     problems = load_problems(cfg)
     assert len(problems) == rows
     assert len({p.problem_id for p in problems}) == rows
@@ -51,7 +48,7 @@ def test_real_datasets_load_with_stable_ids_and_gold(name, rows, sample_gold):
 
 @needs_data
 def test_limit_and_svamp_question_joins_body_and_question():
-    cfg = make("dataset=svamp", f"dataset.path={DATA}/svamp/test.jsonl", "dataset.limit=3").dataset
+    cfg = compose("dataset=svamp", "dataset.limit=3").dataset  # data_dir from MARGINAL_DATA_DIR (tests/conftest.py)
     problems = load_problems(cfg)
     assert len(problems) == 3
     first = json.loads((DATA / "svamp/test.jsonl").read_text().splitlines()[0])
@@ -60,7 +57,7 @@ def test_limit_and_svamp_question_joins_body_and_question():
 
 
 def file_cfg(path, **fields):
-    cfg = make("dataset=file", f"dataset.path={path}").dataset
+    cfg = compose("dataset=file", f"dataset.path={path}").dataset
     return OmegaConf.merge(cfg, fields)
 
 

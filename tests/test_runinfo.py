@@ -19,6 +19,7 @@ def test_a_name_holds_model_dataset_prompt_the_temperature_and_only_the_settings
         "qwen2.5-coder-0.5b-instruct/gsm8k/cot t0.7 n32 top50")  # gsm8k's own answer format is its default
     assert runinfo.run_name(config("dataset=gsm8k", "answer.format=math", "sampling=greedy")) == (
         "qwen2.5-coder-0.5b-instruct/gsm8k/cot t0.0 p1.0 n1 math")
+    assert runinfo.run_name(config("answer.seed=3")) == "qwen2.5-coder-0.5b-instruct/arith/cot t0.7 aseed3"
     assert runinfo.run_name(config("decoding=cot_decoding", "prompt=plain")) == (  # n, t and top_p do not apply
         "qwen2.5-coder-0.5b-instruct/arith/plain cot_decoding b10")
 
@@ -41,7 +42,7 @@ def test_params_are_the_keys_users_filter_on_and_only_those_that_apply():
                             {"adaptive": "beta", "adaptive.budget": None})
     assert set(params) == {"model.name", "model.path", "dataset.name", "prompt.name", "decoding", "sampling.n",
                            "sampling.temperature", "sampling.top_p", "sampling.max_tokens", "sampling.seed",
-                           "sampling.logprobs", "answer.format", "answer.confidence", "problems", "samples",
+                           "sampling.logprobs", "answer.format", "answer.confidence", "answer.seed", "problems", "samples",
                            "adaptive", "git_commit"}
     assert params["problems"] == 3 and params["sampling.n"] == 4 and len(params["git_commit"].split("-")[0]) == 40
     cot = runinfo.params(config("decoding=cot_decoding", "prompt=plain"), {})

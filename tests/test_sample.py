@@ -9,7 +9,11 @@ from jobs.sample import capped_unit_size, derive_seed, plan_units
 
 
 def test_seed_depends_on_base_problem_and_index_only():
-    assert derive_seed(0, "p", 3) == derive_seed(0, "p", 3)
+    problems = arith_problems(3, 2, seed=0)
+    prompts = {p.problem_id: p.question for p in problems}
+    by_unit_size = [{(r.problem_id, r.sample_idx): r.seed for u in plan_units(problems, prompts, 4, 0, size, {})
+                     for r in u.requests} for size in (1, 5, 12)]
+    assert by_unit_size[0] == by_unit_size[1] == by_unit_size[2]  # whichever unit (batch, replica) draws a sample
     seeds = {derive_seed(b, p, i) for b in (0, 1) for p in ("p", "q") for i in range(100)}
     assert len(seeds) == 400
     assert all(0 <= s < 2**63 for s in seeds)

@@ -11,11 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.confidence import filter_top
-from analysis.curves import Problem, scaling_curves, vote_at_k_mc
+from analysis.curves import Votes, vote_at_k_mc
+from analysis.methods import scaling_curves
 from analysis.traces import open_traces, write_shard
 from jobs.aggregate import aggregate
 from jobs.config import ConfigError, validate
-from tests.test_config import make
+from jobs.cli import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,10 +45,10 @@ def test_the_filter_applies_within_each_draw_by_hand():
     labels, weights = np.array([0, 0, 1]), np.array([0.2, 0.3, 0.9])
     # k=2 keeps the more confident of the pair: {0,1} -> class 0, {0,2} and {1,2} -> class 1.
     # k=3 keeps ceil(1.5) = 2: 0.3 for class 0 against 0.9 for class 1.
-    estimate, stderr = vote_at_k_mc(labels, 0, [1, 2, 3], 30_000, np.random.default_rng(0), weights, top_percent=50)
+    estimate, stderr = vote_at_k_mc([labels], 0, [1, 2, 3], 30_000, np.random.default_rng(0), [weights], top_percent=50)
     assert estimate == pytest.approx([2 / 3, 1 / 3, 0.0], abs=4 * stderr.max() + 1e-9)
     assert estimate[-1] == 0.0 and stderr[-1] == 0.0
-    plain, _ = vote_at_k_mc(labels, 0, [3], 10, np.random.default_rng(0), weights)
+    plain, _ = vote_at_k_mc([labels], 0, [3], 10, np.random.default_rng(0), [weights])
     assert plain[0] == 0.0  # unfiltered: 0.5 against 0.9
 
 
@@ -57,31 +58,31 @@ def test_filtered_vote_matches_brute_force(eta):
     labels = np.array([0, 1, 1, 2, 0, -1, 1, 0])
     weights = rng.uniform(0.1, 2.0, len(labels))
     ks = [1, 2, 3, 5, 8]
-    estimate, stderr = vote_at_k_mc(labels, 0, ks, 20_000, np.random.default_rng(1), weights, top_percent=eta)
+    estimate, stderr = vote_at_k_mc([labels], 0, ks, 20_000, np.random.default_rng(1), [weights], top_percent=eta)
     exact = [filtered_vote_exact(labels, weights, 0, k, eta) for k in ks]
     assert np.all(np.abs(estimate - exact) <= 4 * stderr + 1e-9)
 
 
 def test_filtered_curve_sits_on_the_same_k_grid_and_100_percent_changes_nothing():
-    problems = [Problem(np.array([0, 1, 1, 0, 2]), 0, np.array([0.9, 0.2, 0.3, 0.8, 0.1])),
-                Problem(np.array([1, 1, 0, -1, 0]), 1, np.array([0.5, 0.6, 0.4, 0.0, 0.7]))]
+    problems = [Votes(np.array([0, 1, 1, 0, 2]), 0, np.array([0.9, 0.2, 0.3, 0.8, 0.1])),
+                Votes(np.array([1, 1, 0, -1, 0]), 1, np.array([0.5, 0.6, 0.4, 0.0, 0.7]))]
     curves = scaling_curves(problems, top_percent=50, n_boot=200)
     by = {(r["method"], r["k"]): r["accuracy"] for r in curves.rows}
     assert {m for m, _ in by} == {"maj", "pass", "weighted_maj", "weighted_maj_top50"}
     assert {k for m, k in by if m == "weighted_maj_top50"} == {k for m, k in by if m == "maj"} == {1, 2, 4, 5}
     full = scaling_curves(problems, top_percent=100, n_boot=200).per_problem
     assert np.array_equal(full["weighted_maj_top100"].values, full["weighted_maj"].values)
-    unweighted = [Problem(p.labels, p.correct_class) for p in problems]
+    unweighted = [Votes(p.labels, p.correct_class) for p in problems]
     assert "weighted_maj_top50" not in {r["method"] for r in scaling_curves(unweighted, top_percent=50).rows}
 
 
 def test_top_percent_and_cot_decoding_settings_are_validated():
-    validate(make("answer.top_percent=10"))
+    validate(compose("answer.top_percent=10"))
     for bad in ("answer.top_percent=0", "answer.top_percent=101"):
         with pytest.raises(ConfigError, match=r"^answer.top_percent="):
-            validate(make(bad))
+            validate(compose(bad))
     with pytest.raises(ConfigError, match=r"^sampling.max_tokens=1: must be >= 2 with decoding=cot_decoding"):
-        validate(make("decoding=cot_decoding", "sampling.max_tokens=1"))
+        validate(compose("decoding=cot_decoding", "sampling.max_tokens=1"))
 
 
 def confident(p: float, steps: int = 3) -> dict:

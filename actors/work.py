@@ -1,0 +1,78 @@
+"""What the driver sends a replica and what can go wrong starting one: plain data, importable without Ray or vLLM.
+
+`jobs/sample.py` plans `WorkUnit`s of `Request`s under one `SamplingSpec`; a replica (actors/replica.py)
+serves a unit and writes its rows, each carrying the unit's `RunColumns`, as one shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Union
+
+from analysis.errors import MarginalError
+
+Prompt = Union[str, list[dict[str, str]]]  # completion text, or chat messages
+DECODINGS = ("sample", "cot_decoding")  # decoding=: sample n chains, or CoT-decoding's top-k first-token branches
+COT_DECODING = DECODINGS[1]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One sample to generate: a problem's prompt and the sample's own seed."""
+
+    problem_id: str
+    question: str
+    gold: str
+    prompt: Prompt
+    sample_idx: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How every sample of a run is drawn."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+    logprobs: int
+    decoding: str  # one of DECODINGS
+    branches: int  # cot_decoding: the top-k first tokens branched on (sampling.top_k_branches)
+    answer_format: str  # cot_decoding: how a branch's answer is found, for its confidence (answer.format)
+    stop: tuple[str, ...] = ()  # texts that end a sample (a completion prompt's next question)
+
+
+@dataclass(frozen=True)
+class RunColumns:
+    """The columns every trace row of one run carries, beside its sample's own."""
+
+    run_id: str
+    model: str
+    prompt: str  # the prompt style's name
+
+    def as_row(self) -> dict[str, str]:
+        """The columns as a row's dict: run_id, model, prompt."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A batch of samples of one run, written together as the shard `<run_dir>/traces/<name>.parquet`."""
+
+    name: str
+    run_dir: str
+    run: RunColumns
+    spec: SamplingSpec
+    requests: list[Request]
+
+
+class ReplicaStartError(MarginalError, RuntimeError):
+    """A replica could not start (bad model path, not enough memory, no resources)."""
+
+
+class ModelNotFoundError(MarginalError, FileNotFoundError):
+    """model.path names neither a local folder nor a model in the Hugging Face cache."""
+
+
+class ClusterJoinError(MarginalError, ConnectionError):
+    """The cluster at a given address did not answer within cluster.join_timeout_s."""
