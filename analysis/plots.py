@@ -1,47 +1,51 @@
-"""Scaling-curve plots: accuracy versus k on a log2 axis, with shaded 95% intervals and a greedy line.
+"""Accuracy plots as matplotlib figures: the scaling curves (accuracy versus k on a log2 axis, shaded 95%
+intervals, a greedy line), accuracy versus tokens per problem, and the adaptive-stopping frontier.
 
-`plot_curves` draws one line per distinct label of the rows: by default the method; to overlay
-runs, give each row a "run" key and pass label_key=("run", "method") (or "run" for one method).
+Each `*_figure` function returns the figure; `save_figure` writes it as a PNG and releases pyplot's hold
+on it (the figure can still be saved again, e.g. logged to MLflow). Every curve is named `<method>@k`, as
+in the summary table and the MLflow metric `accuracy/<method>`. `curves_figure` draws one line per
+distinct label: by default the method; to overlay runs, give each row a "run" key and pass
+label_key=("run", "method") (or a ready "label" key).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
 
 def method_label(method: str) -> str:
-    """A method's display name: weighted_maj -> 'weighted maj@k'."""
-    return method.replace("_", " ") + "@k"
+    """The display name of a curve method: `maj` -> `maj@k`, `weighted_maj_top50` -> `weighted_maj_top50@k`."""
+    return f"{method}@k"
 
 
 def _label(row: Mapping[str, Any], keys: Sequence[str]) -> str:
-    """The legend label of a row: its values under `keys`, a method by its display name."""
+    """The legend label of a row: its values under `keys`, methods by their display names."""
     return " / ".join(method_label(str(row[key])) if key == "method" else str(row[key]) for key in keys)
 
 
-def plot_curves(
-    rows: Sequence[Mapping[str, Any]],
-    path: str | Path,
-    title: str,
-    greedy: float | Mapping[str, float] | None = None,
-    label_key: str | Sequence[str] = "method",
-) -> Path:
-    """Plot accuracy (%) versus k, one line per label, CIs shaded where rows have ci_low/ci_high.
-
-    `greedy` is one accuracy (a dashed line) or one per run name (a dashed line each)."""
-    keys = [label_key] if isinstance(label_key, str) else list(label_key)
+def _lines(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[Mapping[str, Any]]]:
+    """The rows grouped by legend label, each group sorted by k."""
     lines: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
         lines.setdefault(_label(row, keys), []).append(row)
+    return {label: sorted(line, key=lambda r: r["k"]) for label, line in lines.items()}
 
+
+def curves_figure(rows: Sequence[Mapping[str, Any]], title: str, greedy: float | Mapping[str, float] | None = None,
+                  label_key: str | Sequence[str] = "method") -> Figure:
+    """Accuracy (%) versus k, one line per label, CIs shaded where rows have ci_low/ci_high.
+
+    `greedy` is one accuracy (a dashed line) or one per run name (a dashed line each)."""
+    keys = [label_key] if isinstance(label_key, str) else list(label_key)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, line in lines.items():
-        line = sorted(line, key=lambda r: r["k"])
+    for label, line in _lines(rows, keys).items():
         ks = [r["k"] for r in line]
         drawn = ax.plot(ks, [100 * r["accuracy"] for r in line], marker="o", label=label)
         if all("ci_low" in r and "ci_high" in r for r in line):
@@ -51,17 +55,28 @@ def plot_curves(
     for name, accuracy in greedy_lines.items():
         style = {"color": "gray", "label": "greedy"} if name == "greedy" else {"label": f"greedy / {name}"}
         ax.axhline(100 * accuracy, linestyle="--", **style)
+    return _labelled(fig, ax, "samples per problem (k)", title)
 
-    return _save(fig, ax, "samples per problem (k)", title, path)
+
+def tokens_figure(rows: Sequence[Mapping[str, Any]], tokens_per_sample: float, title: str,
+                  greedy: Optional[tuple[float, float]] = None) -> Figure:
+    """Accuracy (%) against generated tokens per problem: each method's curve at k x `tokens_per_sample`
+    (the mean cost of k samples), and greedy as one point `greedy` = (tokens per problem, accuracy)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, line in _lines(rows, ["method"]).items():
+        ax.plot([r["k"] * tokens_per_sample for r in line], [100 * r["accuracy"] for r in line], marker="o", label=label)
+    if greedy is not None:
+        ax.plot([greedy[0]], [100 * greedy[1]], marker="D", color="gray", linestyle="none", label="greedy")
+    return _labelled(fig, ax, "generated tokens per problem", title)
 
 
-def plot_frontier(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mapping[str, Any]], path: str | Path,
-                  title: str) -> Path:
+def frontier_figure(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mapping[str, Any]], title: str) -> Figure:
     """Accuracy (%) against mean samples per problem: one point per stopping rule variant (its "rule" label,
     "samples_per_problem", "accuracy"; a rule's variants joined), beside the maj@k curve ("k", "accuracy")."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     line = sorted(maj_rows, key=lambda r: r["k"])
-    ax.plot([r["k"] for r in line], [100 * r["accuracy"] for r in line], marker="o", color="gray", label="maj@k")
+    ax.plot([r["k"] for r in line], [100 * r["accuracy"] for r in line], marker="o", color="gray",
+            label=method_label("maj"))
     families: dict[str, list[Mapping[str, Any]]] = {}
     for point in points:  # beta-0.9 and beta-0.99 are one rule's frontier
         families.setdefault(str(point["rule"]).split("-")[0], []).append(point)
@@ -69,11 +84,11 @@ def plot_frontier(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mappin
         mine = sorted(mine, key=lambda p: p["samples_per_problem"])
         ax.plot([p["samples_per_problem"] for p in mine], [100 * p["accuracy"] for p in mine], marker="*",
                 markersize=11, linestyle=":", label=family, zorder=3)
-    return _save(fig, ax, "mean samples per problem", title, path)
+    return _labelled(fig, ax, "mean samples per problem", title)
 
 
-def _save(fig: Any, ax: Any, xlabel: str, title: str, path: str | Path) -> Path:
-    """Label an accuracy plot on a log2 x axis, save it as a PNG at `path` and close it."""
+def _labelled(fig: Figure, ax: Any, xlabel: str, title: str) -> Figure:
+    """Label an accuracy plot on a log2 x axis."""
     ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
@@ -81,6 +96,11 @@ def _save(fig: Any, ax: Any, xlabel: str, title: str, path: str | Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG at `path` and close it in pyplot (the Figure object stays usable)."""
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -13,7 +13,7 @@ import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.adaptive import Schedule, budget_replay, replay, summarize
-from analysis.plots import plot_frontier
+from analysis.plots import frontier_figure
 from analysis.stopping import variants
 from jobs import rundir
 from jobs.config import ConfigError
@@ -55,8 +55,8 @@ def replay_rules(rules: list, cfg: DictConfig, result: "Aggregate") -> tuple[dic
                                            result.run_dir, "adaptive.parquet"))
     summary = summarize(rows)
     maj = [r for r in result.curves if r["method"] == "maj"]
-    result.files.append(rundir.write_figure(lambda path: plot_frontier(summary, maj, path, result.run_dir),
-                                            result.run_dir, "adaptive.png"))
+    result.figures["adaptive.png"] = frontier_figure(summary, maj, result.title)
+    result.files.append(rundir.write_figure(result.figures["adaptive.png"], result.run_dir, "adaptive.png"))
     metrics = {f"adaptive/{s['rule']}/{key}": s[key] for s in summary for key in ("accuracy", "samples_per_problem", "savings")}
     return metrics, table(summary, maj)
 

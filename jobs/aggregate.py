@@ -4,7 +4,7 @@
                              [adaptive=esc|beta|dirichlet|confident|[esc,beta,...]]
 
 Works on any directory whose traces/ holds at least problem_id, sample_idx, text and gold. Writes
-answers.parquet, problems.parquet, curves.parquet, grading.parquet and curves.png into run_dir. A
+answers.parquet, problems.parquet, curves.parquet, grading.parquet, curves.png and tokens.png into run_dir. A
 method whose inputs are missing (weighted votes without logprobs, greedy without a greedy run) is not
 reported; the table's notes, curves.parquet's metadata ("omitted") and MLflow tags say why. With
 adaptive=<rule>, the stopping rules are replayed on the stored samples (jobs/adaptive.py): adaptive.parquet
@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from actors.work import COT_DECODING
 from analysis import confidence as conf_lib
@@ -29,10 +29,10 @@ from analysis.answers import answer_format, answer_type, canonicalize
 from analysis.curves import DELTA_SUFFIX, Curves, Estimates, Votes, majority_vote, paired_deltas
 from analysis.grading import audit, grading_report
 from analysis.methods import registry, scaling_curves
-from analysis.plots import plot_curves
+from analysis.plots import curves_figure, tokens_figure
 from analysis.traces import NoTracesError, RunDirError, open_traces, scan
 from analysis.voting import extract_all, grade_classes, group_answers, options_of
-from jobs import adaptive, cli, ingest, rundir, sweep, tracking
+from jobs import adaptive, cli, ingest, rundir, runinfo, sweep, tracking
 from jobs.config import saved_answer
 
 GREEDY_SUBDIR = "greedy"
@@ -52,7 +52,9 @@ class Aggregate:
     omitted: dict[str, str] = field(default_factory=dict)  # method -> why it is not reported
     metrics: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # local paths, or URIs when run_dir is one
+    figures: dict[str, Any] = field(default_factory=dict)  # file name -> matplotlib Figure (also among files)
     votes: list[Votes] = field(default_factory=list)  # per problem, in problems' order
+    title: str = ""  # what its plots are titled: the run's name, else its run_dir
 
 
 def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
@@ -151,18 +153,21 @@ def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[Votes]]:
     return answers, pa.Table.from_pylist(rows), problems
 
 
-def greedy_correct(run_dir: str, fmt: str) -> Optional[dict[str, bool]]:
-    """Per problem, whether the greedy baseline stored in run_dir/greedy is right; None without one."""
+def greedy_correct(run_dir: str, fmt: str) -> tuple[Optional[dict[str, bool]], Optional[float]]:
+    """Per problem, whether the greedy baseline stored in run_dir/greedy is right, and its mean tokens per
+    problem (None when its traces hold no num_tokens); (None, None) without one."""
     greedy_dir = f"{run_dir.rstrip('/')}/{GREEDY_SUBDIR}"
     try:
         answers = read_answers(greedy_dir, fmt, "mean")
     except NoTracesError:
-        return None
+        return None, None
     first = answers.filter(pc.equal(answers["sample_idx"], 0))
     if first.num_rows == 0:
-        return None
+        return None, None
     _, table, _ = vote(first, fmt)
-    return dict(zip(table["problem_id"].to_pylist(), table["correct"].to_pylist()))
+    tokens = first["num_tokens"]
+    mean_tokens = None if tokens.null_count else float(pc.mean(tokens).as_py())
+    return dict(zip(table["problem_id"].to_pylist(), table["correct"].to_pylist())), mean_tokens
 
 
 def first_branch_correct(answers: pa.Table) -> dict[str, bool]:
@@ -183,7 +188,8 @@ def deltas_to_greedy(curves: Curves, problem_ids: list[str], greedy: dict[str, b
 
 def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, title: str = "",
               top_percent: Optional[float] = None) -> Aggregate:
-    """Everything from traces to curves for one run directory; tables and the plot land in run_dir.
+    """Everything from traces to curves for one run directory; tables and plots (titled `title`, else the
+    run_dir) land in run_dir.
 
     Every method of analysis.methods whose inputs the run holds is drawn (`top_percent` adds the
     DeepConf-filtered curve; a CoT-decoding run gets its max and agg curves)."""
@@ -191,7 +197,8 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
     part = scaling_curves(problems, seed=seed, top_percent=top_percent)
     curves = list(part.rows)
     branched = all(p.deltas is not None for p in problems)
-    by_problem = greedy_correct(run_dir, fmt) or (first_branch_correct(answers) if branched else None)
+    by_problem, greedy_tokens = greedy_correct(run_dir, fmt)
+    by_problem = by_problem or (first_branch_correct(answers) if branched else None)
     ids = problems_table["problem_id"].to_pylist()
     greedy = None
     if by_problem:
@@ -203,14 +210,18 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
     tokens = problems_table["tokens"].to_numpy(zero_copy_only=False).astype(float)
     result = Aggregate(run_dir, answers, problems_table, curves, greedy, grading,
                        omitted_methods(run_dir, problems, top_percent, greedy, tokens_known=not np.isnan(tokens).any()),
-                       votes=problems)
+                       votes=problems, title=title or run_dir)
     curves_table = pa.Table.from_pylist(curves).replace_schema_metadata({"omitted": json.dumps(result.omitted)})
     for name, table in (("answers.parquet", answers), ("problems.parquet", problems_table),
                         ("curves.parquet", curves_table), ("grading.parquet", grading)):
         result.files.append(rundir.write_table(table, run_dir, name))
     accuracy_rows = [r for r in curves if not r["method"].endswith(DELTA_SUFFIX)]
-    result.files.append(rundir.write_figure(lambda path: plot_curves(accuracy_rows, path, title or run_dir, greedy=greedy),
-                                            run_dir, "curves.png"))
+    result.figures["curves.png"] = curves_figure(accuracy_rows, result.title, greedy=greedy)
+    if "tokens" not in result.omitted:
+        greedy_point = (greedy_tokens, greedy) if greedy is not None and greedy_tokens is not None else None
+        result.figures["tokens.png"] = tokens_figure(accuracy_rows, float(tokens.sum()) / answers.num_rows,
+                                                     result.title, greedy=greedy_point)
+    result.files += [rundir.write_figure(fig, run_dir, name) for name, fig in result.figures.items()]
     result.metrics = {
         "problems": float(problems_table.num_rows),
         "samples": float(answers.num_rows),
@@ -273,28 +284,48 @@ def summary_table(result: Aggregate, ks: tuple[int, ...] = (1, 4, 16, 64, 256, 1
     return "\n".join(lines)
 
 
-def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], extra_metrics: Optional[dict[str, float]] = None) -> Optional[str]:
-    """Log the aggregation to MLflow when tracking is on; returns the MLflow run id."""
+def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], name: str, job: str,
+          extra_metrics: Optional[dict[str, float]] = None, extra_params: Optional[dict[str, Any]] = None) -> Optional[str]:
+    """Log the aggregation to MLflow as run `name` of `job` (evaluate | aggregate) when tracking is on;
+    returns the MLflow run id. Greedy is logged at every k of the curves, a flat reference line."""
     if not cfg.tracking.enabled:
         return None
-    params = rundir.flatten(config)
-    names = [str(params.get(k, "")) for k in ("model.name", "dataset.name", "prompt.name")]
-    tags = {"run_dir": result.run_dir, "model": names[0], "dataset": names[1], "prompt": names[2], **sweep.override_tags(),
-            **{f"omitted.{method}": why for method, why in result.omitted.items()}}
-    return tracking.log_evaluation(
-        cfg.tracking.uri, cfg.tracking.experiment, "-".join(filter(None, names)) or result.run_dir, params,
-        {**result.metrics, **(extra_metrics or {})}, result.curves, result.files, config, tags,
-    )
+    settings = rundir.flatten(config)
+    metrics = {**result.metrics, **(extra_metrics or {})}
+    tags = {"job": job, "run_dir": result.run_dir, **{key: str(settings.get(f"{key}.name", "")) for key in ("model", "dataset", "prompt")},
+            **sweep.override_tags(), **{f"omitted.{method}": why for method, why in result.omitted.items()},
+            tracking.NOTE_TAG: runinfo.description(name, result.curves, metrics, result.omitted, DELTA_SUFFIX)}
+    sampling_run = rundir.run_id(result.run_dir)
+    if sampling_run:
+        tags["sampling_run"] = sampling_run
+    if job == "aggregate":
+        evaluation = tracking.find_run(cfg.tracking.uri, cfg.tracking.experiment, {"run_dir": result.run_dir, "job": "evaluate"})
+        if evaluation:
+            tags["sampling_mlflow_run"] = evaluation
+    greedy = metrics.pop("accuracy/greedy", None)
+    ks = sorted({r["k"] for r in result.curves if r["method"] == "maj"})
+    curves = result.curves + ([{"method": "greedy", "k": k, "accuracy": greedy} for k in ks] if greedy is not None else [])
+    files = [f for f in result.files if f.rsplit("/", 1)[-1] not in result.figures]
+    return tracking.log_evaluation(cfg.tracking.uri, cfg.tracking.experiment, name,
+                                   runinfo.params(config, metrics, extra_params or {}), metrics, curves, files, config,
+                                   tags, result.figures)
 
 
 @cli.entry_point("aggregate")
 def main(cfg: DictConfig) -> None:
-    config = rundir.saved_config(cfg.run_dir) or {"run_dir": cfg.run_dir}
-    answer = saved_answer(cfg.answer, config)  # the format and seed the run was aggregated with, unless given
-    result = aggregate(cfg.run_dir, answer["format"], answer["confidence"], answer["seed"],
+    sampled = rundir.saved_config(cfg.run_dir) or {}
+    answer = saved_answer(cfg.answer, sampled)  # the format and seed the run was aggregated with, unless given
+    # The sampling run's config with this aggregation's own settings and tracking in place of its answer and tracking.
+    config = {**{k: v for k, v in sampled.items() if k != "tracking"}, "run_dir": cfg.run_dir, "answer": answer,
+              "adaptive": OmegaConf.to_container(cfg.adaptive, resolve=True),
+              "tracking": OmegaConf.to_container(cfg.tracking, resolve=True)}
+    name = runinfo.run_name(config, sweep.member_overrides()) or cfg.run_dir
+    result = aggregate(cfg.run_dir, answer["format"], answer["confidence"], answer["seed"], title=name,
                        top_percent=answer["top_percent"])
     adaptive_metrics, adaptive_table = adaptive.replay_run(cfg.adaptive, result)
-    run_id = track(cfg, result, {**config, "answer": answer}, adaptive_metrics)
+    rules = ",".join(cfg.adaptive.rules) or None
+    run_id = track(cfg, result, config, name, "aggregate", adaptive_metrics,
+                   {"adaptive": rules, "adaptive.budget": cfg.adaptive.budget})
     print(summary_table(result))
     for line in ingest.peer_lines(cfg.run_dir, result.problems["problem_id"].to_pylist(), result.votes):
         print(line)  # an imported run: the source's own numbers beside marginal's
@@ -304,7 +335,7 @@ def main(cfg: DictConfig) -> None:
         print("\n".join(audit_lines(result, answer["audit"])))
     print(f"tables and plots: {', '.join(result.files)}", file=sys.stderr)
     if run_id:
-        print(f"MLflow: {tracking.run_link(cfg.tracking.uri, run_id)}", file=sys.stderr)
+        print(tracking.run_link(cfg.tracking.uri, run_id), file=sys.stderr)
 
 
 if __name__ == "__main__":

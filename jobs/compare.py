@@ -6,8 +6,8 @@
     python -m jobs.compare parent=RUN_ID methods=[maj,pass] tracking.uri=http://127.0.0.1:5000
 
 Selections combine (all must hold); sweep parents and earlier comparisons are never selected. Reads
-through MlflowClient only: each run's `accuracy/<method>` history (step = k) with its 95% interval,
-and `tokens/per_problem`. Writes comparison.{png,parquet,csv,md} into `out` and logs them as the
+through MlflowClient only: each run's `accuracy/<method>` history (step = k), its 95% intervals from
+the logged table `curves.json`, and `tokens/per_problem`. Writes comparison.{png,parquet,csv,md} into `out` and logs them as the
 artifacts of a new run tagged `comparison`.
 
 Paired differences: each run against the first selected run (the oldest), on the problems both hold,
@@ -17,6 +17,7 @@ are computed from each run's logged `answers.parquet` artifact; runs without one
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -32,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.curves import Estimates, Votes, curve_rows, k_grid
 from analysis.methods import scaling_curves
-from analysis.plots import plot_curves
+from analysis.plots import curves_figure, save_figure
 from jobs import cli, rundir, tracking
 from jobs.config import ConfigError
 from jobs.sweep import OVERRIDE_PREFIX, SWEEP_TAG
@@ -64,15 +65,31 @@ def select_runs(client: Any, experiment_id: str, filter_string: str) -> list[Any
 
 
 def run_curves(client: Any, run_id: str, methods: list[str]) -> list[dict[str, Any]]:
-    """A run's curves from its metric histories: one row per (method, k) with accuracy and interval."""
+    """A run's curves: one row per (method, k) with accuracy from its metric history, and the 95% interval
+    from its logged `curves.json` table when it has one."""
+    intervals = {(r["method"], r["k"]): r for r in logged_table(client, run_id)}
     rows = []
     for method in methods:
-        accuracy, low, high = (
-            {m.step: m.value for m in client.get_metric_history(run_id, f"accuracy/{method}{suffix}")}
-            for suffix in ("", "/ci_low", "/ci_high"))
-        rows += [{"method": method, "k": k, "accuracy": value,
-                  "ci_low": low.get(k, value), "ci_high": high.get(k, value)} for k, value in sorted(accuracy.items())]
+        for k, value in sorted({m.step: m.value for m in client.get_metric_history(run_id, f"accuracy/{method}")}.items()):
+            bounds = intervals.get((method, k), {})
+            rows.append({"method": method, "k": k, "accuracy": value,
+                         **{c: bounds[c] for c in ("ci_low", "ci_high") if _known(bounds.get(c))}})
     return rows
+
+
+def _known(value: Any) -> bool:
+    """Whether a table cell holds a number (an empty cell reads back as None or NaN)."""
+    return value is not None and value == value
+
+
+def logged_table(client: Any, run_id: str) -> list[dict[str, Any]]:
+    """The rows of a run's `curves.json` table (tracking.CURVES_TABLE, as `log_table` writes it: columns and
+    data), none when it logged no such table. (`MlflowClient.load_table` searches the default tracking URI.)"""
+    if tracking.CURVES_TABLE not in {a.path for a in client.list_artifacts(run_id)}:
+        return []
+    with tempfile.TemporaryDirectory() as staging:
+        table = json.loads(Path(client.download_artifacts(run_id, tracking.CURVES_TABLE, staging)).read_text())
+    return [dict(zip(table["columns"], row)) for row in table["data"]]
 
 
 def run_labels(runs: list[Any]) -> dict[str, str]:
@@ -186,7 +203,7 @@ def write_outputs(table: pa.Table, paired: pa.Table, plot_rows: list[dict[str, A
     pq.write_table(table, out / "comparison.parquet")
     pacsv.write_csv(table, out / "comparison.csv")
     (out / "comparison.md").write_text(markdown(table))
-    png = plot_curves(plot_rows, out / "comparison.png", title, label_key="label")
+    png = save_figure(curves_figure(plot_rows, title, label_key="label"), out / "comparison.png")
     files = [png, out / "comparison.parquet", out / "comparison.csv", out / "comparison.md"]
     if paired.num_rows:
         pq.write_table(paired, out / "paired.parquet")
@@ -244,7 +261,7 @@ def main(cfg: DictConfig) -> None:
     if result.paired.num_rows:
         print(f"paired difference to {result.paired['baseline'][0]}, points (95% CI):\n{markdown(result.paired)}")
     print(f"table and plot: {Path(cfg.out) / 'comparison.{png,parquet,csv,md}'}", file=sys.stderr)
-    print(f"MLflow: {tracking.run_link(cfg.tracking.uri, result.run_id)}", file=sys.stderr)
+    print(tracking.run_link(cfg.tracking.uri, result.run_id), file=sys.stderr)
 
 
 def hydra_args(argv: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from analysis.curves import k_grid
 from analysis.ensemble import METHOD, EnsembleProblem, ensemble_curve, ensemble_problem
 from analysis.errors import MarginalError
 from analysis.methods import scaling_curves
-from analysis.plots import plot_curves
+from analysis.plots import curves_figure
 from jobs import cli, rundir, tracking
 from jobs.config import saved_answer
 
@@ -110,7 +110,7 @@ def main(cfg: DictConfig) -> None:
     out = cfg.out.rstrip("/")
     table = rundir.write_table(pa.Table.from_pylist(rows), out, "curves.parquet")
     title = f"ensemble of {len(run_dirs)} runs"
-    plot = rundir.write_figure(lambda path: plot_curves(rows, path, title, label_key=("run", "method")), out, "curves.png")
+    plot = rundir.write_figure(curves_figure(rows, title, label_key=("run", "method")), out, "curves.png")
     print(table_text(rows))
     if cfg.tracking.enabled:
         logged = [r if r["run"] == METHOD else {**r, "method": f"{r['method']}/{r['run']}"} for r in rows]
@@ -120,7 +120,7 @@ def main(cfg: DictConfig) -> None:
             rundir.flatten(config), {"runs": float(len(run_dirs))}, logged,
             [table, plot], config, {"ensemble": "true"},
         )
-        print(f"MLflow: {tracking.run_link(cfg.tracking.uri, run_id)}", file=sys.stderr)
+        print(tracking.run_link(cfg.tracking.uri, run_id), file=sys.stderr)
     print(f"table and plot: {table}, {plot}", file=sys.stderr)
 
 

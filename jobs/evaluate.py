@@ -12,7 +12,7 @@ from omegaconf import DictConfig, open_dict
 
 from jobs import cli
 from jobs import config as config_module
-from jobs import tracking
+from jobs import runinfo, sweep, tracking
 from jobs.aggregate import GREEDY_SUBDIR, Aggregate, aggregate, audit_lines, summary_table, track
 from jobs.sample import sample_runs
 
@@ -29,9 +29,10 @@ def greedy_config(cfg: DictConfig) -> DictConfig:
 
 def aggregate_run(cfg: DictConfig) -> Aggregate:
     """Aggregate the sampled run with its answer.* (format, confidence, top_percent, seed: saved with the run,
-    so a later jobs.aggregate of run_dir draws the same curves and intervals)."""
-    return aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.answer.seed,
-                     title=f"{cfg.model.name} / {cfg.dataset.name} / {cfg.prompt.name}", top_percent=cfg.answer.top_percent)
+    so a later jobs.aggregate of run_dir draws the same curves and intervals), titled by the run's name."""
+    name = runinfo.run_name(config_module.resolved(cfg), sweep.member_overrides())
+    return aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.answer.seed, title=name,
+                     top_percent=cfg.answer.top_percent)
 
 
 def evaluate(cfg: DictConfig) -> str | None:
@@ -43,13 +44,14 @@ def evaluate(cfg: DictConfig) -> str | None:
     main = summaries[0]
     speed = ({"throughput/tokens_per_replica_s": main.tokens_per_replica_s, "throughput/engine_batch": main.engine_batch}
              if main.samples else {})
-    run_id = track(cfg, result, config_module.resolved(cfg), speed)
+    run_id = track(cfg, result, config_module.resolved(cfg), result.title, "evaluate", speed)
     print(summary_table(result))
     if cfg.answer.audit:
         print("\n".join(audit_lines(result, cfg.answer.audit)))
-    print(f"plot:   {result.files[-1]}\ntables: {cfg.run_dir}/{{answers,problems,curves,grading}}.parquet", file=sys.stderr)
+    print(f"plots:  {', '.join(f for f in result.files if f.endswith('.png'))}\n"
+          f"tables: {cfg.run_dir}/{{answers,problems,curves,grading}}.parquet", file=sys.stderr)
     if run_id:
-        print(f"MLflow: {tracking.run_link(cfg.tracking.uri, run_id)}", file=sys.stderr)
+        print(tracking.run_link(cfg.tracking.uri, run_id), file=sys.stderr)
     return run_id
 
 

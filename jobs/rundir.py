@@ -9,13 +9,16 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
+from matplotlib.figure import Figure
+
+from analysis.plots import save_figure
 from analysis.traces import QUARANTINE, DamagedShardError, SampleSet, done_samples, filesystem, traces_dir
 from jobs.config import ConfigError
 
@@ -69,15 +72,15 @@ def write_table(table: pa.Table, folder: str, name: str) -> str:
     return f"{folder}/{name}"
 
 
-def write_figure(draw: Callable[[Path], Path], folder: str, name: str) -> str:
-    """`draw(path)` saves a figure; it lands in `<folder>/<name>` directly when local, through a staging file
-    when `folder` is a URI. Returns that path."""
+def write_figure(fig: Figure, folder: str, name: str) -> str:
+    """Save `fig` as `<folder>/<name>`: directly when local, through a staging file when `folder` is a URI.
+    Returns that path."""
     if "://" not in folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        return str(draw(Path(folder) / name))
+        return str(save_figure(fig, Path(folder) / name))
     fs, root = filesystem(folder)
     with tempfile.TemporaryDirectory() as staging:
-        local = draw(Path(staging) / name)
+        local = save_figure(fig, Path(staging) / name)
         fs.create_dir(root, recursive=True)
         pafs.copy_files(str(local), f"{root}/{name}", destination_filesystem=fs)
     return f"{folder}/{name}"
@@ -101,6 +104,12 @@ def prepare(run_dir: str, config: dict[str, Any]) -> str:
         write_text(f"{run_dir}/run.json", json.dumps({"run_id": run_id}))
     write_text(f"{run_dir}/config.yaml", yaml.safe_dump(config, sort_keys=False))
     return run_id
+
+
+def run_id(run_dir: str) -> Optional[str]:
+    """The run id a sampled run_dir holds (run.json; every trace row carries it), or None."""
+    text = read_text(f"{run_dir}/run.json")
+    return json.loads(text)["run_id"] if text is not None else None
 
 
 def saved_config(run_dir: str) -> dict[str, Any] | None:

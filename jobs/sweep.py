@@ -29,12 +29,22 @@ OVERRIDES_TAG = "overrides"  # all of a run's command-line overrides, space-sepa
 OVERRIDE_PREFIX = "override."  # one tag per override: override.<key> = value
 
 
+def overrides() -> list[tuple[str, str]]:
+    """The running Hydra job's command-line overrides as (key, value) pairs (none outside a Hydra job)."""
+    if not HydraConfig.initialized():
+        return []
+    typed = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
+    return [(o.key_or_group, str(o.value())) for o in OverridesParser.create().parse_overrides(typed)]
+
+
+def member_overrides() -> list[tuple[str, str]]:
+    """A sweep member's overrides (what tells it from the other members); none outside a sweep."""
+    return overrides() if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN else []
+
+
 def override_tags() -> dict[str, str]:
     """The running Hydra job's command-line overrides as MLflow tags (none outside a Hydra job)."""
-    if not HydraConfig.initialized():
-        return {}
-    overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
-    pairs = [(o.key_or_group, str(o.value())) for o in OverridesParser.create().parse_overrides(overrides)]
+    pairs = overrides()
     if not pairs:
         return {}
     return {OVERRIDES_TAG: " ".join(f"{k}={v}" for k, v in pairs), **{OVERRIDE_PREFIX + k: v for k, v in pairs}}

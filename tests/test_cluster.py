@@ -82,7 +82,8 @@ def test_an_object_store_run_dir_samples_resumes_and_aggregates_through_pyarrow(
     result = aggregate(run_dir, "number")
     assert "text" not in result.answers.column_names  # texts stay in the shards, never gathered by the driver
     assert result.files == [f"{run_dir}/{name}" for name in
-                            ("answers.parquet", "problems.parquet", "curves.parquet", "grading.parquet", "curves.png")]
+                            ("answers.parquet", "problems.parquet", "curves.parquet", "grading.parquet", "curves.png",
+                             "tokens.png")]
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0 and not (ROOT / "curves.png").exists()
     assert max(r["k"] for r in result.curves) == 6
 
@@ -174,7 +175,7 @@ def test_a_submitted_evaluation_runs_its_replicas_on_both_nodes_and_logs_over_ht
     assert traces.num_rows == 4
     assert {name.rsplit(":", 1)[0] for name in traces["replica"].to_pylist()} == {HEAD_IP, WORKER_IP}
     [run] = experiment_runs(mlflow_server, "cluster")
-    assert run.data.tags["run_dir"] == str(run_dir) and run.data.params["replicas"] == "2"
+    assert run.data.tags["run_dir"] == str(run_dir) and run.data.tags["override.replicas"] == "2"
     history = MlflowClient(tracking_uri=mlflow_server).get_metric_history(run.info.run_id, "accuracy/maj")
     assert sorted(m.step for m in history) == [1, 2] and run.data.metrics["tokens/per_problem"] > 0
 

@@ -22,7 +22,7 @@ from analysis.curves import (
     vote_at_k_mc,
 )
 from analysis.methods import scaling_curves
-from analysis.plots import plot_curves
+from analysis.plots import curves_figure, save_figure, tokens_figure
 
 
 def vote_credit(drawn: np.ndarray, correct_class: int, weights: np.ndarray | None = None) -> float:
@@ -249,44 +249,51 @@ def test_scaling_curves_validates_input():
         scaling_curves([])
 
 
-def drawn(monkeypatch, draw):
-    """The figure `draw()` saved and the PNG it wrote, read back."""
+def read_back(figure, path):
+    """The pixels of `figure` saved as a PNG at `path` (height, width, channels)."""
     import matplotlib.image
-    import matplotlib.pyplot as plt
 
-    kept, close = [], plt.close
-    monkeypatch.setattr(plt, "close", kept.append)
-    path = draw()
-    [figure] = kept
-    close(figure)  # out of pyplot's registry; its axes stay readable
-    return figure, matplotlib.image.imread(path)
+    return matplotlib.image.imread(save_figure(figure, path))
 
 
-def test_plot_curves_draws_each_method_with_its_interval_and_the_greedy_line(tmp_path, monkeypatch):
-    curves = scaling_curves(make_problems(10, 8, seed=12))
-    figure, image = drawn(monkeypatch, lambda: plot_curves(curves.rows, tmp_path / "curves.png", "test run", greedy=0.4))
-    assert image.shape[:2] == (540, 840)  # 7 x 4.5 inches at 120 dpi
+def test_curves_figure_draws_each_method_at_k_with_its_interval_and_the_greedy_line(tmp_path):
+    curves = scaling_curves(make_problems(10, 8, seed=12, weights=True), top_percent=50)
+    figure = curves_figure(curves.rows, "m / d / p", greedy=0.4)
+    assert read_back(figure, tmp_path / "curves.png").shape[:2] == (540, 840)  # 7 x 4.5 inches at 120 dpi
     [ax] = figure.axes
     assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale()) == \
-        ("test run", "samples per problem (k)", "accuracy (%)", "log")
+        ("m / d / p", "samples per problem (k)", "accuracy (%)", "log")
+    methods = ["maj", "pass", "weighted_maj", "weighted_maj_top50"]
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert set(lines) == {"maj@k", "pass@k", "greedy"}
-    for method in ("maj", "pass"):
+    assert set(lines) == {f"{m}@k" for m in methods} | {"greedy"}
+    for method in methods:
         rows = [r for r in curves.rows if r["method"] == method]
         assert list(lines[f"{method}@k"].get_xdata()) == curves.ks == [1, 2, 4, 8]
         assert list(lines[f"{method}@k"].get_ydata()) == pytest.approx([100 * r["accuracy"] for r in rows])
     assert list(lines["greedy"].get_ydata()) == [40.0, 40.0]
-    assert len(ax.collections) == 2  # one shaded interval per method
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["maj@k", "pass@k", "greedy"]
+    assert len(ax.collections) == len(methods)  # one shaded interval per method
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"{m}@k" for m in methods] + ["greedy"]
 
 
-def test_plot_curves_overlays_runs_with_a_greedy_line_each(tmp_path, monkeypatch):
+def test_curves_figure_overlays_runs_with_a_greedy_line_each(tmp_path):
     rows = scaling_curves(make_problems(10, 8, seed=12), methods=("maj",)).rows
     runs = [{**r, "run": "a"} for r in rows] + [{**r, "run": "b", "accuracy": r["accuracy"] / 2} for r in rows]
-    figure, image = drawn(monkeypatch, lambda: plot_curves(runs, tmp_path / "runs.png", "two runs",
-                                                          greedy={"a": 0.4, "b": 0.2}, label_key=("run", "method")))
-    assert image.shape[:2] == (540, 840)
+    figure = curves_figure(runs, "two runs", greedy={"a": 0.4, "b": 0.2}, label_key=("run", "method"))
+    assert read_back(figure, tmp_path / "runs.png").shape[:2] == (540, 840)
     lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
     assert set(lines) == {"a / maj@k", "b / maj@k", "greedy / a", "greedy / b"}
     assert list(lines["b / maj@k"].get_ydata()) == pytest.approx([50 * r["accuracy"] for r in rows])
     assert list(lines["greedy / b"].get_ydata()) == [20.0, 20.0]
+
+
+def test_the_tokens_plot_puts_each_k_at_k_samples_worth_of_tokens(tmp_path):
+    rows = [r for r in scaling_curves(make_problems(10, 8, seed=12)).rows if r["method"] == "maj"]
+    figure = tokens_figure(rows, 25.0, "t", greedy=(30.0, 0.4))
+    assert read_back(figure, tmp_path / "tokens.png").shape[:2] == (540, 840)
+    [ax] = figure.axes
+    maj, greedy = ax.get_lines()
+    assert maj.get_label() == "maj@k" and greedy.get_label() == "greedy"
+    assert list(maj.get_xdata()) == [25.0 * r["k"] for r in rows] and list(greedy.get_xdata()) == [30.0]
+    assert list(maj.get_ydata()) == pytest.approx([100 * r["accuracy"] for r in rows])
+    assert list(greedy.get_ydata()) == [40.0]
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_xscale()) == ("t", "generated tokens per problem", "log")

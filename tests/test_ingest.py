@@ -233,6 +233,6 @@ def test_ensemble_export_and_compare_work_on_imported_runs(tmp_path):
     MlflowClient(uri).create_experiment("imported", artifact_location=str(tmp_path / "artifacts"))
     tracking = compose("run_dir=x", f"tracking.uri={uri}", "tracking.experiment=imported", config_name="aggregate")
     for run in (run_dir, native):
-        track(tracking, aggregate(run, "auto"), rundir.saved_config(run) or {"run_dir": run})
+        track(tracking, aggregate(run, "auto"), rundir.saved_config(run) or {"run_dir": run}, run, "aggregate")
     comparison = compare(uri, "imported", "", ["maj"], tmp_path / "out")
     assert comparison.table.num_rows == 2 and comparison.paired.num_rows > 0

@@ -1,27 +1,30 @@
 """A real MLflow tracking server (sqlite backend, proxied artifacts): jobs log over HTTP, MlflowClient reads back."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from analysis.curves import k_grid
 from analysis.traces import filesystem, write_shard
 from jobs import rundir, tracking
 from jobs.cli import compose
-from jobs.compare import compare, hydra_args, selection
+from jobs.compare import compare, hydra_args, run_curves, selection
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLD = "7"
 
 
-def synthetic_run(run_dir: str, n: int = 4) -> None:
+def synthetic_run(run_dir: str, n: int = 4, temperature: float = 0.7) -> None:
     """Three problems x n samples, written as replicas write shards: one always right, one never, one half."""
     config = {"model": {"name": "synthetic"}, "dataset": {"name": "arith"}, "prompt": {"name": "cot"},
-              "sampling": {"n": n, "temperature": 0.7}, "answer": {"format": "number"}}
+              "sampling": {"n": n, "temperature": temperature}, "answer": {"format": "number"}}
     run_id = rundir.prepare(run_dir, config)
     for problem, right in (("p0", n), ("p1", 0), ("p2", n // 2)):
         rows = [{"run_id": run_id, "problem_id": problem, "sample_idx": i, "gold": GOLD, "num_tokens": 10 + i,
@@ -29,10 +32,11 @@ def synthetic_run(run_dir: str, n: int = 4) -> None:
         write_shard(rows, run_dir, f"part-{problem}")
 
 
-def run_module(module: str, *overrides: str) -> subprocess.CompletedProcess:
-    """`python -m <module> overrides...` from the project folder, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+def run_module(module: str, *overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`python -m <module> overrides...` as a user runs it, from the project folder unless `cwd` says otherwise."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code from any folder
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env)
 
 
 def test_an_aggregation_of_an_object_store_run_dir_is_logged_over_http_and_reads_back(mlflow_server, tmp_path):
@@ -43,10 +47,21 @@ def test_an_aggregation_of_an_object_store_run_dir_is_logged_over_http_and_reads
     assert done.returncode == 0, done.stderr[-3000:]
 
     client = MlflowClient(tracking_uri=mlflow_server)
-    [run] = client.search_runs([client.get_experiment_by_name("http").experiment_id])
+    experiment = client.get_experiment_by_name("http").experiment_id
+    [run] = client.search_runs([experiment])
     assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert run.info.run_name == "synthetic/arith/cot t0.7 n4 number"  # answer.format differs from the dataset's (none)
+    assert set(run.data.params) == {"model.name", "dataset.name", "prompt.name", "sampling.n", "sampling.temperature",
+                                    "answer.format", "answer.confidence", "answer.seed", "problems", "samples", "git_commit"}
     assert run.data.params["sampling.n"] == "4" and run.data.params["answer.format"] == "number"
+    assert run.data.params["answer.seed"] == "0"  # the saved answer.seed, else 0
+    assert run.data.params["problems"] == "3" and run.data.params["samples"] == "12"
     assert run.data.tags["run_dir"] == run_dir and run.data.tags["override.run_dir"] == run_dir
+    assert run.data.tags["job"] == "aggregate" and run.data.tags["sampling_run"] == rundir.run_id(run_dir)
+    note = run.data.tags["mlflow.note.content"]
+    assert "- maj@4: 66.7% (95% CI" in note and "- 3 problems, 12 samples" in note and "- tokens per problem: 46" in note
+    assert "not reported: greedy: no greedy run" in note
+    assert f"MLflow run:  {mlflow_server}/#/experiments/{experiment}/runs/{run.info.run_id}" in done.stderr
     assert run.data.metrics["problems"] == 3 and run.data.metrics["tokens/per_problem"] == 46
 
     fs, root = filesystem(run_dir)
@@ -61,9 +76,18 @@ def test_an_aggregation_of_an_object_store_run_dir_is_logged_over_http_and_reads
         assert {m.step: m.value for m in history} == pytest.approx(expected)
     assert {m.step: m.value for m in client.get_metric_history(run.info.run_id, "accuracy/pass")} == pytest.approx({1: 0.5, 2: 11 / 18, 4: 2 / 3})
 
+    assert not [m for m in run.data.metrics if "ci_" in m]  # the intervals are in the logged table, not metrics
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "curves.json", str(tmp_path))).read_text())
+    assert table["columns"] == ["method", "k", "accuracy", "ci_low", "ci_high"]  # as log_table writes it
+    assert table["data"] == [[r["method"], r["k"], pytest.approx(r["accuracy"]), pytest.approx(r["ci_low"]),
+                              pytest.approx(r["ci_high"])] for r in local_curves]
+
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert artifacts == {"answers.parquet", "problems.parquet", "curves.parquet", "grading.parquet", "curves.png",
-                         "config.yaml"}
+                         "tokens.png", "curves.json", "config.yaml"}
+    config = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))))
+    assert config["tracking"] == {"enabled": True, "uri": mlflow_server, "experiment": "http"}  # where it logged
+    assert config["sampling"] == {"n": 4, "temperature": 0.7} and config["answer"]["format"] == "number"
     fetched = client.download_artifacts(run.info.run_id, "curves.parquet", str(tmp_path))
     assert pq.read_table(fetched).to_pylist() == local_curves
     assert fs.get_file_info(f"{root}/curves.png").size > 0 and not (ROOT / "curves.png").exists()
@@ -99,6 +123,9 @@ def test_compare_selects_runs_by_parent_tag_or_filter_and_logs_one_plot_and_tabl
     assert table.column_names == ["run_id", "run", "method", "acc@1", "acc@2", "acc@4", "tokens_per_problem", "greedy"]
     assert table.select(["run_id", "acc@4", "tokens_per_problem"]).to_pylist() == [
         {"run_id": direct, "acc@4": 0.75, "tokens_per_problem": 30.0}, {"run_id": cot, "acc@4": 1.0, "tokens_per_problem": 120.0}]
+
+    assert run_curves(client, direct, ["maj"]) == [  # accuracy from the metric history, intervals from curves.json
+        {"method": "maj", "k": k, "accuracy": a, "ci_low": a - 0.1, "ci_high": a + 0.1} for k, a in ((1, 0.25), (2, 0.5), (4, 0.75))]
 
     def select(*args: str) -> list[str]:  # compare's selection, given as on the command line
         cfg = compose(*hydra_args(list(args)), config_name="compare")
@@ -137,3 +164,19 @@ def test_compare_gives_the_paired_difference_between_two_runs_on_their_shared_pr
     pass1 = next(r for r in paired if r["method"] == "pass" and r["k"] == 1)
     assert pass1["difference"] == pytest.approx(1 / 3)
     assert "paired difference to" in done.stdout and "| maj | 4 | +33.3 |" in done.stdout
+
+
+def test_an_aggregation_names_the_evaluation_that_sampled_it_and_prints_how_to_open_a_local_store(tmp_path):
+    run_dir, uri = str(tmp_path / "run"), f"sqlite:///{tmp_path}/mlflow.db"
+    synthetic_run(run_dir)
+    evaluation = tracking.log_evaluation(uri, "local", "evaluation", {}, {}, [], [], {},
+                                         {"job": "evaluate", "run_dir": run_dir})
+    done = run_module("jobs.aggregate", f"run_dir={run_dir}", "tracking.uri=sqlite:///mlflow.db",  # relative to cwd
+                      "tracking.experiment=local", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("local").experiment_id
+    [run] = client.search_runs([experiment], "tags.job = 'aggregate'")
+    assert run.data.tags["sampling_mlflow_run"] == evaluation
+    assert f"MLflow: mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db " in done.stderr  # absolute
+    assert f"MLflow run:  http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run.info.run_id}" in done.stderr
