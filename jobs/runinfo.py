@@ -46,7 +46,7 @@ DECODING_KEYS = {
 ANSWER_KEYS = ("answer.format", "answer.confidence", "answer.top_percent", "answer.seed")
 IDENTITY_KEYS = ("model.name", "model.path", "dataset.name", "dataset.limit", "prompt.name", "decoding")
 # Overrides a name leaves out: config groups it shows already (their settings), and where a run goes.
-UNNAMED_OVERRIDES = ("model", "dataset", "prompt", "sampling", "run_dir")
+UNNAMED_OVERRIDES = ("model", "dataset", "prompt", "sampling", "adaptive", "run_dir")
 UNNAMED_PREFIXES = ("tracking", "hydra")
 
 
@@ -76,6 +76,8 @@ def run_name(config: Mapping[str, Any], overrides: Iterable[tuple[str, str]] = (
     shown = [k for k in NAME_FORMATS if k in named and settings.get(k) is not None
              and (k in ALWAYS_NAMED or k in overrides or settings[k] != base.get(k))]
     parts = [NAME_FORMATS[k].format(settings[k]) for k in shown]
+    rules = (config.get("adaptive") or {}).get("rules") or {}
+    parts += [f"adaptive={'+'.join(rules)}"] if rules else []  # online stopping (or, aggregating, replayed rules)
     parts += [f"{k}={v}" for k, v in overrides.items()
               if k not in NAME_FORMATS and k not in UNNAMED_OVERRIDES and not k.startswith(UNNAMED_PREFIXES)]
     return " ".join(filter(None, [head, *parts]))

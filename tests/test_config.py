@@ -111,7 +111,8 @@ def test_cluster_config_is_one_override():
     cfg = compose("cluster=gpu", "model=qwen2_5_math_1_5b")
     validate(cfg)
     assert cfg.cluster.gpus_per_replica == 1 and cfg.model.path == "Qwen/Qwen2.5-Math-1.5B-Instruct"
-    assert cfg.cluster.unit_size == 1024 and compose().cluster.unit_size == 256  # each at least its engine's batch
+    for cluster, engine_batch in ((cfg.cluster, 1024), (compose().cluster, 256)):  # vLLM's max_num_seqs there
+        assert cluster.unit_size * cluster.max_inflight >= 2 * engine_batch  # the engine's queue refills its batch
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,8 @@ def test_a_name_holds_model_dataset_prompt_the_temperature_and_only_the_settings
     assert runinfo.run_name(config("dataset=gsm8k", "answer.format=math", "sampling=greedy")) == (
         "qwen2.5-coder-0.5b-instruct/gsm8k/cot t0.0 p1.0 n1 math")
     assert runinfo.run_name(config("answer.seed=3")) == "qwen2.5-coder-0.5b-instruct/arith/cot t0.7 aseed3"
+    assert runinfo.run_name(config("adaptive=esc"), [("adaptive", "esc")]) == (  # online stopping, named once
+        "qwen2.5-coder-0.5b-instruct/arith/cot t0.7 adaptive=esc")
     assert runinfo.run_name(config("decoding=cot_decoding", "prompt=plain")) == (  # n, t and top_p do not apply
         "qwen2.5-coder-0.5b-instruct/arith/plain cot_decoding b10")
 
