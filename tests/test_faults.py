@@ -218,7 +218,8 @@ def test_a_sigkilled_vllm_replica_has_its_work_redone_elsewhere_and_every_sample
 
 @pytest.mark.engine
 def test_a_sigkilled_driver_resumes_without_recomputing_finished_samples(local_ray, tmp_path):
-    run, overrides = tmp_path / "run", ("dataset.limit=2", "sampling.n=8", "cluster.unit_size=4")
+    # one unit at a time, so that work is left when the first shard lands
+    run, overrides = tmp_path / "run", ("dataset.limit=2", "sampling.n=8", "cluster.unit_size=4", "cluster.max_inflight=1")
     driver = run_job(f"run_dir={run}", *overrides)
     wait_for(lambda: any((run / "traces").glob("*.parquet")) or driver.poll() is not None, timeout_s=300)
     ray_processes = psutil.Process(driver.pid).children(recursive=True)
