@@ -103,7 +103,7 @@ def test_a_small_run_is_split_so_that_every_replica_gets_work(local_ray, double_
 
 
 def test_when_every_replica_dies_the_run_fails_with_the_cause_and_keeps_its_shards(local_ray, double_run):
-    cfg = double_run("+cluster.engine.crash_on_unit=3", "cluster.max_replica_restarts=1")
+    cfg = double_run("+cluster.engine.crash_on_unit=3", "cluster.max_replica_restarts=1", "cluster.max_inflight=1")
     with pytest.raises(RuntimeError, match=r"every replica died \(1 replaced, cluster.max_replica_restarts=1\).*rerun to resume"):
         sample_runs([cfg], replica_class=EngineDouble)
     finished = sample_keys(cfg.run_dir)
