@@ -154,7 +154,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         cfg = compose(f"run_dir={tmp}/run", "tracking=none", f"dataset.limit={problems}", f"sampling.n={samples}",
                       f"sampling.max_tokens={max_tokens}", "replicas=1", *workload_overrides, *args.overrides)
-        os.environ.update(cfg.cluster.env)  # the replica's environment, for the direct engine too
+        os.environ.update(cfg.cluster.env)  # the replica's environment, for the direct engine too,
+        os.environ.setdefault("OMP_NUM_THREADS", f"{cfg.cluster.cpus_per_replica:g}")  # with the threads Ray gives it
         model_path = check_model(resolve_model_path(cfg.model.path))
         s = cfg.sampling
         direct = run_direct(cfg, model_path, sampling_spec(cfg), forced_params if long_tail else sampling_params)
