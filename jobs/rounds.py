@@ -25,7 +25,7 @@ from jobs.problems import Problem
 
 
 @dataclass
-class Progress:
+class Tally:
     """One problem's answers so far, in sample order, and whether its rule has stopped it."""
 
     problem: Problem
@@ -45,7 +45,7 @@ class Rounds:
         self.asks = [int(t) for t in checkpoints(Schedule(a.min_samples, a.max_samples, a.batch), self.budget)]
         self.fmt, self.confidence, self.weighted = cfg.answer.format, cfg.answer.confidence, cfg.sampling.logprobs > 0
         self.run_dir, self.unit_size, self.new_unit = cfg.run_dir, cfg.cluster.unit_size, new_unit
-        self.state = {p.problem_id: Progress(p) for p in problems}
+        self.state = {p.problem_id: Tally(p) for p in problems}
 
     def first_units(self, resumed: bool) -> list[WorkUnit]:
         """Units of every problem's next batch; `resumed`: first read back the samples an earlier call wrote."""
@@ -82,7 +82,7 @@ class Rounds:
                 lps, tops = data["token_logprobs"][i], data["top_logprobs"][i]
                 s.weights.append(0.0 if lps is None else conf_lib.trace_confidence(lps, tops, self.confidence))
 
-    def _decide(self, s: Progress) -> bool:
+    def _decide(self, s: Tally) -> bool:
         """Whether a problem is done: its rule stopped it at a checkpoint, or it holds the budget."""
         t = len(s.keys)
         if t >= self.budget:
@@ -93,7 +93,7 @@ class Rounds:
             s.stopped = bool(self.rule(labels, weights, budget=self.budget, **self.params))
         return s.stopped
 
-    def _units(self, going: list[Progress]) -> list[WorkUnit]:
+    def _units(self, going: list[Tally]) -> list[WorkUnit]:
         """Each going problem's next batch (up to its next checkpoint), grouped into units of about unit_size."""
         units, batch = [], []
         for s in going:
