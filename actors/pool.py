@@ -23,7 +23,7 @@ class PoolOptions:
     startup_timeout_s)."""
 
     replicas: int
-    max_inflight: int  # work units queued per replica
+    max_inflight: int  # work units a replica serves at once (they share its engine)
     max_restarts: int  # replacements for replicas that die, over the whole run
     startup_timeout_s: float
 
