@@ -45,7 +45,7 @@ class EngineDouble(EngineReplica):
         self.crash_marker = engine_kwargs.get("crash_marker")
         self.units = 0
         self.units_lock = threading.Lock()
-        self.engine = EngineLoop(DoubleEngine(float(engine_kwargs.get("step_s", 0))), MAX_BATCH)
+        self.engine = EngineLoop(lambda: DoubleEngine(float(engine_kwargs.get("step_s", 0))), lambda _: MAX_BATCH)
 
     def run(self, unit: WorkUnit) -> dict[str, Any]:
         """Serve a unit like the real replica, after the configured delay or crash."""

@@ -3,7 +3,9 @@
 A replica serves several work units at once (a threaded Ray actor). Each unit's `generate` queues its
 requests here; the engine thread admits them between two engine steps, so a unit's requests join the
 running batch as soon as they arrive instead of waiting for the previous unit's longest sample.
-Only the engine thread touches the engine. It uses vLLM's own engine calls, those `LLM.generate` is
+Only the engine thread touches the engine, and it builds the engine too: vLLM's CPU backend binds its
+OpenMP threads to the thread that loads the model, and a step from another thread ran at 0.84 of the
+speed (../shared/notes/vllm-on-cpu.md). It uses vLLM's own engine calls, those `LLM.generate` is
 built on: `LLMEngine.add_request` and `LLMEngine.step`. Callers pass parameters with
 `output_kind=FINAL_ONLY`, as `LLM.generate` sets them, so that a step returns only finished requests.
 """
@@ -15,7 +17,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 @dataclass
@@ -33,16 +35,22 @@ class _Batch:
 class EngineLoop:
     """Steps `engine` (a vLLM `LLMEngine`) in a thread of its own, for any number of concurrent `generate` calls."""
 
-    def __init__(self, engine: Any, max_batch: int):
-        self.engine = engine
-        self.max_batch = max_batch  # the engine's max_num_seqs: requests beyond it wait in its queue
+    def __init__(self, build: Callable[[], Any], max_batch: Callable[[Any], int]):
+        """Build the engine with `build()` on the engine thread, and wait until it is loaded (or raise its error);
+        `max_batch(engine)` is its max_num_seqs: requests beyond it wait in its queue."""
+        self.engine: Any = None
+        self.max_batch = 0
         self._arrivals: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
         self._slots: dict[str, tuple[_Batch, int]] = {}  # request id -> (its batch, its index there)
         self._ids = itertools.count()
         self.busy_s = 0.0  # seconds spent in engine steps
         self.batch_s = 0.0  # the running batch's size integrated over those seconds
         self.broken: BaseException | None = None  # the error that stopped the engine, if one did
-        threading.Thread(target=self._serve, name="engine-loop", daemon=True).start()
+        loaded: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, args=(build, max_batch, loaded), name="engine-loop", daemon=True).start()
+        error = loaded.get()
+        if error is not None:
+            raise error
 
     def generate(self, prompts: Sequence[Any], params: Sequence[Any]) -> list[Any]:
         """The finished `RequestOutput` of every prompt, in order, as `LLM.generate` returns them."""
@@ -59,7 +67,15 @@ class EngineLoop:
         """The running batch's mean size over the time the engine stepped."""
         return self.batch_s / self.busy_s if self.busy_s else 0.0
 
-    def _serve(self) -> None:
+    def _serve(self, build: Callable[[], Any], max_batch: Callable[[Any], int],
+               loaded: queue.SimpleQueue[BaseException | None]) -> None:
+        try:
+            self.engine = build()
+            self.max_batch = max_batch(self.engine)
+        except BaseException as error:  # the caller raises it, with its traceback
+            loaded.put(error)
+            return
+        loaded.put(None)
         while True:
             self._admit(wait=self.broken is not None or not self.engine.has_unfinished_requests())
             if self.broken is not None:

@@ -30,6 +30,18 @@ def sampling_params(spec: SamplingSpec, seed: int, max_tokens: int):
                           logprobs=spec.logprobs or None, stop=list(spec.stop), output_kind=RequestOutputKind.FINAL_ONLY)
 
 
+def load_engine(model_path: str, engine_kwargs: dict[str, Any]) -> Any:
+    """The `LLMEngine` of a `vllm.LLM` for the model (the engine loop calls it on the thread that steps it)."""
+    from vllm import LLM
+
+    return LLM(model=model_path, **engine_kwargs).llm_engine
+
+
+def max_num_seqs(engine: Any) -> int:
+    """The engine's batch: the most sequences one step runs."""
+    return engine.vllm_config.scheduler_config.max_num_seqs
+
+
 class EngineReplica:
     """One vLLM engine replica."""
 
@@ -37,13 +49,10 @@ class EngineReplica:
     params = staticmethod(sampling_params)  # one sample's vLLM parameters (a benchmark forces lengths here)
 
     def __init__(self, model_path: str, engine_kwargs: dict[str, Any]):
-        from vllm import LLM
-
-        self.llm = LLM(model=model_path, **engine_kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
+        self.engine = EngineLoop(lambda: load_engine(model_path, engine_kwargs), max_num_seqs)
+        self.tokenizer = self.engine.engine.get_tokenizer()
         self.tokenizer_lock = threading.Lock()  # units tokenize on their own threads
-        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        self.engine = EngineLoop(self.llm.llm_engine, self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        self.max_model_len = self.engine.engine.model_config.max_model_len
         self.name = replica_name()
 
     def ready(self) -> str:

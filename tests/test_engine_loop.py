@@ -20,7 +20,7 @@ def text(tokens: int) -> SimpleNamespace:
 
 
 def test_a_short_batch_admitted_while_a_long_one_runs_finishes_first_and_both_share_the_batch():
-    loop = EngineLoop(DoubleEngine(step_s=0.002), max_batch=256)
+    loop = EngineLoop(lambda: DoubleEngine(step_s=0.002), lambda _: 256)
     finished = {}
 
     def call(name, tokens):
@@ -38,7 +38,7 @@ def test_a_short_batch_admitted_while_a_long_one_runs_finishes_first_and_both_sh
 
 
 def test_outputs_come_back_in_the_callers_order_whatever_order_they_finish_in():
-    loop = EngineLoop(DoubleEngine(step_s=0.001), max_batch=256)
+    loop = EngineLoop(lambda: DoubleEngine(step_s=0.001), lambda _: 256)
     lengths = [30, 1, 12, 5, 1, 40]
     outputs = loop.generate([text(n) for n in lengths], [None] * len(lengths))
     assert [len(o.outputs[0].token_ids) for o in outputs] == lengths
@@ -59,7 +59,7 @@ class BrokenEngine(DoubleEngine):
 
 
 def test_a_refused_batch_fails_alone_and_an_engine_failure_reaches_every_waiting_and_later_caller():
-    loop = EngineLoop(BrokenEngine(step_s=0.001), max_batch=256)
+    loop = EngineLoop(lambda: BrokenEngine(step_s=0.001), lambda _: 256)
     with pytest.raises(ValueError, match="empty request"):
         loop.generate([text(2), text(0)], [None, None])
     assert not loop.engine.running  # the refused batch's other request was taken back
@@ -97,3 +97,27 @@ def test_a_replica_writes_a_short_units_shard_while_a_long_unit_sent_before_it_s
     long_result = ray.get(long_ref)
     assert long_result["rows"] == 8 and long_result["tokens"] == 8 * 600
     assert long_result["mean_batch"] > 8  # the two units shared the engine's batch
+
+
+class ThreadRecordingEngine(DoubleEngine):
+    """Records the threads that build and step it."""
+
+    def __init__(self, step_s: float):
+        super().__init__(step_s)
+        self.threads = {"build": threading.get_ident(), "step": set()}
+
+    def step(self):
+        self.threads["step"].add(threading.get_ident())
+        return super().step()
+
+
+def test_the_engine_is_built_on_the_thread_that_steps_it_and_a_build_error_reaches_the_caller():
+    loop = EngineLoop(lambda: ThreadRecordingEngine(step_s=0.001), lambda _: 256)
+    loop.generate([text(3)], [None])
+    assert loop.engine.threads["step"] == {loop.engine.threads["build"]} != {threading.get_ident()}
+
+    def build():
+        raise FileNotFoundError("no model at /nowhere")
+
+    with pytest.raises(FileNotFoundError, match="/nowhere"):
+        EngineLoop(build, lambda _: 256)
