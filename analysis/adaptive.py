@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from analysis.curves import Votes
+from analysis.curves import Votes, bootstrap_ci
 from analysis.stopping import Rule, beta_probability
 
 
@@ -58,8 +58,9 @@ def vote_scores(labels: np.ndarray, right: int) -> np.ndarray:
 
 
 def replay_problem(problem: Votes, rule: Rule, params: dict[str, Any], schedule: Schedule,
-                   order_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Samples used and final-vote score for each order (a row of sample indices) of one problem."""
+                   order_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Samples used and final-vote score for each order (a row of sample indices) of one problem, and the
+    full budget's vote score (the same on every order)."""
     n = len(problem.labels)
     asks = checkpoints(schedule, n)
     budget = int(asks[-1])
@@ -70,34 +71,40 @@ def replay_problem(problem: Votes, rule: Rule, params: dict[str, Any], schedule:
         used[row] = next((t for t in asks[:-1] if rule(labels[row, :t], None if weights is None else weights[row, :t],
                                                        budget=budget, **params)), budget)
     scores = vote_scores(labels[:, :budget], problem.correct_class)
-    return used, scores[np.arange(len(order_rows)), used]
+    return used, scores[np.arange(len(order_rows)), used], float(scores[0, budget])
 
 
 def replay(problems: Sequence[Votes], rules: Sequence[tuple[str, Rule, dict[str, Any]]], schedule: Schedule,
            orders: int, seed: int) -> list[dict[str, Any]]:
     """One row per (rule, problem index): samples_used and correct averaged over `orders` random orders,
-    the same on the stored order (samples_used_stored, correct_stored), and n. Every rule sees the same
-    orders (seeded per problem), so differences between rules are paired."""
+    the same on the stored order (samples_used_stored, correct_stored), the full budget's vote score
+    (correct_full) and n. Every rule sees the same orders (seeded per problem), so differences between
+    rules are paired."""
     rows = []
     for index, problem in enumerate(problems):
         n = len(problem.labels)
         order_rows = sample_orders(n, orders, np.random.default_rng([seed, index]))
         for label, rule, params in rules:
-            used, correct = replay_problem(problem, rule, params, schedule, order_rows)
+            used, correct, full = replay_problem(problem, rule, params, schedule, order_rows)
             rows.append({"rule": label, "problem": index, "samples_used": float(used[1:].mean()),
                          "correct": float(correct[1:].mean()), "samples_used_stored": int(used[0]),
-                         "correct_stored": float(correct[0]), "n": n})
+                         "correct_stored": float(correct[0]), "correct_full": full, "n": n})
     return rows
 
 
-def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per rule: accuracy and samples per problem (random orders and stored order), savings 1 - used / n."""
+def summarize(rows: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """Per rule: accuracy and samples per problem (random orders and stored order), savings 1 - used / n,
+    and the accuracy change against the full budget's vote (`delta`) with its paired bootstrap 95% interval
+    over problems (`delta_low`, `delta_high`)."""
     out = []
     for label in dict.fromkeys(r["rule"] for r in rows):
         mine = [r for r in rows if r["rule"] == label]
         used = np.array([r["samples_used"] for r in mine])
         n = np.array([r["n"] for r in mine], dtype=float)
+        change = np.array([[r["correct"] - r["correct_full"]] for r in mine])
+        (low,), (high,) = bootstrap_ci(change, seed=seed)
         out.append({"rule": label, "accuracy": float(np.mean([r["correct"] for r in mine])),
+                    "delta": float(change.mean()), "delta_low": float(low), "delta_high": float(high),
                     "samples_per_problem": float(used.mean()), "savings": float(1 - used.sum() / n.sum()),
                     "accuracy_stored": float(np.mean([r["correct_stored"] for r in mine])),
                     "samples_per_problem_stored": float(np.mean([r["samples_used_stored"] for r in mine]))})

@@ -50,10 +50,10 @@ def replay_rules(rules: list, cfg: DictConfig, result: "Aggregate") -> tuple[dic
     rows = replay(result.votes, rules, Schedule(cfg.min_samples, cfg.max_samples, cfg.batch), cfg.orders, cfg.seed)
     for row in rows:
         row["problem_id"] = ids[row.pop("problem")]
-    columns = ["rule", "problem_id", "samples_used", "correct", "n", "samples_used_stored", "correct_stored"]
+    columns = ["rule", "problem_id", "samples_used", "correct", "n", "samples_used_stored", "correct_stored", "correct_full"]
     result.files.append(rundir.write_table(pa.Table.from_pylist([{c: r[c] for c in columns} for r in rows]),
                                            result.run_dir, "adaptive.parquet"))
-    summary = summarize(rows)
+    summary = summarize(rows, cfg.seed)
     maj = [r for r in result.curves if r["method"] == "maj"]
     result.figures["adaptive.png"] = frontier_figure(summary, maj, result.title)
     result.files.append(rundir.write_figure(result.figures["adaptive.png"], result.run_dir, "adaptive.png"))
@@ -63,11 +63,13 @@ def replay_rules(rules: list, cfg: DictConfig, result: "Aggregate") -> tuple[dic
 
 def table(summary: list[dict[str, Any]], maj: list[dict[str, Any]]) -> str:
     """Per rule: accuracy and samples per problem (random orders, stored order), savings; maj@n last."""
-    lines = [f"{'adaptive rule':<20}{'accuracy':>10}{'samples':>10}{'savings':>10}{'stored acc':>12}{'stored smp':>12}"]
+    full = max(maj, key=lambda r: r["k"])
+    lines = [f"{'adaptive rule':<20}{'accuracy':>10}{'samples':>10}{'savings':>10}{'stored acc':>12}{'stored smp':>12}"
+             "  vs full budget [paired 95% CI]"]
     for s in summary:
         lines.append(f"{s['rule']:<20}{100 * s['accuracy']:>9.1f}%{s['samples_per_problem']:>10.2f}"
-                     f"{100 * s['savings']:>9.1f}%{100 * s['accuracy_stored']:>11.1f}%{s['samples_per_problem_stored']:>12.2f}")
-    full = max(maj, key=lambda r: r["k"])
+                     f"{100 * s['savings']:>9.1f}%{100 * s['accuracy_stored']:>11.1f}%{s['samples_per_problem_stored']:>12.2f}"
+                     f"  {100 * s['delta']:+.1f} [{100 * s['delta_low']:+.1f}, {100 * s['delta_high']:+.1f}]")
     lines.append(f"{'maj@' + str(full['k']) + ' (full budget)':<20}{100 * full['accuracy']:>9.1f}%{full['k']:>10.2f}"
                  f"{0.0:>9.1f}%")
     return "\n".join(lines)

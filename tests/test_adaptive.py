@@ -133,10 +133,14 @@ def test_replay_equals_a_brute_force_loop_over_the_same_orders():
             assert row["samples_used_stored"] == results[0][0] and row["correct_stored"] == results[0][1]
             assert row["samples_used"] == pytest.approx(np.mean([u for u, _ in results[1:]]))
             assert row["correct"] == pytest.approx(np.mean([c for _, c in results[1:]]))
+            assert row["correct_full"] == brute_force(problem, np.arange(n), lambda *a, **k: False, {}, schedule)[1]
     summary = summarize(rows)
     beta = next(s for s in summary if s["rule"] == "beta-0.9")
     mine = [r for r in rows if r["rule"] == "beta-0.9"]
     assert beta["savings"] == pytest.approx(1 - sum(r["samples_used"] for r in mine) / sum(r["n"] for r in mine))
+    change = [r["correct"] - r["correct_full"] for r in mine]
+    assert beta["delta"] == pytest.approx(np.mean(change))
+    assert beta["delta_low"] <= beta["delta"] <= beta["delta_high"] and beta["delta_low"] < beta["delta_high"]
 
 
 def test_a_fixed_budget_goes_to_the_least_decided_problem_first():
