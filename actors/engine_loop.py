@@ -45,6 +45,7 @@ class EngineLoop:
         self._ids = itertools.count()
         self.busy_s = 0.0  # seconds spent in engine steps
         self.batch_s = 0.0  # the running batch's size integrated over those seconds
+        self.generated = 0  # tokens generated so far, estimated as the running batch summed over steps
         self.broken: BaseException | None = None  # the error that stopped the engine, if one did
         loaded: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
         threading.Thread(target=self._serve, args=(build, max_batch, loaded), name="engine-loop", daemon=True).start()
@@ -66,6 +67,10 @@ class EngineLoop:
     def mean_batch(self) -> float:
         """The running batch's mean size over the time the engine stepped."""
         return self.batch_s / self.busy_s if self.busy_s else 0.0
+
+    def activity(self) -> dict[str, int]:
+        """Requests in the engine now (running or queued) and tokens generated so far (an estimate)."""
+        return {"in_flight": len(self._slots), "generated": self.generated}
 
     def _serve(self, build: Callable[[], Any], max_batch: Callable[[Any], int],
                loaded: queue.SimpleQueue[BaseException | None]) -> None:
@@ -92,6 +97,7 @@ class EngineLoop:
                 continue
             took = time.perf_counter() - start
             self.busy_s, self.batch_s = self.busy_s + took, self.batch_s + running * took
+            self.generated += running
             for output in outputs:
                 if output.finished:
                     self._finish(output)

@@ -16,6 +16,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from actors.work import ReplicaStartError, WorkUnit
 
+WATCH_S = 15.0  # how long pool.run waits for a unit before it asks the replicas what they are doing
+
 
 @dataclass(frozen=True)
 class PoolOptions:
@@ -55,10 +57,27 @@ def _cause(error: BaseException) -> str:
     return (errors or lines or [repr(error)])[-1].strip()
 
 
+def activity(replicas: list[Any]) -> dict[str, int]:
+    """The replicas' `activity()` summed; a replica that does not answer within WATCH_S counts nothing (if it
+    died, its units' results say so)."""
+    refs = [replica.activity.remote() for replica in replicas]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=WATCH_S)
+    total = {"in_flight": 0, "generated": 0}
+    for ref in ready:
+        try:
+            for key, value in ray.get(ref).items():
+                total[key] += value
+        except RayActorError:
+            pass
+    return total
+
+
 def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptions,
-        follow: Optional[Callable[[WorkUnit], Iterable[WorkUnit]]] = None) -> Iterator[dict[str, Any]]:
+        follow: Optional[Callable[[WorkUnit], Iterable[WorkUnit]]] = None,
+        watch: Optional[Callable[[dict[str, int]], None]] = None) -> Iterator[dict[str, Any]]:
     """Serve every unit on a replica, yielding each unit's result as it completes (in any order); `follow(unit)`,
-    called once a unit's result is in, gives units to serve next (an adaptive run's next batches)."""
+    called once a unit's result is in, gives units to serve next (an adaptive run's next batches). While no unit
+    lands for WATCH_S, `watch` gets the live replicas' summed `activity()` (requests in flight, tokens so far)."""
     replicas = dict(enumerate(start(create, options.replicas, options.startup_timeout_s)))  # slot -> handle
     load = dict.fromkeys(replicas, 0)
     todo, retry, followers = iter(units), deque(), deque()
@@ -73,7 +92,11 @@ def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptio
             load[slot] += 1
         if not inflight:
             return
-        [ref], _ = ray.wait(list(inflight), num_returns=1)
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=WATCH_S if watch else None)
+        if not ready:
+            watch(activity(list(replicas.values())))
+            continue
+        [ref] = ready
         slot, unit = inflight.pop(ref)
         load[slot] -= 1
         try:

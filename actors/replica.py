@@ -59,6 +59,10 @@ class EngineReplica:
         """The replica's name, once its engine is loaded."""
         return self.name
 
+    def activity(self) -> dict[str, int]:
+        """What the engine is doing now, for the progress line while units are still running."""
+        return self.engine.activity()
+
     def run(self, unit: WorkUnit) -> dict[str, Any]:
         """Generate every sample of `unit`, write its shard; return its run_dir, counts and timings (the unit's
         own, overlapping other units', and the engine's mean running batch so far)."""

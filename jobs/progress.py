@@ -4,6 +4,10 @@ Off a terminal (`ray job logs -f`, `nohup`, CI) a line is printed when a work un
 every MIN_INTERVAL_S, and at least every HEARTBEAT_S while units are generating:
 
     [progress] 128/384 samples (33%), 0.9 samples/s, 141 tok/s, 2m20s elapsed, ETA 4m40s
+
+Samples and tok/s count the units that landed. A unit lands when its longest sample ends, so while the
+first units run, the line also says what the engines report (`engine(...)`): samples in flight and
+their generation rate (each step's running batch summed: an estimate).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class Progress:
         self.total, self.stream = total, stream or sys.stderr
         self.heartbeat_s, self.min_interval_s = heartbeat_s, min_interval_s
         self.samples = self.tokens = 0
+        self.in_flight = self.generated = 0  # as the engines last reported
         self.start = self.last_line = time.monotonic()
         self.bar = None
         self.lock = threading.Lock()
@@ -64,12 +69,19 @@ class Progress:
             elif time.monotonic() - self.last_line >= self.min_interval_s or self.samples == self.total:
                 self._print()
 
+    def engine(self, activity: dict[str, int]) -> None:
+        """The engines' summed `in_flight` requests and `generated` tokens so far (actors.pool.activity)."""
+        with self.lock:
+            self.in_flight, self.generated = activity["in_flight"], activity["generated"]
+
     def line(self) -> str:
         """The progress line as it reads now."""
         elapsed = time.monotonic() - self.start
         done = f"{self.samples}/{self.total} samples ({100 * self.samples / max(self.total, 1):.0f}%)"
         eta = _duration(elapsed * (self.total - self.samples) / self.samples) if self.samples else "unknown"
-        return f"[progress] {done}, {self._rates()}, {_duration(elapsed)} elapsed, ETA {eta}"
+        live = (f"; engines: {self.in_flight} samples in flight, ~{self.generated / max(elapsed, 1e-9):.0f} tok/s"
+                if self.generated else "")
+        return f"[progress] {done}, {self._rates()}{live}, {_duration(elapsed)} elapsed, ETA {eta}"
 
     def _rates(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)

@@ -227,7 +227,8 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
     batches: dict[str, float] = {}  # replica -> its engine's mean running batch, as last reported
     with Progress(todo) as progress:
         for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
-                                    engine_kwargs(cfg), units, replica_class, follow if rounds else None):
+                                    engine_kwargs(cfg), units, replica_class, follow if rounds else None,
+                                    progress.engine):
             summary = summaries[result["run_dir"]]
             summary.samples += result["rows"]
             summary.tokens += result["tokens"]

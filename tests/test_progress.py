@@ -6,6 +6,7 @@ import io
 import re
 import time
 
+from actors import pool
 from jobs.progress import Progress
 
 LINE = re.compile(r"^\[progress\] (\d+)/(\d+) samples \((\d+)%\), [\d.]+ samples/s, \d+ tok/s, \d+m\d\ds elapsed, ETA (\S+)$")
@@ -50,3 +51,30 @@ def test_a_sampling_run_off_a_terminal_prints_progress(local_ray, tmp_path, caps
     sample_runs([cfg], replica_class=EngineDouble)
     found = [LINE.match(line) for line in capsys.readouterr().err.splitlines() if line.startswith("[progress]")]
     assert found and all(found) and found[-1].group(1) == found[-1].group(2) == "16"
+
+
+def test_the_line_says_what_the_engines_report_before_any_unit_lands():
+    stream = io.StringIO()
+    with Progress(64, stream, heartbeat_s=60) as progress:
+        assert "engines" not in progress.line()
+        progress.engine({"in_flight": 48, "generated": 900})
+        assert re.search(r"0/64 samples .*; engines: 48 samples in flight, ~\d+ tok/s, 0m00s elapsed, ETA unknown$",
+                         progress.line())
+
+
+def test_a_sampling_run_asks_its_replicas_what_they_do_while_no_unit_lands(local_ray, tmp_path, monkeypatch):
+    from actors.double import EngineDouble
+    from jobs.cli import compose
+    from jobs.sample import sample_runs
+
+    monkeypatch.setattr(pool, "WATCH_S", 0.3)
+    reports, report = [], Progress.engine
+    monkeypatch.setattr(Progress, "engine", lambda self, activity: (reports.append(dict(activity)), report(self, activity)))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cfg = compose(f"run_dir={tmp_path}/run", f"model.path={model}", "tracking=none", "dataset.limit=2",
+                  "sampling.n=8", "cluster.cpus_per_replica=1", "cluster.unit_size=16", "+cluster.engine.step_s=0.02")
+    sample_runs([cfg], replica_class=EngineDouble)  # one unit of 16, its samples up to 192 steps of 0.02 s
+    assert any(r["in_flight"] > 0 and r["generated"] > 0 for r in reports)
+    assert [r["generated"] for r in reports] == sorted(r["generated"] for r in reports)
