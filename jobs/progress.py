@@ -73,19 +73,21 @@ class Progress:
         """The engines' summed `in_flight` requests and `generated` tokens so far (actors.pool.activity)."""
         with self.lock:
             self.in_flight, self.generated = activity["in_flight"], activity["generated"]
+            if self.bar:
+                self.bar.set_postfix_str(self._rates())
 
     def line(self) -> str:
         """The progress line as it reads now."""
         elapsed = time.monotonic() - self.start
         done = f"{self.samples}/{self.total} samples ({100 * self.samples / max(self.total, 1):.0f}%)"
         eta = _duration(elapsed * (self.total - self.samples) / self.samples) if self.samples else "unknown"
-        live = (f"; engines: {self.in_flight} samples in flight, ~{self.generated / max(elapsed, 1e-9):.0f} tok/s"
-                if self.generated else "")
-        return f"[progress] {done}, {self._rates()}{live}, {_duration(elapsed)} elapsed, ETA {eta}"
+        return f"[progress] {done}, {self._rates()}, {_duration(elapsed)} elapsed, ETA {eta}"
 
     def _rates(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
-        return f"{self.samples / elapsed:.1f} samples/s, {self.tokens / elapsed:.0f} tok/s"
+        live = (f"; engines: {self.in_flight} samples in flight, ~{self.generated / elapsed:.0f} tok/s"
+                if self.generated else "")
+        return f"{self.samples / elapsed:.1f} samples/s, {self.tokens / elapsed:.0f} tok/s{live}"
 
     def _print(self) -> None:
         print(self.line(), file=self.stream, flush=True)
