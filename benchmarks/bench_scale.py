@@ -120,7 +120,7 @@ def report(r: dict[str, Any]) -> str:
     return (
         f"{r['shape']:>14} samples on {r['replicas']} replicas (unit_size {r['unit_size']}, "
         f"max_inflight {r['max_inflight']}):\n"
-        f"  wall {r['wall_s']:.1f}s ({r['samples_per_s']:,.0f} samples/s; Ray start {r['ray_start_s']:.1f}s not included)\n"
+        f"  wall {r['wall_s']:.2f}s ({r['samples_per_s']:,.0f} samples/s; Ray start {r['ray_start_s']:.1f}s not included)\n"
         f"  double's generation {r['gen_cpu_s']:.1f} CPU-s -> {r['gen_wall_s']:.1f}s on this machine's cores\n"
         f"  orchestration overhead {r['overhead_us']:.1f} us/sample  [(wall - generation) / samples; target < 50]\n"
         f"    of which starting the replicas ({r['replica_start_s']:.1f}s, until all are ready): without it "

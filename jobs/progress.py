@@ -6,8 +6,8 @@ every MIN_INTERVAL_S, and at least every HEARTBEAT_S while units are generating:
     [progress] 128/384 samples (33%), 0.9 samples/s, 141 tok/s, 2m20s elapsed, ETA 4m40s
 
 Samples and tok/s count the units that landed. A unit lands when its longest sample ends, so while the
-first units run, the line also says what the engines report (`engine(...)`): samples in flight and
-their generation rate (each step's running batch summed: an estimate).
+first units run, the line ends with what the engines report: samples in flight and their generation
+rate (each step's running batch summed: an estimate), as in `...; engines: 512 samples in flight, ~96 tok/s`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Progress:
             self.tokens += tokens
             if self.bar:
                 self.bar.update(samples)
-                self.bar.set_postfix_str(self._rates())
+                self.bar.set_postfix_str(self._rates() + self._engines())
             elif time.monotonic() - self.last_line >= self.min_interval_s or self.samples == self.total:
                 self._print()
 
@@ -74,20 +74,25 @@ class Progress:
         with self.lock:
             self.in_flight, self.generated = activity["in_flight"], activity["generated"]
             if self.bar:
-                self.bar.set_postfix_str(self._rates())
+                self.bar.set_postfix_str(self._rates() + self._engines())
 
     def line(self) -> str:
         """The progress line as it reads now."""
         elapsed = time.monotonic() - self.start
         done = f"{self.samples}/{self.total} samples ({100 * self.samples / max(self.total, 1):.0f}%)"
         eta = _duration(elapsed * (self.total - self.samples) / self.samples) if self.samples else "unknown"
-        return f"[progress] {done}, {self._rates()}, {_duration(elapsed)} elapsed, ETA {eta}"
+        return f"[progress] {done}, {self._rates()}, {_duration(elapsed)} elapsed, ETA {eta}{self._engines()}"
 
     def _rates(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
-        live = (f"; engines: {self.in_flight} samples in flight, ~{self.generated / elapsed:.0f} tok/s"
-                if self.generated else "")
-        return f"{self.samples / elapsed:.1f} samples/s, {self.tokens / elapsed:.0f} tok/s{live}"
+        return f"{self.samples / elapsed:.1f} samples/s, {self.tokens / elapsed:.0f} tok/s"
+
+    def _engines(self) -> str:
+        """What the engines last reported, once they have generated anything."""
+        if not self.generated:
+            return ""
+        rate = self.generated / max(time.monotonic() - self.start, 1e-9)
+        return f"; engines: {self.in_flight} samples in flight, ~{rate:.0f} tok/s"
 
     def _print(self) -> None:
         print(self.line(), file=self.stream, flush=True)
