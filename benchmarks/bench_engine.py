@@ -9,8 +9,9 @@ Workloads: `default` (the prompts and settings of the run, samples end where the
 most 512 tokens, with `min_tokens = max_tokens` and `ignore_eos`: most samples stop early, a few run
 long, as reasoning traces do); `gsm8k` (GSM8K test problems, max_tokens 1024, natural lengths).
 
-`direct`: one `vllm.LLM` in this process, one `LLM.generate` call over every sample: the physical limit
-for one replica. `job`: `jobs.sample.sample_runs` with one replica (Ray already started). Both get the
+`direct`: one `vllm.LLM` in a fresh process of its own (as the replica has), one `LLM.generate` call over
+every sample: the physical limit for one replica. The process ends before the job starts, so nothing it
+loaded (an engine, its KV cache, its threads) stays to slow the job down. `job`: `jobs.sample.sample_runs` with one replica (Ray already started). Both get the
 same token prompts, the same per-sample seeds and SamplingParams, the same engine arguments and
 environment, and both start cold: each timing runs from importing vLLM (the replica imports it in its
 actor) to the last sample (the job's also covers starting the actor, dispatch and shard writes).
@@ -22,13 +23,14 @@ for both. The last line reads `ratio <job/direct>`.
 from __future__ import annotations
 
 import argparse
-import gc
 import math
+import multiprocessing
 import os
 import random
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from omegaconf import DictConfig
@@ -112,11 +114,15 @@ def run_direct(cfg: DictConfig, model_path: str, spec: SamplingSpec, params_of=s
     done = time.monotonic()
     texts = {(r.problem_id, r.sample_idx): o.outputs[0].text for r, o in zip(requests, outputs)}
     tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-    del llm
-    gc.collect()
     capped = sum(len(o.outputs[0].token_ids) >= spec.max_tokens for o in outputs)
     return {"load_s": loaded - start, "generate_s": done - began, "wall_s": done - start, "tokens": tokens,
             "texts": texts, "batch": meter["batch_s"] / meter["busy_s"], "capped": capped}
+
+
+def run_direct_apart(*args: Any) -> dict[str, Any]:
+    """`run_direct(*args)` in a new process (spawned: no vLLM imported), gone once it returns."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as apart:
+        return apart.submit(run_direct, *args).result()
 
 
 def run_job(cfg: DictConfig, replica_class: type = EngineReplica) -> dict[str, Any]:
@@ -158,7 +164,7 @@ def main() -> None:
         os.environ.setdefault("OMP_NUM_THREADS", f"{cfg.cluster.cpus_per_replica:g}")  # with the threads Ray gives it
         model_path = check_model(resolve_model_path(cfg.model.path))
         s = cfg.sampling
-        direct = run_direct(cfg, model_path, sampling_spec(cfg), forced_params if long_tail else sampling_params)
+        direct = run_direct_apart(cfg, model_path, sampling_spec(cfg), forced_params if long_tail else sampling_params)
         ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": dict(cfg.cluster.env)})
         job = run_job(cfg, LongTailReplica if long_tail else EngineReplica)
