@@ -11,13 +11,15 @@ long, as reasoning traces do); `gsm8k` (GSM8K test problems, max_tokens 1024, na
 
 `direct`: one `vllm.LLM` in a fresh process of its own (as the replica has), one `LLM.generate` call over
 every sample: the physical limit for one replica. The process ends before the job starts, so nothing it
-loaded (an engine, its KV cache, its threads) stays to slow the job down. `job`: `jobs.sample.sample_runs` with one replica (Ray already started). Both get the
-same token prompts, the same per-sample seeds and SamplingParams, the same engine arguments and
-environment, and both start cold: each timing runs from importing vLLM (the replica imports it in its
-actor) to the last sample (the job's also covers starting the actor, dispatch and shard writes).
+loaded (an engine, its KV cache, its threads) stays to slow the job down. `job`:
+`jobs.sample.sample_runs` with one replica (Ray already started). Both get the same token prompts, the
+same per-sample seeds and SamplingParams, the same engine arguments and environment, and both start
+cold: each timing runs from importing vLLM (the replica imports it in its actor) to the last sample
+(the job's also covers starting the actor, dispatch and shard writes).
 Tokens/s are generated tokens over those times; the ratio is job/direct. Both report the engine's mean
-running batch (sequences per step, weighted by the step's time). Extra arguments are Hydra overrides
-for both. The last line reads `ratio <job/direct>`.
+running batch (sequences per step, weighted by the step's time), and the job's time after its replica
+was ready is set against the direct generate call alone (the engines' speed, without their start).
+Extra arguments are Hydra overrides for both. The last line reads `ratio <job/direct>`.
 """
 
 from __future__ import annotations
@@ -128,14 +130,16 @@ def run_direct_apart(*args: Any) -> dict[str, Any]:
 def run_job(cfg: DictConfig, replica_class: type = EngineReplica) -> dict[str, Any]:
     """jobs.sample with one replica, on a Ray started beforehand."""
     from analysis.traces import read_columns
+    from benchmarks.bench_scale import timing_replica_starts
     from jobs.sample import sample_runs
 
+    replica_starts = timing_replica_starts()
     start = time.monotonic()
     [summary] = sample_runs([cfg], replica_class=replica_class)
     wall = time.monotonic() - start
     table = read_columns(cfg.run_dir, ["problem_id", "sample_idx", "text"])
     texts = {(p, i): t for p, i, t in zip(*(table[c].to_pylist() for c in ("problem_id", "sample_idx", "text")))}
-    return {"wall_s": wall, "write_s": summary.write_seconds, "tokens": summary.tokens, "texts": texts,
+    return {"wall_s": wall, "start_s": replica_starts[0], "write_s": summary.write_seconds, "tokens": summary.tokens, "texts": texts,
             "batch": summary.engine_batch}
 
 
@@ -178,9 +182,12 @@ def main() -> None:
           f"T={s.temperature}, top_p={s.top_p}, logprobs={s.logprobs}; load average {os.getloadavg()[0]:.1f}")
     print(f"direct LLM.generate: {direct['tokens']} tokens in {direct['wall_s']:.1f}s (import + load {direct['load_s']:.1f}s, "
           f"generate {direct['generate_s']:.1f}s): {rate['direct']:.1f} tok/s, engine batch {direct['batch']:.1f}")
-    print(f"jobs.sample, 1 replica: {job['tokens']} tokens in {job['wall_s']:.1f}s (writing {job['write_s']:.2f}s): "
-          f"{rate['job']:.1f} tok/s, engine batch {job['batch']:.1f}")
+    print(f"jobs.sample, 1 replica: {job['tokens']} tokens in {job['wall_s']:.1f}s (replica start {job['start_s']:.1f}s, "
+          f"then {job['wall_s'] - job['start_s']:.1f}s, writing {job['write_s']:.2f}s of it): {rate['job']:.1f} tok/s, "
+          f"engine batch {job['batch']:.1f}")
     print(f"identical texts: {same}/{count} (not expected to be all: bf16 numerics depend on the batch)")
+    print(f"after the engine is loaded: {(job['wall_s'] - job['start_s']) / direct['generate_s']:.3f} of the direct time "
+          f"[job after its replica started / direct generate]")
     print(f"ratio {rate['job'] / rate['direct']:.3f}  [job/direct; target >= 0.95]")
 
 
