@@ -139,8 +139,8 @@ def run_job(cfg: DictConfig, replica_class: type = EngineReplica) -> dict[str, A
     wall = time.monotonic() - start
     table = read_columns(cfg.run_dir, ["problem_id", "sample_idx", "text"])
     texts = {(p, i): t for p, i, t in zip(*(table[c].to_pylist() for c in ("problem_id", "sample_idx", "text")))}
-    return {"wall_s": wall, "start_s": replica_starts[0], "write_s": summary.write_seconds, "tokens": summary.tokens, "texts": texts,
-            "batch": summary.engine_batch}
+    return {"wall_s": wall, "start_s": replica_starts[0], "write_s": summary.write_seconds, "tokens": summary.tokens,
+            "texts": texts, "batch": summary.engine_batch}
 
 
 def main() -> None:
