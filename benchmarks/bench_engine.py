@@ -3,6 +3,7 @@
     python -m benchmarks.bench_engine                       # the default job's shape: 24 problems x 16, max_tokens 192
     python -m benchmarks.bench_engine --workload long_tail model=smollm2_135m cluster.unit_size=96
     python -m benchmarks.bench_engine --workload gsm8k      # the default model's natural lengths, max_tokens 1024
+    python -m benchmarks.bench_engine --repeats 2           # direct, job, then job, direct: cancels the machine's drift
 
 Workloads: `default` (the prompts and settings of the run, samples end where the model stops);
 `long_tail` (every sample's length forced, from its seed, to a lognormal draw of mean about 103 and at
@@ -19,7 +20,10 @@ cold: each timing runs from importing vLLM (the replica imports it in its actor)
 Tokens/s are generated tokens over those times; the ratio is job/direct. Both report the engine's mean
 running batch (sequences per step, weighted by the step's time), and the job's time after its replica
 was ready is set against the direct generate call alone (the engines' speed, without their start).
-Extra arguments are Hydra overrides for both. The last line reads `ratio <job/direct>`.
+With `--repeats R` the pair runs R times, the order alternating (direct first, then job first), and the ratio
+pools the pairs (tokens over seconds summed on each side): a machine whose speed drifts over minutes favours
+neither side. The local Ray runs only during the job's runs. Extra arguments are Hydra overrides for both. The
+last line reads `ratio <job/direct>`.
 """
 
 from __future__ import annotations
@@ -143,52 +147,91 @@ def run_job(cfg: DictConfig, replica_class: type = EngineReplica) -> dict[str, A
             "texts": texts, "batch": summary.engine_batch}
 
 
+def run_job_on_ray(cfg: DictConfig, replica_class: type) -> dict[str, Any]:
+    """`run_job` on a local Ray started for it and stopped after it, so that no Ray runs beside the direct engine."""
+    import ray
+
+    ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": dict(cfg.cluster.env)})
+    try:
+        return run_job(cfg, replica_class)
+    finally:
+        ray.shutdown()
+
+
+def report(direct: dict[str, Any], job: dict[str, Any]) -> float:
+    """Print one pair's lines; return its ratio job/direct (tokens per second, each from its own start)."""
+    same = sum(direct["texts"][k] == job["texts"].get(k) for k in direct["texts"])
+    rate = {name: r["tokens"] / r["wall_s"] for name, r in (("direct", direct), ("job", job))}
+    print(f"direct LLM.generate: {direct['tokens']} tokens in {direct['wall_s']:.1f}s (import + load {direct['load_s']:.1f}s, "
+          f"generate {direct['generate_s']:.1f}s): {rate['direct']:.1f} tok/s, engine batch {direct['batch']:.1f}")
+    print(f"jobs.sample, 1 replica: {job['tokens']} tokens in {job['wall_s']:.1f}s (replica start {job['start_s']:.1f}s, "
+          f"then {job['wall_s'] - job['start_s']:.1f}s, writing {job['write_s']:.2f}s of it): {rate['job']:.1f} tok/s, "
+          f"engine batch {job['batch']:.1f}")
+    print(f"identical texts: {same}/{len(direct['texts'])} (not expected to be all: bf16 numerics depend on the batch)")
+    print(f"after the engine is loaded: {(job['wall_s'] - job['start_s']) / direct['generate_s']:.3f} of the direct time "
+          f"[job after its replica started / direct generate]")
+    return rate["job"] / rate["direct"]
+
+
+def pooled_rate(runs: list[dict[str, Any]]) -> float:
+    """Tokens over seconds, summed over the runs of one side."""
+    return sum(r["tokens"] for r in runs) / sum(r["wall_s"] for r in runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=WORKLOADS, default="default")
     parser.add_argument("--problems", type=int, help="default: the workload's")
     parser.add_argument("--samples", type=int, help="default: the workload's")
     parser.add_argument("--max-tokens", type=int, help="default: the workload's")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="pairs of runs, in alternating order (direct then job, job then direct, ...)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sides")
     args = parser.parse_args()
     problems, samples, max_tokens, workload_overrides = WORKLOADS[args.workload]
     problems, samples, max_tokens = args.problems or problems, args.samples or samples, args.max_tokens or max_tokens
     long_tail = args.workload == "long_tail"
 
-    import ray
-
     from actors.embedded_model import check_model, resolve_model_path
     from jobs.cli import compose
     from jobs.sample import sampling_spec
 
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
-        cfg = compose(f"run_dir={tmp}/run", "tracking=none", f"dataset.limit={problems}", f"sampling.n={samples}",
-                      f"sampling.max_tokens={max_tokens}", "replicas=1", *workload_overrides, *args.overrides)
+        cfgs = [compose(f"run_dir={tmp}/run{i}", "tracking=none", f"dataset.limit={problems}", f"sampling.n={samples}",
+                        f"sampling.max_tokens={max_tokens}", "replicas=1", *workload_overrides, *args.overrides)
+                for i in range(args.repeats)]
+        cfg = cfgs[0]
         os.environ.update(cfg.cluster.env)  # the replica's environment, for the direct engine too,
         os.environ.setdefault("OMP_NUM_THREADS", f"{cfg.cluster.cpus_per_replica:g}")  # with the threads Ray gives it
         model_path = check_model(resolve_model_path(cfg.model.path))
         s = cfg.sampling
-        direct = run_direct_apart(cfg, model_path, sampling_spec(cfg), forced_params if long_tail else sampling_params)
-        ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": dict(cfg.cluster.env)})
-        job = run_job(cfg, LongTailReplica if long_tail else EngineReplica)
-        ray.shutdown()
-    same = sum(direct["texts"][k] == job["texts"].get(k) for k in direct["texts"])
-    rate = {name: r["tokens"] / r["wall_s"] for name, r in (("direct", direct), ("job", job))}
+        sides = {
+            "direct": lambda c: run_direct_apart(c, model_path, sampling_spec(c), forced_params if long_tail else sampling_params),
+            "job": lambda c: run_job_on_ray(c, LongTailReplica if long_tail else EngineReplica),
+        }
+        runs: dict[str, list[dict[str, Any]]] = {"direct": [], "job": []}
+        for i, run_cfg in enumerate(cfgs):
+            for side in ("direct", "job") if i % 2 == 0 else ("job", "direct"):
+                runs[side].append(sides[side](run_cfg) | {"load_average": os.getloadavg()[0]})
+    direct = runs["direct"][0]
     count = len(direct["texts"])
     print(f"workload {args.workload}: {problems} problems x {samples} samples, max_tokens {max_tokens} "
           f"({direct['capped']} of {count} samples at their cap), {direct['tokens'] / count:.0f} tokens per sample; "
           f"model {cfg.model.name}, unit_size {cfg.cluster.unit_size}, max_inflight {cfg.cluster.max_inflight}, "
-          f"T={s.temperature}, top_p={s.top_p}, logprobs={s.logprobs}; load average {os.getloadavg()[0]:.1f}")
-    print(f"direct LLM.generate: {direct['tokens']} tokens in {direct['wall_s']:.1f}s (import + load {direct['load_s']:.1f}s, "
-          f"generate {direct['generate_s']:.1f}s): {rate['direct']:.1f} tok/s, engine batch {direct['batch']:.1f}")
-    print(f"jobs.sample, 1 replica: {job['tokens']} tokens in {job['wall_s']:.1f}s (replica start {job['start_s']:.1f}s, "
-          f"then {job['wall_s'] - job['start_s']:.1f}s, writing {job['write_s']:.2f}s of it): {rate['job']:.1f} tok/s, "
-          f"engine batch {job['batch']:.1f}")
-    print(f"identical texts: {same}/{count} (not expected to be all: bf16 numerics depend on the batch)")
-    print(f"after the engine is loaded: {(job['wall_s'] - job['start_s']) / direct['generate_s']:.3f} of the direct time "
-          f"[job after its replica started / direct generate]")
-    print(f"ratio {rate['job'] / rate['direct']:.3f}  [job/direct; target >= 0.95]")
+          f"T={s.temperature}, top_p={s.top_p}, logprobs={s.logprobs}")
+    ratios = []
+    for i, pair in enumerate(zip(runs["direct"], runs["job"])):
+        order = "direct first" if i % 2 == 0 else "job first"
+        print(f"pair {i + 1} of {args.repeats} ({order}; load average after direct, after job: "
+              f"{pair[0]['load_average']:.1f}, {pair[1]['load_average']:.1f})")
+        ratios.append(report(*pair))
+        print(f"pair {i + 1} ratio {ratios[-1]:.3f}")
+    if args.repeats > 1:
+        print(f"pair ratios: {', '.join(f'{r:.3f}' for r in ratios)}; pooled over the pairs "
+              f"(tokens over seconds summed on each side): {pooled_rate(runs['direct']):.1f} tok/s direct, "
+              f"{pooled_rate(runs['job']):.1f} tok/s job")
+    print(f"ratio {pooled_rate(runs['job']) / pooled_rate(runs['direct']):.3f}  [job/direct; target >= 0.95]")
 
 
 if __name__ == "__main__":

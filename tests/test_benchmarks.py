@@ -55,16 +55,22 @@ def test_bench_extract_reports_both_rates_and_their_ratio():
 
 
 @pytest.mark.engine
-def test_bench_engine_gives_the_job_and_the_raw_engine_the_same_samples():
+def test_bench_engine_gives_the_job_and_the_raw_engine_the_same_samples_in_alternating_pairs():
     out = bench("bench_engine", "--problems", "2", "--samples", "4", "--max-tokens", "16", "cluster.unit_size=8",
-                "model=smollm2_135m")
-    [direct_tokens] = figures(r"direct LLM.generate: (\d+) tokens", out)
-    [job_tokens] = figures(r"jobs.sample, 1 replica: (\d+) tokens", out)
-    assert direct_tokens == job_tokens > 0, out
-    assert "identical texts: 8/8" in out, out
+                "model=smollm2_135m", "--repeats", "2")
+    assert "pair 1 of 2 (direct first" in out and "pair 2 of 2 (job first" in out, out
+    direct_tokens = figures(r"direct LLM.generate: (\d+) tokens", out)
+    job_tokens = figures(r"jobs.sample, 1 replica: (\d+) tokens", out)
+    assert len(direct_tokens) == 2 and direct_tokens == job_tokens and min(job_tokens) > 0, out
+    assert out.count("identical texts: 8/8") == 2, out
     job_line = r"jobs.sample, 1 replica: \d+ tokens in ([\d.]+)s \(replica start ([\d.]+)s, then ([\d.]+)s"
-    [(wall, start, after)] = re.findall(job_line, out)
-    assert float(wall) - float(start) == pytest.approx(float(after), abs=0.15), out
+    for wall, start, after in re.findall(job_line, out):
+        assert float(wall) - float(start) == pytest.approx(float(after), abs=0.15), out
+    walls = {side: figures(pattern + r": \d+ tokens in ([\d.]+)s", out)
+             for side, pattern in (("direct", "direct LLM.generate"), ("job", "jobs.sample, 1 replica"))}
+    [ratio] = figures(r"\nratio ([\d.]+)", out)  # pooled: both sides' tokens over their summed seconds
+    assert ratio == pytest.approx((sum(job_tokens) / sum(walls["job"])) / (sum(direct_tokens) / sum(walls["direct"])),
+                                  rel=0.02), out
 
 
 @pytest.mark.engine
