@@ -189,6 +189,8 @@ def main() -> None:
                         help="pairs of runs, in alternating order (direct then job, job then direct, ...)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sides")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: at least 1 pair is needed")
     problems, samples, max_tokens, workload_overrides = WORKLOADS[args.workload]
     problems, samples, max_tokens = args.problems or problems, args.samples or samples, args.max_tokens or max_tokens
     long_tail = args.workload == "long_tail"

@@ -64,7 +64,9 @@ def test_bench_engine_gives_the_job_and_the_raw_engine_the_same_samples_in_alter
     assert len(direct_tokens) == 2 and direct_tokens == job_tokens and min(job_tokens) > 0, out
     assert out.count("identical texts: 8/8") == 2, out
     job_line = r"jobs.sample, 1 replica: \d+ tokens in ([\d.]+)s \(replica start ([\d.]+)s, then ([\d.]+)s"
-    for wall, start, after in re.findall(job_line, out):
+    job_lines = re.findall(job_line, out)
+    assert len(job_lines) == 2, out
+    for wall, start, after in job_lines:
         assert float(wall) - float(start) == pytest.approx(float(after), abs=0.15), out
     walls = {side: figures(pattern + r": \d+ tokens in ([\d.]+)s", out)
              for side, pattern in (("direct", "direct LLM.generate"), ("job", "jobs.sample, 1 replica"))}
