@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from actors.engine_loop import EngineLoop
+from actors.precision import AUTO, Precision
 from actors.replica import EngineReplica, replica_name
 from actors.work import Request, SamplingSpec, WorkUnit
 
@@ -40,6 +41,8 @@ class EngineDouble(EngineReplica):
 
     def __init__(self, model_path: str, engine_kwargs: dict[str, Any]):
         self.name = replica_name()
+        self.precision = Precision(str(engine_kwargs.get("dtype", AUTO)), "none")  # no model: the dtype as given
+        self.dtype = self.precision.dtype
         self.delay_s = float(engine_kwargs.get("delay_s", 0))
         self.crash_on_unit = engine_kwargs.get("crash_on_unit")
         self.crash_marker = engine_kwargs.get("crash_marker")

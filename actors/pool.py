@@ -30,12 +30,13 @@ class PoolOptions:
     startup_timeout_s: float
 
 
-def start(create: Callable[[], Any], count: int, timeout_s: float) -> list[Any]:
-    """Start `count` replicas and wait until every engine is loaded."""
+def start(create: Callable[[], Any], count: int, timeout_s: float,
+          started: Optional[Callable[[dict[str, Any]], None]] = None) -> list[Any]:
+    """Start `count` replicas and wait until every engine is loaded; `started` gets each one's `ready()` report."""
     handles = [create() for _ in range(count)]
     refs = [h.ready.remote() for h in handles]
     try:
-        ray.get(refs, timeout=timeout_s)
+        reports = ray.get(refs, timeout=timeout_s)
     except GetTimeoutError:
         for handle in handles:
             ray.kill(handle)
@@ -47,6 +48,8 @@ def start(create: Callable[[], Any], count: int, timeout_s: float) -> list[Any]:
         for handle in handles:
             ray.kill(handle)
         raise ReplicaStartError(f"a replica failed to start: {_cause(error)}") from None
+    for report in reports if started else ():
+        started(report)
     return handles
 
 
@@ -74,11 +77,13 @@ def activity(replicas: list[Any]) -> dict[str, int]:
 
 def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptions,
         follow: Optional[Callable[[WorkUnit], Iterable[WorkUnit]]] = None,
-        watch: Optional[Callable[[dict[str, int]], None]] = None) -> Iterator[dict[str, Any]]:
+        watch: Optional[Callable[[dict[str, int]], None]] = None,
+        started: Optional[Callable[[dict[str, Any]], None]] = None) -> Iterator[dict[str, Any]]:
     """Serve every unit on a replica, yielding each unit's result as it completes (in any order); `follow(unit)`,
     called once a unit's result is in, gives units to serve next (an adaptive run's next batches). While no unit
-    lands for WATCH_S, `watch` gets the live replicas' summed `activity()` (requests in flight, tokens so far)."""
-    replicas = dict(enumerate(start(create, options.replicas, options.startup_timeout_s)))  # slot -> handle
+    lands for WATCH_S, `watch` gets the live replicas' summed `activity()` (requests in flight, tokens so far).
+    `started` gets the `ready()` report of every replica started, replacements included."""
+    replicas = dict(enumerate(start(create, options.replicas, options.startup_timeout_s, started)))  # slot -> handle
     load = dict.fromkeys(replicas, 0)
     todo, retry, followers = iter(units), deque(), deque()
     inflight: dict[Any, tuple[int, WorkUnit]] = {}  # ObjectRef -> (slot, unit)
@@ -111,7 +116,7 @@ def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptio
                 if restarts < options.max_restarts:
                     restarts += 1
                     new_slot = max(load) + 1
-                    replicas[new_slot], load[new_slot] = start(create, 1, options.startup_timeout_s)[0], 0
+                    replicas[new_slot], load[new_slot] = start(create, 1, options.startup_timeout_s, started)[0], 0
             if not replicas:
                 raise RuntimeError(
                     f"every replica died ({restarts} replaced, cluster.max_replica_restarts={options.max_restarts}); "

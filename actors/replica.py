@@ -17,6 +17,7 @@ from typing import Any, Optional
 import ray
 
 from actors.engine_loop import EngineLoop
+from actors.precision import resolved_engine_kwargs
 from actors.work import COT_DECODING, Prompt, Request, SamplingSpec, WorkUnit
 from analysis.answer_confidence import answer_confidence, token_offsets
 from analysis.traces import write_shard
@@ -49,15 +50,17 @@ class EngineReplica:
     params = staticmethod(sampling_params)  # one sample's vLLM parameters (a benchmark forces lengths here)
 
     def __init__(self, model_path: str, engine_kwargs: dict[str, Any]):
-        self.engine = EngineLoop(lambda: load_engine(model_path, engine_kwargs), max_num_seqs)
+        kwargs, self.precision = resolved_engine_kwargs(engine_kwargs)
+        self.engine = EngineLoop(lambda: load_engine(model_path, kwargs), max_num_seqs)
         self.tokenizer = self.engine.engine.get_tokenizer()
         self.tokenizer_lock = threading.Lock()  # units tokenize on their own threads
         self.max_model_len = self.engine.engine.model_config.max_model_len
+        self.dtype = str(self.engine.engine.model_config.dtype).removeprefix("torch.")  # `auto` on GPU resolved
         self.name = replica_name()
 
-    def ready(self) -> str:
-        """The replica's name, once its engine is loaded."""
-        return self.name
+    def ready(self) -> dict[str, Any]:
+        """Once its engine is loaded: the replica's name, the dtype it runs, its CPU's ISA and any warning."""
+        return {"replica": self.name, "dtype": self.dtype, "isa": self.precision.isa, "warning": self.precision.warning}
 
     def activity(self) -> dict[str, int]:
         """What the engine is doing now, for the progress line while units are still running."""

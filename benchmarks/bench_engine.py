@@ -98,6 +98,7 @@ def planned_requests(cfg: DictConfig) -> list[Any]:
 
 def run_direct(cfg: DictConfig, model_path: str, spec: SamplingSpec, params_of=sampling_params) -> dict[str, Any]:
     """Import vLLM, load vllm.LLM here and generate every sample in one call."""
+    from actors.precision import resolved_engine_kwargs
     from jobs.sample import engine_kwargs
 
     assert "vllm" not in sys.modules, "vLLM must be imported inside the timing, as the replica does"
@@ -105,7 +106,7 @@ def run_direct(cfg: DictConfig, model_path: str, spec: SamplingSpec, params_of=s
     from vllm import LLM
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=model_path, **engine_kwargs(cfg))
+    llm = LLM(model=model_path, **resolved_engine_kwargs(engine_kwargs(cfg))[0])
     meter = metered(llm)
     loaded = time.monotonic()
     tokenizer = llm.get_tokenizer()

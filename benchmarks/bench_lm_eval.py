@@ -88,10 +88,11 @@ def write_problems(cfg: DictConfig, data: Path) -> None:
 
 
 def engine_args(cfg: DictConfig, model_path: str) -> str:
-    """lm-eval's --model_args: the job's engine arguments."""
+    """lm-eval's --model_args: the job's engine arguments, the dtype resolved as the replica resolves it."""
+    from actors.precision import resolved_engine_kwargs
     from jobs.sample import engine_kwargs
 
-    args = {"pretrained": model_path, **engine_kwargs(cfg)}
+    args = {"pretrained": model_path, **resolved_engine_kwargs(engine_kwargs(cfg))[0]}
     args.pop("tensor_parallel_size")
     return ",".join(f"{k}={v}" for k, v in args.items())
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from actors.precision import DTYPES
 from actors.work import COT_DECODING, DECODINGS
 from analysis.answers import ANSWER_FORMATS
 from analysis.confidence import TRACE_SCORES
@@ -31,7 +32,7 @@ class ConfigError(MarginalError, ValueError):
 class ModelConfig:
     name: str = MISSING
     path: str = MISSING  # Hugging Face id, local folder, or embedded://NAME
-    dtype: str = MISSING
+    dtype: str = MISSING  # one of actors.precision.DTYPES; auto: resolved by the replica for its machine
     max_model_len: int = MISSING
     tensor_parallel_size: int = 1
 
@@ -265,6 +266,7 @@ def validate(cfg: DictConfig) -> None:
     check_key(s.top_k_branches >= 1, "sampling.top_k_branches", s.top_k_branches, "must be >= 1")
     check_key(cfg.replicas >= 1, "replicas", cfg.replicas, "must be >= 1")
     check_key(m.tensor_parallel_size >= 1, "model.tensor_parallel_size", m.tensor_parallel_size, "must be >= 1")
+    check_key(m.dtype in DTYPES, "model.dtype", m.dtype, f"must be one of {DTYPES}")
     check_key(bool(m.path), "model.path", m.path, "must name a Hugging Face id, a folder or embedded://NAME")
     check_key(cfg.decoding in DECODINGS, "decoding", cfg.decoding, f"must be one of {DECODINGS}")
     check_answer(cfg.answer)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, open_dict
 
 from jobs import cli
 from jobs import config as config_module
-from jobs import runinfo, sweep, tracking
+from jobs import rundir, runinfo, sweep, tracking
 from jobs.aggregate import GREEDY_SUBDIR, Aggregate, aggregate, audit_lines, summary_table, track
 from jobs.sample import sample_runs
 
@@ -44,7 +44,7 @@ def evaluate(cfg: DictConfig) -> str | None:
     main = summaries[0]
     speed = ({"throughput/tokens_per_replica_s": main.tokens_per_replica_s, "throughput/engine_batch": main.engine_batch}
              if main.samples else {})
-    run_id = track(cfg, result, config_module.resolved(cfg), result.title, "evaluate", speed)
+    run_id = track(cfg, result, rundir.saved_config(cfg.run_dir), result.title, "evaluate", speed)  # with its precision
     print(summary_table(result))
     if cfg.answer.audit:
         print("\n".join(audit_lines(result, cfg.answer.audit)))

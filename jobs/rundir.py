@@ -23,9 +23,12 @@ from analysis.traces import QUARANTINE, DamagedShardError, SampleSet, done_sampl
 from jobs.config import ConfigError
 
 QUARANTINE_LOG = "quarantine.log"  # beside the quarantined shards: one line per shard moved there
+PRECISION = "precision"  # config.yaml's record of what the replicas ran: {dtype, isa}, each value they reported
 
-# Keys a rerun may change without changing what any finished sample is.
-RESUMABLE_KEYS = ("sampling.n", "sampling.top_k_branches", "dataset.limit", "dataset.size", "replicas", "cluster", "tracking", "run_dir", "answer")
+# Keys a rerun may change without changing what any finished sample is; and the machine's own: a run resumed
+# on another CPU may resolve model.dtype=auto otherwise (its `precision` section then lists both).
+RESUMABLE_KEYS = ("sampling.n", "sampling.top_k_branches", "dataset.limit", "dataset.size", "replicas", "cluster", "tracking",
+                  "run_dir", "answer", "model.dtype", PRECISION)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -90,6 +93,7 @@ def prepare(run_dir: str, config: dict[str, Any]) -> str:
     """Save the resolved config in run_dir and return the run id; a rerun must sample the same way."""
     saved_text = read_text(f"{run_dir}/config.yaml")
     run_text = read_text(f"{run_dir}/run.json")
+    kept = (yaml.safe_load(saved_text) or {}).get(PRECISION) if saved_text and run_text else None
     if saved_text is not None and run_text is not None:
         saved, now = flatten(yaml.safe_load(saved_text)), flatten(config)
         changed = sorted(
@@ -102,8 +106,20 @@ def prepare(run_dir: str, config: dict[str, Any]) -> str:
     else:
         run_id = uuid.uuid4().hex[:12]
         write_text(f"{run_dir}/run.json", json.dumps({"run_id": run_id}))
-    write_text(f"{run_dir}/config.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_text(f"{run_dir}/config.yaml", yaml.safe_dump({**config, **({PRECISION: kept} if kept else {})}, sort_keys=False))
     return run_id
+
+
+def record_precision(run_dir: str, report: dict[str, Any]) -> dict[str, str]:
+    """Add a replica's dtype and ISA to config.yaml's `precision` section (comma-joined when replicas or resumes
+    differ); returns the section."""
+    config = saved_config(run_dir) or {}
+    section = dict(config.get(PRECISION) or {})
+    for key in ("dtype", "isa"):
+        values = set(filter(None, str(section.get(key, "")).split(","))) | {str(report[key])}
+        section[key] = ",".join(sorted(values))
+    write_text(f"{run_dir}/config.yaml", yaml.safe_dump({**config, PRECISION: section}, sort_keys=False))
+    return section
 
 
 def run_id(run_dir: str) -> Optional[str]:

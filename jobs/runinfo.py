@@ -45,6 +45,7 @@ DECODING_KEYS = {
 }
 ANSWER_KEYS = ("answer.format", "answer.confidence", "answer.top_percent", "answer.seed")
 IDENTITY_KEYS = ("model.name", "model.path", "dataset.name", "dataset.limit", "prompt.name", "decoding")
+MACHINE_KEYS = ("precision.dtype", "precision.isa")  # what the replicas ran (rundir.record_precision)
 # Overrides a name leaves out: config groups it shows already (their settings), and where a run goes.
 UNNAMED_OVERRIDES = ("model", "dataset", "prompt", "sampling", "adaptive", "run_dir")
 UNNAMED_PREFIXES = ("tracking", "hydra")
@@ -99,10 +100,10 @@ def git_commit() -> Optional[str]:
 def params(config: Mapping[str, Any], metrics: Mapping[str, float],
            extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """The keys a user filters runs on: model, dataset, prompt, decoding, the sampling and answer settings that
-    apply, problems, samples and marginal's commit, plus `extra` (an aggregation's adaptive rules); unset keys
+    apply, the dtype and CPU ISA the replicas ran, problems, samples and marginal's commit, plus `extra` (an aggregation's adaptive rules); unset keys
     are left out."""
     settings = flatten(dict(config))
-    chosen = {k: settings.get(k) for k in IDENTITY_KEYS + decoding_keys(settings)}
+    chosen = {k: settings.get(k) for k in IDENTITY_KEYS + decoding_keys(settings) + MACHINE_KEYS}
     chosen.update({k: int(metrics[k]) for k in ("problems", "samples") if k in metrics})
     chosen.update(dict(extra or {}), git_commit=git_commit())
     return {k: v for k, v in chosen.items() if v is not None}

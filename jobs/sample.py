@@ -223,12 +223,21 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
         leases.check()
         return rounds[unit.run_dir].after(unit)
 
+    def started(report: dict[str, Any]) -> None:
+        """Print what a replica runs (and any warning about it), and record it in every run's config.yaml."""
+        print(f"[sample] replica {report['replica']}: dtype {report['dtype']} (model.dtype={cfg.model.dtype}), "
+              f"CPU {report['isa']}", file=sys.stderr)
+        if report["warning"]:
+            print(f"[sample] warning: {report['warning']}", file=sys.stderr)
+        for run_dir in summaries:
+            rundir.record_precision(run_dir, report)
+
     start, samples, tokens = time.monotonic(), 0, 0
     batches: dict[str, float] = {}  # replica -> its engine's mean running batch, as last reported
     with Progress(todo) as progress:
         for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
                                     engine_kwargs(cfg), units, replica_class, follow if rounds else None,
-                                    progress.engine):
+                                    progress.engine, started):
             summary = summaries[result["run_dir"]]
             summary.samples += result["rows"]
             summary.tokens += result["tokens"]

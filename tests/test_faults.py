@@ -138,7 +138,7 @@ def test_replicas_run_at_normal_priority_not_rays_worker_niceness(local_ray, dou
 
     cfg = double_run()
     [replica] = pool.start(cluster.replica_factory(cfg.cluster, 1, cfg.model.path, {}, EngineDouble), 1, 60)
-    pid = int(ray_get(replica.ready.remote()).rsplit(":", 1)[1])
+    pid = int(ray_get(replica.ready.remote())["replica"].rsplit(":", 1)[1])
     assert psutil.Process(pid).nice() == 0
 
 
