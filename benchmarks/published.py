@@ -23,16 +23,27 @@ from jobs.rundir import saved_config
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 TEMPERATURE_RUNS = "gsm8k_train-cot-50x16"  # t<T>/ per temperature, each with greedy/
+HEADLINE_RUN = "gsm8k-cot-100x16"
+STYLES = ("cot", "direct", "few_shot_cot", "analogical", "step_back")  # gsm8k-<style>-50x8 each
+COT_DECODING_RUN = "gsm8k-plain-cot_decoding-50x10"
+DEEPCONF_TOP = 50  # DeepConf's filter: the top 50% most confident of each draw vote
 
 
-def aggregated(run_dir: Path, scratch: Path) -> Aggregate:
-    """The run aggregated with its saved answer settings, from a copy in `scratch` (links followed)."""
+class Missing(LookupError):
+    """A table's run is not published (yet)."""
+
+
+def aggregated(run_dir: Path, scratch: Path, top_percent: Optional[float] = None) -> Aggregate:
+    """The run aggregated as `jobs.aggregate run_dir=<run> [answer.top_percent=...]` does, from a copy in `scratch`
+    (links followed): its saved answer format, confidence and seed."""
+    if not (run_dir / "traces").is_dir():
+        raise Missing(f"{run_dir.relative_to(RESULTS)} is not published")
     copy = scratch / run_dir.relative_to(RESULTS)
     if not copy.exists():
         shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("lease"))
     answer = saved_config(str(run_dir))["answer"]
     return aggregate(str(copy), answer["format"], answer["confidence"], answer["seed"], title=str(run_dir.name),
-                     top_percent=answer["top_percent"])
+                     top_percent=top_percent if top_percent is not None else answer["top_percent"])
 
 
 def by_key(result: Aggregate) -> dict[tuple[str, int], dict]:
@@ -78,8 +89,77 @@ def temperature(scratch: Path) -> str:
     return "\n".join(lines)
 
 
+def headline(scratch: Path) -> str:
+    """The zero-shot CoT headline: greedy, maj@k, pass@k, the DeepConf-weighted votes and the paired maj@k − greedy."""
+    result = aggregated(RESULTS / HEADLINE_RUN, scratch, top_percent=DEEPCONF_TOP)
+    c = by_key(result)
+    ks = sorted(k for m, k in c if m == "maj")
+    rows = [("maj@k", "maj", pct), ("pass@k", "pass", pct), ("DeepConf-weighted maj@k (mean confidence)", "weighted_maj", pct),
+            (f"DeepConf top-{DEEPCONF_TOP}% weighted maj@k", f"weighted_maj_top{DEEPCONF_TOP}", pct),
+            ("maj@k − greedy, points [paired 95% CI]", "maj_minus_greedy", lambda r, ci=False: delta(r))]
+    lines = ["| | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|",
+             f"| greedy | {100 * result.greedy:.1f} |" + " |" * (len(ks) - 1)]
+    for label, method, cell in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(c.get((method, k)), ci=k == ks[-1]) for k in ks) + " |")
+    return "\n".join(lines)
+
+
+def strategies(scratch: Path) -> str:
+    """Every prompt style on the same problems: greedy, self-consistency, the confidence-weighted vote, their cost."""
+    lines = ["| prompt | greedy | maj@1 | maj@8 [95% CI] | pass@8 | maj@8 − greedy, points [paired 95% CI] "
+             "| weighted maj@8 | no answer % | capped % | tokens/sample |", "|---" * 10 + "|"]
+    for style in STYLES:
+        run = RESULTS / f"gsm8k-{style}-50x8"
+        result = aggregated(run, scratch)
+        c, n = by_key(result), max(k for m, k in by_key(result) if m == "maj")
+        lines.append(f"| {style} | {100 * result.greedy:.1f} | {pct(c['maj', 1])} | {pct(c['maj', n], ci=True)} "
+                     f"| {pct(c['pass', n])} | {delta(c.get(('maj_minus_greedy', n)))} | {pct(c.get(('weighted_maj', n)))} "
+                     f"| {100 * result.metrics['no_answer_rate']:.1f} | {capped(result, run)} "
+                     f"| {result.metrics['tokens/per_sample']:.0f} |")
+    return "\n".join(lines)
+
+
+def cot_decoding(scratch: Path) -> str:
+    """CoT-decoding's selections over the top-k first-token branches, against greedy decoding of the same prompt."""
+    result = aggregated(RESULTS / COT_DECODING_RUN, scratch)
+    c = by_key(result)
+    ks = sorted(k for m, k in c if m == "cot_decoding_max")
+    lines = ["| selection over the top-k branches | " + " | ".join(f"k={k}" for k in ks) + " | − greedy at k=" + f"{ks[-1]} |",
+             "|---" * (len(ks) + 2) + "|"]
+    for label, method in (("branch of highest Δ (`cot_decoding_max`)", "cot_decoding_max"),
+                          ("answer of highest summed Δ (`cot_decoding_agg`)", "cot_decoding_agg"),
+                          ("majority over branches (maj@k)", "maj"), ("any branch right (pass@k)", "pass")):
+        lines.append(f"| {label} | " + " | ".join(pct(c.get((method, k)), ci=k == ks[-1]) for k in ks)
+                     + f" | {delta(c.get((f'{method}_minus_greedy', ks[-1])))} |")
+    return "\n".join(lines)
+
+
+def ensemble(scratch: Path) -> str:
+    """The vote across prompt styles (`jobs.ensemble`) beside each style's own maj@k on the shared classes."""
+    from analysis.ensemble import METHOD
+    from jobs.ensemble import ensemble as ensemble_rows
+
+    dirs = []
+    for style in STYLES:
+        aggregated(RESULTS / f"gsm8k-{style}-50x8", scratch)  # writes the answers.parquet jobs.ensemble reads
+        dirs.append(str(scratch / f"gsm8k-{style}-50x8"))
+    answer = saved_config(str(RESULTS / f"gsm8k-{STYLES[0]}-50x8"))["answer"]
+    rows = ensemble_rows(dirs, answer["format"], None, answer["seed"])
+    ks = sorted({r["k"] for r in rows})
+    lines = ["| curve | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for run in dict.fromkeys(r["run"] for r in rows):
+        at = {r["k"]: r for r in rows if r["run"] == run}
+        label = f"ensemble (k/{len(STYLES)} samples from each style)" if run == METHOD else f"{run} maj@k"
+        lines.append(f"| {label} | " + " | ".join(pct(at.get(k), ci=k == ks[-1]) for k in ks) + " |")
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[Path], str]] = {  # a table of the docs: one function here and one line
     "temperature": temperature,
+    "headline": headline,
+    "strategies": strategies,
+    "cot_decoding": cot_decoding,
+    "ensemble": ensemble,
 }
 
 
@@ -89,7 +169,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="published-") as scratch:
         for name in args.tables or TABLES:
-            print(f"<!-- benchmarks.published {name} -->\n{TABLES[name](Path(scratch))}\n")
+            try:
+                print(f"<!-- benchmarks.published {name} -->\n{TABLES[name](Path(scratch))}\n")
+            except Missing as missing:
+                print(f"<!-- benchmarks.published {name}: not printed, {missing} -->\n")
 
 
 if __name__ == "__main__":

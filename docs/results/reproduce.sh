@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# The published runs of docs/strategies.md, each resumable: rerun a stage and it samples only what is missing.
+# The published runs of docs/strategies.md and docs/adaptive.md. Each stage resumes: rerun it and it samples only
+# what is missing, so a run interrupted midway (or committed in part) goes on from its shards, on any machine.
 #   bash docs/results/reproduce.sh temperature   # GSM8K train, 50 problems x 16 at each T, plus greedy
-# Run from the project root with the venv active; data from ../shared/data unless MARGINAL_DATA_DIR is set.
+#   bash docs/results/reproduce.sh headline      # GSM8K test, first 100 problems x 16 at the chosen T, plus greedy
+#   bash docs/results/reproduce.sh strategies    # first 50 test problems x 8: every prompt style, plus greedy each
+#   bash docs/results/reproduce.sh cot_decoding  # first 50 test problems: plain prompt, top-10 branches
+# Run from the project root with the venv active. Then `python -m benchmarks.published` prints the tables.
 set -euo pipefail
 export MARGINAL_DATA_DIR=../shared/data  # relative: the saved configs match on any machine with this layout
 out=docs/results
 temperatures=(0.3 0.5 0.7 1.0)
+# Chosen on GSM8K train (the temperature stage's table): the T with the largest paired maj@16 - greedy.
+chosen_t="${CHOSEN_T:-}"
+max_tokens=512  # under 5% of the temperature stage's samples reach it (its table's capped column)
+# Small units, all in flight: a shard lands every 16 samples and the engine's batch stays full to the end (with the
+# defaults, 64 x 8, a unit is written only when its longest sample ends and queued units wait for it).
+fill=(cluster.unit_size=16 cluster.max_inflight=64)
 
 temperature() {
   # One greedy run serves every temperature: the others' greedy/ is a link to it.
@@ -15,8 +25,31 @@ temperature() {
       mkdir -p "$base/t$t" && ln -s "../t${temperatures[0]}/greedy" "$base/t$t/greedy"
     fi
     python -m jobs.evaluate dataset=gsm8k_train dataset.limit=50 sampling.n=16 sampling.temperature="$t" \
-      sampling.logprobs=0 run_dir="$base/t$t"
+      sampling.logprobs=0 "${fill[@]}" run_dir="$base/t$t"
   done
 }
 
-"${1:?which stage: temperature}"
+need_t() { [ -n "$chosen_t" ] || { echo "no temperature chosen yet: run the temperature stage, then set chosen_t" >&2; exit 2; }; }
+
+headline() {
+  need_t
+  for limit in 25 50 75 100; do  # grows by 25 problems: each step ends with whole problems on disk
+    python -m jobs.evaluate dataset=gsm8k dataset.limit=$limit sampling.n=16 sampling.temperature="$chosen_t" \
+      sampling.max_tokens=$max_tokens sampling.logprobs=5 "${fill[@]}" run_dir="$out/gsm8k-cot-100x16"
+  done
+}
+
+strategies() {
+  need_t
+  for style in cot direct few_shot_cot analogical step_back; do
+    python -m jobs.evaluate dataset=gsm8k dataset.limit=50 sampling.n=8 sampling.temperature="$chosen_t" \
+      sampling.max_tokens=$max_tokens sampling.logprobs=1 prompt=$style "${fill[@]}" run_dir="$out/gsm8k-$style-50x8"
+  done
+}
+
+cot_decoding() {
+  python -m jobs.evaluate dataset=gsm8k dataset.limit=50 decoding=cot_decoding prompt=plain sampling.top_k_branches=10 \
+    sampling.max_tokens=$max_tokens sampling.logprobs=2 "${fill[@]}" run_dir="$out/gsm8k-plain-cot_decoding-50x10"
+}
+
+"${1:?which stage: temperature, headline, strategies or cot_decoding}"
