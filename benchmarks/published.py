@@ -38,12 +38,29 @@ def aggregated(run_dir: Path, scratch: Path, top_percent: Optional[float] = None
     (links followed): its saved answer format, confidence and seed."""
     if not (run_dir / "traces").is_dir():
         raise Missing(f"{run_dir.relative_to(RESULTS)} is not published")
+    for part in (run_dir, run_dir / "greedy"):
+        if (part / "config.yaml").is_file() and (held := samples(part)) < (planned := planned_samples(part)):
+            raise Missing(f"{part.relative_to(RESULTS)} is published in part: {held} of {planned} samples")
     copy = scratch / run_dir.relative_to(RESULTS)
     if not copy.exists():
         shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("lease"))
     answer = saved_config(str(run_dir))["answer"]
     return aggregate(str(copy), answer["format"], answer["confidence"], answer["seed"], title=str(run_dir.name),
                      top_percent=top_percent if top_percent is not None else answer["top_percent"])
+
+
+def samples(run_dir: Path) -> int:
+    """Trace rows a run holds."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(str(run_dir / "traces"), format="parquet").count_rows() if (run_dir / "traces").is_dir() else 0
+
+
+def planned_samples(run_dir: Path) -> int:
+    """Rows the run's config asks for: dataset.limit problems x sampling.n (CoT-decoding: its branches)."""
+    config = saved_config(str(run_dir))
+    per_problem = config["sampling"]["top_k_branches" if config["decoding"] == "cot_decoding" else "n"]
+    return config["dataset"]["limit"] * per_problem
 
 
 def by_key(result: Aggregate) -> dict[tuple[str, int], dict]:
@@ -76,17 +93,26 @@ def temperature(scratch: Path) -> str:
     """maj@k per sampling temperature on GSM8K train, and the paired maj@n - greedy."""
     root = RESULTS / TEMPERATURE_RUNS
     runs = sorted(root.glob("t*/config.yaml"), key=lambda p: float(p.parent.name[1:]))
-    lines = ["| T | greedy | maj@1 | maj@4 | maj@16 [95% CI] | pass@16 | maj@16 − greedy, points [paired 95% CI] "
-             "| capped % | tokens/sample |", "|---|---|---|---|---|---|---|---|---|"]
+    rows, partial = [], []
     for config in runs:
-        run = config.parent
-        result = aggregated(run, scratch)
-        c, n = by_key(result), max(k for m, k in by_key(result) if m == "maj")
-        lines.append(f"| {saved_config(str(run))['sampling']['temperature']} | {100 * result.greedy:.1f} | {pct(c['maj', 1])} "
-                     f"| {pct(c.get(('maj', 4)))} | {pct(c['maj', n], ci=True)} | {pct(c['pass', n])} "
-                     f"| {delta(c.get(('maj_minus_greedy', n)))} | {capped(result, run)} "
-                     f"| {result.metrics['tokens/per_sample']:.0f} |")
-    return "\n".join(lines)
+        try:
+            rows.append(temperature_row(config.parent, scratch))
+        except Missing as missing:
+            partial.append(f"not in the table yet: {missing}")
+    if not rows:
+        raise Missing(" and ".join(partial) or f"{TEMPERATURE_RUNS} is not published")
+    lines = ["| T | greedy | maj@1 | maj@4 | maj@16 [95% CI] | pass@16 | maj@16 − greedy, points [paired 95% CI] "
+             "| capped % | tokens/sample |", "|---|---|---|---|---|---|---|---|---|", *rows]
+    return "\n".join(lines + ([""] + partial if partial else []))  # the notes after a blank line: not the table
+
+
+def temperature_row(run: Path, scratch: Path) -> str:
+    """One temperature's row of the temperature table."""
+    result = aggregated(run, scratch)
+    c, n = by_key(result), max(k for m, k in by_key(result) if m == "maj")
+    return (f"| {saved_config(str(run))['sampling']['temperature']} | {100 * result.greedy:.1f} | {pct(c['maj', 1])} "
+            f"| {pct(c.get(('maj', 4)))} | {pct(c['maj', n], ci=True)} | {pct(c['pass', n])} "
+            f"| {delta(c.get(('maj_minus_greedy', n)))} | {capped(result, run)} | {result.metrics['tokens/per_sample']:.0f} |")
 
 
 def headline(scratch: Path) -> str:
@@ -97,9 +123,12 @@ def headline(scratch: Path) -> str:
     rows = [("maj@k", "maj", pct), ("pass@k", "pass", pct), ("DeepConf-weighted maj@k (mean confidence)", "weighted_maj", pct),
             (f"DeepConf top-{DEEPCONF_TOP}% weighted maj@k", f"weighted_maj_top{DEEPCONF_TOP}", pct),
             ("maj@k − greedy, points [paired 95% CI]", "maj_minus_greedy", lambda r, ci=False: delta(r))]
-    lines = ["| | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|",
+    problems = int(result.metrics["problems"])
+    lines = [f"| {problems} problems x {ks[-1]} | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|",
              f"| greedy | {100 * result.greedy:.1f} |" + " |" * (len(ks) - 1)]
     for label, method, cell in rows:
+        if not any((method, k) in c for k in ks):  # not reported (no logprobs): no row, aggregation says why
+            continue
         lines.append(f"| {label} | " + " | ".join(cell(c.get((method, k)), ci=k == ks[-1]) for k in ks) + " |")
     return "\n".join(lines)
 
@@ -149,7 +178,7 @@ def ensemble(scratch: Path) -> str:
     lines = ["| curve | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
     for run in dict.fromkeys(r["run"] for r in rows):
         at = {r["k"]: r for r in rows if r["run"] == run}
-        label = f"ensemble (k/{len(STYLES)} samples from each style)" if run == METHOD else f"{run} maj@k"
+        label = f"ensemble (k/{len(STYLES)} samples from each style)" if run == METHOD else f"{run.removeprefix('gsm8k-').removesuffix('-50x8')} maj@k"
         lines.append(f"| {label} | " + " | ".join(pct(at.get(k), ci=k == ks[-1]) for k in ks) + " |")
     return "\n".join(lines)
 

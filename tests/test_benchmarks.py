@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from actors.precision import engine_precision
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,6 +75,17 @@ def test_bench_engine_gives_the_job_and_the_raw_engine_the_same_samples_in_alter
     [ratio] = figures(r"\nratio ([\d.]+)", out)  # pooled: both sides' tokens over their summed seconds
     assert ratio == pytest.approx((sum(job_tokens) / sum(walls["job"])) / (sum(direct_tokens) / sum(walls["direct"])),
                                   rel=0.02), out
+
+
+@pytest.mark.engine
+def test_bench_dtype_measures_each_dtype_with_its_greedy_accuracy_and_says_what_auto_picks():
+    out = bench("bench_dtype", "--dtype", "bfloat16,float32", "--problems", "2", "--samples", "2", "--tokens", "8",
+                "model=smollm2_135m", "sampling.max_tokens=32")
+    rows = re.findall(r"^(bfloat16|float32) +[\d.]+ +(\d) of 2 +([\d.]+) +([\d.]+)", out, re.M)
+    assert [r[0] for r in rows] == ["bfloat16", "float32"], out
+    assert all(float(greedy) > 0 and float(sampled) > 0 for _, _, greedy, sampled in rows)
+    picked = re.search(r"auto resolves to (\w+) here; fastest measured: (\w+)", out)
+    assert picked and picked.group(1) == engine_precision("auto").dtype, out
 
 
 @pytest.mark.engine
