@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import pyarrow.compute as pc
+from omegaconf import OmegaConf
 
 from jobs.aggregate import Aggregate, aggregate
 from jobs.rundir import saved_config
@@ -27,6 +28,7 @@ HEADLINE_RUN = "gsm8k-cot-100x16"
 STYLES = ("cot", "direct", "few_shot_cot", "analogical", "step_back")  # gsm8k-<style>-50x8 each
 COT_DECODING_RUN = "gsm8k-plain-cot_decoding-50x10"
 DEEPCONF_TOP = 50  # DeepConf's filter: the top 50% most confident of each draw vote
+ADAPTIVE_RULES = ("esc", "beta", "dirichlet", "confident")  # replayed at their conf/adaptive/ defaults
 
 
 class Missing(LookupError):
@@ -183,12 +185,36 @@ def ensemble(scratch: Path) -> str:
     return "\n".join(lines)
 
 
+def adaptive(scratch: Path) -> str:
+    """Every stopping rule replayed on the headline's traces (`jobs.aggregate adaptive=[...]`): samples per
+    problem, accuracy, and the paired change against the full budget's vote."""
+    from analysis.adaptive import Schedule, replay, summarize
+    from analysis.stopping import variants
+    from jobs.cli import compose
+
+    cfg = compose(f"run_dir={RESULTS / HEADLINE_RUN}", f"adaptive=[{','.join(ADAPTIVE_RULES)}]", config_name="aggregate").adaptive
+    result = aggregated(RESULTS / HEADLINE_RUN, scratch)
+    rules = variants(OmegaConf.to_container(cfg.rules, resolve=True))
+    summary = summarize(replay(result.votes, rules, Schedule(cfg.min_samples, cfg.max_samples, cfg.batch), cfg.orders,
+                               cfg.seed), cfg.seed)
+    n = max(k for m, k in by_key(result) if m == "maj")
+    lines = [f"| rule (conf/adaptive/ default) | samples/problem | accuracy | − maj@{n}, points [paired 95% CI] | savings % |",
+             "|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['rule']} | {s['samples_per_problem']:.2f} | {100 * s['accuracy']:.1f} "
+                     f"| {100 * s['delta']:+.1f} [{100 * s['delta_low']:+.1f}, {100 * s['delta_high']:+.1f}] "
+                     f"| {100 * s['savings']:.1f} |")
+    lines.append(f"| maj@{n} (every sample) | {n:.2f} | {pct(by_key(result)['maj', n])} | | 0.0 |")
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[Path], str]] = {  # a table of the docs: one function here and one line
     "temperature": temperature,
     "headline": headline,
     "strategies": strategies,
     "cot_decoding": cot_decoding,
     "ensemble": ensemble,
+    "adaptive": adaptive,
 }
 
 
