@@ -5,6 +5,7 @@
 #   bash docs/results/reproduce.sh headline      # GSM8K test, first 100 problems x 16 at the chosen T, plus greedy
 #   bash docs/results/reproduce.sh strategies    # first 50 test problems x 8: every prompt style, plus greedy each
 #   bash docs/results/reproduce.sh cot_decoding  # first 50 test problems: plain prompt, top-10 branches
+#   bash docs/results/reproduce.sh online        # the headline's first 20 problems, stopped online by one rule
 # Run from the project root with the venv active. Then `python -m benchmarks.published` prints the tables.
 set -euo pipefail
 export MARGINAL_DATA_DIR=../shared/data  # relative: the saved configs match on any machine with this layout
@@ -12,6 +13,7 @@ out=docs/results
 temperatures=(0.3 0.5 0.7 1.0)
 # Chosen on GSM8K train (the temperature stage's table): the T with the largest paired maj@16 - greedy.
 chosen_t="${CHOSEN_T:-}"
+online_rule="${ONLINE_RULE:-}"  # the best rule of the adaptive replay on the headline (docs/adaptive.md)
 max_tokens=512  # under 5% of the temperature stage's samples reach it (its table's capped column)
 # Small units, all in flight: a shard lands every 16 samples and the engine's batch stays full to the end (with the
 # defaults, 64 x 8, a unit is written only when its longest sample ends and queued units wait for it).
@@ -52,4 +54,12 @@ cot_decoding() {
     sampling.max_tokens=$max_tokens sampling.logprobs=2 "${fill[@]}" run_dir="$out/gsm8k-plain-cot_decoding-50x10"
 }
 
-"${1:?which stage: temperature, headline, strategies or cot_decoding}"
+online() {
+  need_t
+  [ -n "$online_rule" ] || { echo "no rule chosen yet: replay the headline (docs/adaptive.md), then set online_rule" >&2; exit 2; }
+  python -m jobs.sample adaptive="$online_rule" dataset=gsm8k dataset.limit=20 sampling.n=16 \
+    sampling.temperature="$chosen_t" sampling.max_tokens=$max_tokens sampling.logprobs=5 "${fill[@]}" \
+    run_dir="$out/gsm8k-cot-20x16-adaptive-$online_rule"
+}
+
+"${1:?which stage: temperature, headline, strategies, cot_decoding or online}"
