@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
+from analysis.traces import open_traces
 from jobs.aggregate import Aggregate, aggregate
 from jobs.rundir import saved_config
 
@@ -53,9 +54,7 @@ def aggregated(run_dir: Path, scratch: Path, top_percent: Optional[float] = None
 
 def samples(run_dir: Path) -> int:
     """Trace rows a run holds."""
-    import pyarrow.dataset as ds
-
-    return ds.dataset(str(run_dir / "traces"), format="parquet").count_rows() if (run_dir / "traces").is_dir() else 0
+    return open_traces(str(run_dir)).count_rows() if (run_dir / "traces").is_dir() else 0
 
 
 def planned_samples(run_dir: Path) -> int:
@@ -83,11 +82,9 @@ def delta(row: Optional[dict]) -> str:
     return f"{100 * row['accuracy']:+.1f} [{100 * row['ci_low']:+.1f}, {100 * row['ci_high']:+.1f}]"
 
 
-def capped(result: Aggregate, run_dir: Path) -> str:
+def capped(run_dir: Path) -> str:
     """The share of samples that stopped at sampling.max_tokens (finish_reason = length), in %."""
-    import pyarrow.dataset as ds
-
-    reasons = ds.dataset(str(run_dir / "traces"), format="parquet").to_table(columns=["finish_reason"])["finish_reason"]
+    reasons = open_traces(str(run_dir)).to_table(columns=["finish_reason"])["finish_reason"]
     return f"{100 * pc.sum(pc.equal(reasons, 'length')).as_py() / len(reasons):.1f}"
 
 
@@ -114,7 +111,7 @@ def temperature_row(run: Path, scratch: Path) -> str:
     c, n = by_key(result), max(k for m, k in by_key(result) if m == "maj")
     return (f"| {saved_config(str(run))['sampling']['temperature']} | {100 * result.greedy:.1f} | {pct(c['maj', 1])} "
             f"| {pct(c.get(('maj', 4)))} | {pct(c['maj', n], ci=True)} | {pct(c['pass', n])} "
-            f"| {delta(c.get(('maj_minus_greedy', n)))} | {capped(result, run)} | {result.metrics['tokens/per_sample']:.0f} |")
+            f"| {delta(c.get(('maj_minus_greedy', n)))} | {capped(run)} | {result.metrics['tokens/per_sample']:.0f} |")
 
 
 def headline(scratch: Path) -> str:
@@ -145,7 +142,7 @@ def strategies(scratch: Path) -> str:
         c, n = by_key(result), max(k for m, k in by_key(result) if m == "maj")
         lines.append(f"| {style} | {100 * result.greedy:.1f} | {pct(c['maj', 1])} | {pct(c['maj', n], ci=True)} "
                      f"| {pct(c['pass', n])} | {delta(c.get(('maj_minus_greedy', n)))} | {pct(c.get(('weighted_maj', n)))} "
-                     f"| {100 * result.metrics['no_answer_rate']:.1f} | {capped(result, run)} "
+                     f"| {100 * result.metrics['no_answer_rate']:.1f} | {capped(run)} "
                      f"| {result.metrics['tokens/per_sample']:.0f} |")
     return "\n".join(lines)
 
@@ -180,7 +177,8 @@ def ensemble(scratch: Path) -> str:
     lines = ["| curve | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
     for run in dict.fromkeys(r["run"] for r in rows):
         at = {r["k"]: r for r in rows if r["run"] == run}
-        label = f"ensemble (k/{len(STYLES)} samples from each style)" if run == METHOD else f"{run.removeprefix('gsm8k-').removesuffix('-50x8')} maj@k"
+        style = run.removeprefix("gsm8k-").removesuffix("-50x8")
+        label = f"ensemble (k/{len(STYLES)} samples from each style)" if run == METHOD else f"{style} maj@k"
         lines.append(f"| {label} | " + " | ".join(pct(at.get(k), ci=k == ks[-1]) for k in ks) + " |")
     return "\n".join(lines)
 
