@@ -1,5 +1,6 @@
-"""The published runs (docs/results/): the tables in docs/strategies.md equal their recomputation from the traces
-(benchmarks.published, jobs.aggregate's code), and what is published stays small and complete."""
+"""The published runs (docs/results/): the marked tables in docs/strategies.md and docs/adaptive.md equal their
+recomputation from the traces (benchmarks.published, jobs.aggregate's code), and what is published stays small
+and complete."""
 
 import re
 import subprocess
@@ -24,8 +25,10 @@ def blocks(text: str) -> dict[str, str]:
 
 
 def test_every_table_in_the_docs_equals_its_recomputation_from_the_published_traces():
-    documented = blocks((ROOT / "docs" / "strategies.md").read_text())
-    assert documented, "docs/strategies.md marks no published table"
+    documented = {}
+    for doc in ("strategies.md", "adaptive.md"):
+        documented.update(blocks((ROOT / "docs" / doc).read_text()))
+    assert documented, "the docs mark no published table"
     printed = subprocess.run([sys.executable, "-m", "benchmarks.published", *documented], cwd=ROOT, capture_output=True,
                              text=True, timeout=1800)
     assert printed.returncode == 0, printed.stderr[-3000:]
