@@ -93,9 +93,11 @@ def prepare(run_dir: str, config: dict[str, Any]) -> str:
     """Save the resolved config in run_dir and return the run id; a rerun must sample the same way."""
     saved_text = read_text(f"{run_dir}/config.yaml")
     run_text = read_text(f"{run_dir}/run.json")
-    kept = (yaml.safe_load(saved_text) or {}).get(PRECISION) if saved_text and run_text else None
+    kept = None
     if saved_text is not None and run_text is not None:
-        saved, now = flatten(yaml.safe_load(saved_text)), flatten(config)
+        saved_tree = yaml.safe_load(saved_text) or {}
+        kept = saved_tree.get(PRECISION)
+        saved, now = flatten(saved_tree), flatten(config)
         changed = sorted(
             k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_KEYS)
         )
@@ -110,16 +112,15 @@ def prepare(run_dir: str, config: dict[str, Any]) -> str:
     return run_id
 
 
-def record_precision(run_dir: str, report: dict[str, Any]) -> dict[str, str]:
+def record_precision(run_dir: str, report: dict[str, Any]) -> None:
     """Add a replica's dtype and ISA to config.yaml's `precision` section (comma-joined when replicas or resumes
-    differ); returns the section."""
+    differ)."""
     config = saved_config(run_dir) or {}
     section = dict(config.get(PRECISION) or {})
     for key in ("dtype", "isa"):
         values = set(filter(None, str(section.get(key, "")).split(","))) | {str(report[key])}
         section[key] = ",".join(sorted(values))
     write_text(f"{run_dir}/config.yaml", yaml.safe_dump({**config, PRECISION: section}, sort_keys=False))
-    return section
 
 
 def run_id(run_dir: str) -> Optional[str]:
