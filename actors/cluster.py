@@ -21,6 +21,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors import pool
 from actors.replica import EngineReplica
+from actors.shard_writer import Flush
 from actors.work import ClusterJoinError, ReplicaStartError, WorkUnit
 
 
@@ -129,26 +130,27 @@ def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_
         options = {**scheduling(resources, groups), "runtime_env": env, "max_restarts": 0,
                    "max_concurrency": cluster.max_inflight + 1}  # every queued unit runs, sharing the engine;
         # the one thread more answers `activity` while all of them run
-        return actor.options(**options).remote(model_path, engine_kwargs)
+        return actor.options(**options).remote(model_path, engine_kwargs, Flush(cluster.flush_s, cluster.flush_rows))
 
     return create
 
 
 def serve(cluster: Any, replicas: int, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
           units: Iterable[WorkUnit], replica_class: type | None = None,
-          follow: Callable[[WorkUnit], Iterable[WorkUnit]] | None = None,
-          watch: Callable[[dict[str, int]], None] | None = None,
+          tick: Callable[[dict[str, dict[str, Any]]], Iterable[WorkUnit]] | None = None,
+          redo: Callable[[WorkUnit], WorkUnit | None] | None = None,
           started: Callable[[dict[str, Any]], None] | None = None) -> Iterator[dict[str, Any]]:
     """Run every unit on `replicas` replicas of `replica_class` (tests pass a double), yielding per-unit results;
-    `follow(unit)` gives the units to run once `unit` is done (adaptive rounds); `watch` gets the replicas'
-    summed activity while no unit lands, `started` each replica's report once its engine is loaded (pool.run)."""
+    `tick` gets the replicas' activity (and the shards they wrote) every few seconds and gives units to run next
+    (adaptive rounds), `redo` trims a dead replica's unit to what is not on disk, `started` gets each replica's
+    report once its engine is loaded (pool.run)."""
     connect(cluster.address, cluster.num_cpus, dict(cluster.env), cluster.join_timeout_s)
     check_resources(replicas, replica_resources(cluster.cpus_per_replica, cluster.gpus_per_replica, tensor_parallel))
     groups: list[PlacementGroup] = []
     create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs), replica_class, groups)
     options = pool.PoolOptions(replicas, cluster.max_inflight, cluster.max_replica_restarts, cluster.startup_timeout_s)
     try:
-        yield from pool.run(create, units, options, follow, watch, started)
+        yield from pool.run(create, units, options, tick, redo, started)
     finally:  # the replicas' actors end with their handles; their GPUs are free only once the groups go too
         for group in groups:
             remove_placement_group(group)

@@ -1,8 +1,9 @@
 """Continuous admission: one thread steps a vLLM engine; callers on other threads add requests and wait.
 
-A replica serves several work units at once (a threaded Ray actor). Each unit's `generate` queues its
+A replica serves several work units at once (a threaded Ray actor). Each unit's `stream` queues its
 requests here; the engine thread admits them between two engine steps, so a unit's requests join the
-running batch as soon as they arrive instead of waiting for the previous unit's longest sample.
+running batch as soon as they arrive instead of waiting for the previous unit's longest sample, and
+hands each output back the step it finishes, so a unit keeps its samples as they end, not at its longest.
 Only the engine thread touches the engine, and it builds the engine too: vLLM's CPU backend binds its
 OpenMP threads to the thread that loads the model, and a step from another thread ran at 0.84 of the
 speed (docs/benchmarks.md). It uses vLLM's own engine calls, those `LLM.generate` is
@@ -17,19 +18,16 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 
 @dataclass
 class _Batch:
-    """One caller's requests, and their outputs as they finish."""
+    """One caller's requests; their outputs (index, output), or the engine's error, queue up as they finish."""
 
     prompts: Sequence[Any]
     params: Sequence[Any]
-    outputs: list[Any] = field(default_factory=list)
-    left: int = 0
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    finished: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
 
 
 class EngineLoop:
@@ -53,16 +51,24 @@ class EngineLoop:
         if error is not None:
             raise error
 
+    def stream(self, prompts: Sequence[Any], params: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        """(index of its prompt, finished `RequestOutput`) of every prompt, in the order they finish."""
+        if not prompts:
+            return
+        batch = _Batch(prompts, params)
+        self._arrivals.put(batch)
+        for _ in prompts:
+            item = batch.finished.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
     def generate(self, prompts: Sequence[Any], params: Sequence[Any]) -> list[Any]:
         """The finished `RequestOutput` of every prompt, in order, as `LLM.generate` returns them."""
-        if not prompts:
-            return []
-        batch = _Batch(prompts, params, [None] * len(prompts), len(prompts))
-        self._arrivals.put(batch)
-        batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
-        return batch.outputs
+        outputs = [None] * len(prompts)
+        for index, output in self.stream(prompts, params):
+            outputs[index] = output
+        return outputs
 
     def mean_batch(self) -> float:
         """The running batch's mean size over the time the engine stepped."""
@@ -125,12 +131,8 @@ class EngineLoop:
 
     def _finish(self, output: Any) -> None:
         batch, index = self._slots.pop(output.request_id)
-        batch.outputs[index] = output
-        batch.left -= 1
-        if batch.left == 0:
-            batch.done.set()
+        batch.finished.put((index, output))
 
     @staticmethod
     def _fail(batch: _Batch, error: BaseException) -> None:
-        batch.error = error
-        batch.done.set()
+        batch.finished.put(error)

@@ -1,12 +1,13 @@
 """A pool of engine replicas on Ray, fed work units with bounded in-flight work.
 
-A replica that dies (killed actor, crashed process, lost node) has its units reassigned to the
-others and is replaced, up to `max_restarts` times; a replica that cannot start fails the run with
-its cause within `startup_timeout_s`.
+A replica that dies (killed actor, crashed process, lost node) has the unkept part of its units
+reassigned to the others and is replaced, up to `max_restarts` times; a replica that cannot start
+fails the run with its cause within `startup_timeout_s`.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -16,7 +17,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from actors.work import ReplicaStartError, WorkUnit
 
-WATCH_S = 15.0  # how long pool.run waits for a unit before it asks the replicas what they are doing
+TICK_S = 2.0  # how often pool.run asks the replicas what they are doing and the caller what comes next
+ACTIVITY_S = 1.0  # how long it waits for their answers
 
 
 @dataclass(frozen=True)
@@ -60,57 +62,67 @@ def _cause(error: BaseException) -> str:
     return (errors or lines or [repr(error)])[-1].strip()
 
 
-def activity(replicas: list[Any]) -> dict[str, int]:
-    """The replicas' `activity()` summed; a replica that does not answer within WATCH_S counts nothing (if it
-    died, its units' results say so)."""
-    refs = [replica.activity.remote() for replica in replicas]
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=WATCH_S)
-    total = {"in_flight": 0, "generated": 0}
+def activity(replicas: dict[int, Any], seen: dict[int, int]) -> dict[str, dict[str, Any]]:
+    """Each replica's `activity(seen)` by its name: its engine's counters and the shards it wrote since the
+    `seen[slot]` it already reported (then counted in `seen`). One that does not answer within ACTIVITY_S is left
+    out this time; what it wrote comes with its next answer."""
+    refs = {replica.activity.remote(seen.get(slot, 0)): slot for slot, replica in replicas.items()}
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=ACTIVITY_S)
+    reports = {}
     for ref in ready:
         try:
-            for key, value in ray.get(ref).items():
-                total[key] += value
+            report = ray.get(ref)
         except RayActorError:
-            pass
-    return total
+            continue
+        seen[refs[ref]] = seen.get(refs[ref], 0) + len(report["shards"])
+        reports[report.pop("replica")] = report
+    return reports
 
 
 def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptions,
-        follow: Optional[Callable[[WorkUnit], Iterable[WorkUnit]]] = None,
-        watch: Optional[Callable[[dict[str, int]], None]] = None,
+        tick: Optional[Callable[[dict[str, dict[str, Any]]], Iterable[WorkUnit]]] = None,
+        redo: Optional[Callable[[WorkUnit], Optional[WorkUnit]]] = None,
         started: Optional[Callable[[dict[str, Any]], None]] = None) -> Iterator[dict[str, Any]]:
-    """Serve every unit on a replica, yielding each unit's result as it completes (in any order); `follow(unit)`,
-    called once a unit's result is in, gives units to serve next (an adaptive run's next batches). While no unit
-    lands for WATCH_S, `watch` gets the live replicas' summed `activity()` (requests in flight, tokens so far).
-    `started` gets the `ready()` report of every replica started, replacements included."""
+    """Serve every unit on a replica, yielding each unit's result as it completes (in any order).
+
+    Every TICK_S, and once more before it returns, `tick` gets the live replicas' `activity()` by name (with the
+    shards each wrote since the last tick) and gives units to serve next (an adaptive run's next batches, planned
+    from the samples kept so far). A unit whose
+    replica died is served again as `redo(unit)`, the part of it not yet on disk (None: all of it is; without
+    `redo`, the whole unit). `started` gets the `ready()` report of every replica started, replacements included."""
     replicas = dict(enumerate(start(create, options.replicas, options.startup_timeout_s, started)))  # slot -> handle
     load = dict.fromkeys(replicas, 0)
-    todo, retry, followers = iter(units), deque(), deque()
+    todo, queued = iter(units), deque()  # queued: redone units and next batches, served before new ones
     inflight: dict[Any, tuple[int, WorkUnit]] = {}  # ObjectRef -> (slot, unit)
-    restarts = 0
+    restarts, next_tick = 0, time.monotonic() + TICK_S
+    seen: dict[int, int] = {}  # slot -> shards its replica has reported
     while True:
         while load[slot := min(replicas, key=load.__getitem__)] < options.max_inflight:  # least loaded first
-            unit = retry.popleft() if retry else followers.popleft() if followers else next(todo, None)
+            unit = queued.popleft() if queued else next(todo, None)
             if unit is None:
                 break
             inflight[replicas[slot].run.remote(unit)] = (slot, unit)
             load[slot] += 1
         if not inflight:
+            queued.extend(tick(activity(replicas, seen)) if tick else ())
+            if queued:
+                continue
             return
-        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=WATCH_S if watch else None)
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=max(0.0, next_tick - time.monotonic()))
+        if tick and time.monotonic() >= next_tick:
+            queued.extend(tick(activity(replicas, seen)))
+            next_tick = time.monotonic() + TICK_S
         if not ready:
-            watch(activity(list(replicas.values())))
             continue
         [ref] = ready
         slot, unit = inflight.pop(ref)
         load[slot] -= 1
         try:
-            result = ray.get(ref)
-            if follow is not None:
-                followers.extend(follow(unit))
-            yield result
+            yield ray.get(ref)
         except RayActorError as error:
-            retry.append(unit)  # the dead replica's other units come back here too, unless they had finished
+            again = redo(unit) if redo else unit  # the replica is dead: what it kept of the unit is all there is
+            if again is not None:
+                queued.appendleft(again)
             if slot in replicas:  # first failure seen from this replica: replace it
                 del replicas[slot]
                 if restarts < options.max_restarts:
@@ -120,7 +132,7 @@ def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptio
             if not replicas:
                 raise RuntimeError(
                     f"every replica died ({restarts} replaced, cluster.max_replica_restarts={options.max_restarts}); "
-                    f"last cause: {_cause(error)}. Finished shards are kept: rerun to resume."
+                    f"last cause: {_cause(error)}. The samples they kept are on disk: rerun to resume."
                 ) from None
         except RayTaskError as error:  # the unit itself failed (e.g. run_dir full): the replica is fine, stop
             raise error.cause from error

@@ -1,8 +1,9 @@
-"""The engine replica: a Ray actor holding one `vllm.LLM`, serving work units as Parquet shards.
+"""The engine replica: a Ray actor holding one `vllm.LLM`, serving work units and keeping their rows as shards.
 
-It loads the model in `__init__` and serves a whole work unit in `run`, writing the unit's rows as
-one shard itself, so texts never travel through the driver. It is a threaded actor: several units run
-at once, their requests sharing one continuously batched engine (`actors.engine_loop`). It knows
+It loads the model in `__init__` and serves a whole work unit in `run`. Each sample's row is kept as it
+finishes (`actors.shard_writer`: written within `cluster.flush_s` seconds), so texts never travel through
+the driver and a crash loses only the samples of the last seconds. It is a threaded actor: several units
+run at once, their requests sharing one continuously batched engine (`actors.engine_loop`). It knows
 nothing of Hydra or MLflow.
 """
 
@@ -12,15 +13,15 @@ import os
 import threading
 import time
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import ray
 
 from actors.engine_loop import EngineLoop
 from actors.precision import resolved_engine_kwargs
+from actors.shard_writer import Flush, ShardWriter
 from actors.work import COT_DECODING, Prompt, Request, SamplingSpec, WorkUnit
 from analysis.answer_confidence import answer_confidence, token_offsets
-from analysis.traces import write_shard
 
 
 def sampling_params(spec: SamplingSpec, seed: int, max_tokens: int):
@@ -46,11 +47,12 @@ def max_num_seqs(engine: Any) -> int:
 class EngineReplica:
     """One vLLM engine replica."""
 
-    clock = staticmethod(time.perf_counter)  # how `run` times generation and writing
+    clock = staticmethod(time.perf_counter)  # how `run` times a unit's generation
     params = staticmethod(sampling_params)  # one sample's vLLM parameters (a benchmark forces lengths here)
 
-    def __init__(self, model_path: str, engine_kwargs: dict[str, Any]):
+    def __init__(self, model_path: str, engine_kwargs: dict[str, Any], flush: Flush):
         kwargs, self.precision = resolved_engine_kwargs(engine_kwargs)
+        self.writer = ShardWriter(flush)
         self.engine = EngineLoop(lambda: load_engine(model_path, kwargs), max_num_seqs)
         self.tokenizer = self.engine.engine.get_tokenizer()
         self.tokenizer_lock = threading.Lock()  # units tokenize on their own threads
@@ -62,42 +64,48 @@ class EngineReplica:
         """Once its engine is loaded: the replica's name, the dtype it runs, its CPU's ISA and any warning."""
         return {"replica": self.name, "dtype": self.dtype, "isa": self.precision.isa, "warning": self.precision.warning}
 
-    def activity(self) -> dict[str, int]:
-        """What the engine is doing now, for the progress line while units are still running."""
-        return self.engine.activity()
+    def activity(self, seen: int = 0) -> dict[str, Any]:
+        """The replica's name, what its engine is doing now (requests in it, tokens so far), and the shards it wrote
+        after the first `seen` ((run_dir, path, rows) each): what the driver counts as kept."""
+        return {"replica": self.name, **self.engine.activity(), "shards": self.writer.shards_since(seen)}
 
     def run(self, unit: WorkUnit) -> dict[str, Any]:
-        """Generate every sample of `unit`, write its shard; return its run_dir, counts and timings (the unit's
-        own, overlapping other units', and the engine's mean running batch so far)."""
+        """Generate every sample of `unit`, keeping each row as it finishes; return once all are on disk, with
+        its run_dir, counts and timings (the unit's own, overlapping other units'; the replica's so far: its
+        engine's mean running batch and its CPU seconds writing shards)."""
         start = self.clock()
-        rows = [{**unit.run.as_row(), **row} for row in self.generate(unit.requests, unit.spec)]
+        rows = tokens = errors = 0
+        for row in self.generate(unit.requests, unit.spec):
+            self.writer.add(unit.run_dir, {**unit.run.as_row(), **row})
+            rows, tokens, errors = rows + 1, tokens + row["num_tokens"], errors + (row["error"] is not None)
         generated = self.clock()
-        write_shard(rows, unit.run_dir, unit.name)
+        self.writer.sync()  # its last rows, now: its result means all of them are on disk
         return {
             "run_dir": unit.run_dir,
             "replica": self.name,
-            "rows": len(rows),
-            "tokens": sum(r["num_tokens"] for r in rows),
-            "errors": sum(r["error"] is not None for r in rows),
+            "rows": rows,
+            "tokens": tokens,
+            "errors": errors,
             "generate_s": generated - start,
-            "write_s": self.clock() - generated,
+            "write_s": self.writer.write_s,
             "mean_batch": self.engine.mean_batch(),
         }
 
-    def generate(self, requests: list[Request], spec: SamplingSpec) -> list[dict[str, Any]]:
-        """One trace row per request; a prompt too long for the model fails alone, with its reason."""
+    def generate(self, requests: list[Request], spec: SamplingSpec) -> Iterator[dict[str, Any]]:
+        """One trace row per request, as each finishes; a prompt too long for the model fails alone, with its reason."""
         from vllm.inputs import TokensPrompt
 
         branching = spec.decoding == COT_DECODING
         rows, ready = self._admit(requests, spec, min_room=2 if branching else 1)
+        yield from rows
         if branching:
-            return rows + self._branch(ready, spec)
-        if ready:
+            yield from self._branch(ready, spec)
+        elif ready:
             prompts = [TokensPrompt(prompt_token_ids=ids) for _, ids in ready]
             params = [self.params(spec, r.seed, min(spec.max_tokens, self.max_model_len - len(ids))) for r, ids in ready]
-            outputs = self.engine.generate(prompts, params)
-            rows += [self._row(r, spec, len(ids), out.outputs[0]) for (r, ids), out in zip(ready, outputs)]
-        return rows
+            for index, out in self.engine.stream(prompts, params):
+                request, ids = ready[index]
+                yield self._row(request, spec, len(ids), out.outputs[0])
 
     def _admit(self, requests: list[Request], spec: SamplingSpec,
                min_room: int) -> tuple[list[dict[str, Any]], list[tuple[Request, list[int]]]]:
@@ -115,15 +123,16 @@ class EngineReplica:
                 ready.append((request, ids))
         return rows, ready
 
-    def _branch(self, ready: list[tuple[Request, list[int]]], spec: SamplingSpec) -> list[dict[str, Any]]:
-        """CoT-decoding: each problem's top-k first tokens, each branch continued greedily; a request's
-        sample_idx is its branch's rank. All branches of all problems go to the engine in one batch."""
+    def _branch(self, ready: list[tuple[Request, list[int]]], spec: SamplingSpec) -> Iterator[dict[str, Any]]:
+        """CoT-decoding: each problem's top-k first tokens, each branch continued greedily, its row kept as it
+        finishes; a request's sample_idx is its branch's rank. All branches of all problems go to the engine in
+        one batch."""
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind, SamplingParams
 
         problems = {request.problem_id: ids for request, ids in ready}
         if not problems:
-            return []
+            return
         final = RequestOutputKind.FINAL_ONLY
         first = SamplingParams(max_tokens=1, temperature=0.0, logprobs=spec.branches, output_kind=final)
         outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids) for ids in problems.values()],
@@ -134,9 +143,10 @@ class EngineReplica:
         params = [SamplingParams(temperature=0.0, max_tokens=min(spec.max_tokens, self.max_model_len - len(ids)) - 1,
                                  logprobs=max(2, spec.logprobs), stop=list(spec.stop), output_kind=final)
                   for _, ids, _, _ in heads]
-        outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids + [token]) for _, ids, _, token in heads], params)
-        return [self._branch_row(request, spec, len(ids), step, token, out.outputs[0])
-                for (request, ids, step, token), out in zip(heads, outputs)]
+        for index, out in self.engine.stream([TokensPrompt(prompt_token_ids=ids + [token]) for _, ids, _, token in heads],
+                                             params):
+            request, ids, step, token = heads[index]
+            yield self._branch_row(request, spec, len(ids), step, token, out.outputs[0])
 
     def _branch_row(self, request: Request, spec: SamplingSpec, prompt_tokens: int, step: dict, token: int,
                     rest: Any) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """What the driver sends a replica and what can go wrong starting one: plain data, importable without Ray or vLLM.
 
 `jobs/sample.py` plans `WorkUnit`s of `Request`s under one `SamplingSpec`; a replica (actors/replica.py)
-serves a unit and writes its rows, each carrying the unit's `RunColumns`, as one shard.
+serves a unit and keeps its rows, each carrying the unit's `RunColumns`, in shards as they finish.
 """
 
 from __future__ import annotations
@@ -57,9 +57,8 @@ class RunColumns:
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """A batch of samples of one run, written together as the shard `<run_dir>/traces/<name>.parquet`."""
+    """A batch of samples of one run, served by one replica: the unit of planning, not of storage."""
 
-    name: str
     run_dir: str
     run: RunColumns
     spec: SamplingSpec

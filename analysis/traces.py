@@ -1,13 +1,15 @@
-"""The trace schema: one Parquet row per sample under `<run_dir>/traces/`, one shard per work unit.
+"""The trace schema: one Parquet row per sample under `<run_dir>/traces/`, in shards of any size.
 
 A shard is written under a hidden temporary name and renamed into place, so a half-written shard is
 never read (pyarrow.dataset skips names starting with '.' or '_'). Shards carry page checksums; one
-damaged afterwards (cut short, zeroed, overwritten) is reported as DamagedShardError naming it.
+damaged afterwards (cut short, zeroed, overwritten) is reported as DamagedShardError naming it. The
+shards a compaction has replaced but not yet deleted are never read (analysis.compaction).
 `run_dir` is a local path or any URI pyarrow.fs understands (s3://, gs://, hdfs://).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Set as AbstractSet
@@ -49,6 +51,7 @@ TRACE_SCHEMA = pa.schema(
 REQUIRED_COLUMNS = ("problem_id", "sample_idx", "text", "gold")
 IGNORED_PREFIXES = (".", "_")  # what pyarrow.dataset skips: temp files of writes, the quarantine
 QUARANTINE = ".quarantine"  # traces/.quarantine/: where a resume moves the shards it cannot read whole
+MANIFEST, OUTPUT = "_compact-{}.json", "compact-{}.parquet"  # a compaction's manifest and output (analysis.compaction)
 # Reads verify the page checksums that write_shard stores (shards written without them are read as before).
 PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
 
@@ -111,10 +114,12 @@ def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
 
 
 def shard_paths(fs: pafs.FileSystem, root: str) -> list[str]:
-    """Every shard under `root` that pyarrow.dataset reads: files with no path part hidden ('.', '_')."""
+    """Every shard under `root`: files with no path part hidden ('.', '_'), less those a finished compaction
+    replaced (analysis.compaction: its manifest is still there, its inputs not yet deleted)."""
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    return sorted(i.path for i in infos if i.type == pafs.FileType.File
-                  and not any(part.startswith(IGNORED_PREFIXES) for part in i.path[len(root):].split("/")))
+    files = [i.path for i in infos if i.type == pafs.FileType.File]
+    visible = {path for path in files if not any(part.startswith(IGNORED_PREFIXES) for part in path[len(root):].split("/"))}
+    return sorted(visible - replaced(fs, root, files, visible))
 
 
 def read_shard(fs: pafs.FileSystem, path: str) -> pa.Table:
@@ -141,16 +146,35 @@ def raise_damaged(error: BaseException, fs: pafs.FileSystem, paths: Iterable[str
     raise error
 
 
+def replaced(fs: pafs.FileSystem, root: str, files: Iterable[str], visible: set[str]) -> set[str]:
+    """The inputs of every compaction whose output is in place (`visible`) and whose manifest is still there."""
+    out: set[str] = set()
+    for path in files:
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith(MANIFEST.split("{")[0]) and name.endswith(".json"):
+            manifest = read_manifest(fs, path)
+            if f"{root}/{manifest['output']}" in visible:
+                out.update(f"{root}/{n}" for n in manifest["inputs"])
+    return out
+
+
+def read_manifest(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
+    """A compaction's manifest: {"output": name, "inputs": [names]}."""
+    with fs.open_input_stream(path) as stream:
+        return json.loads(stream.read())
+
+
 def open_traces(run_dir: str) -> ds.Dataset:
     """The run's traces as a pyarrow dataset; fails if none exist, a shard is damaged or required columns are missing."""
     fs, root = filesystem(traces_dir(run_dir))
     info = fs.get_file_info(root)
     if info.type != pafs.FileType.Directory:
         raise NoTracesError(f"{run_dir}: no traces/ folder")
+    paths = shard_paths(fs, root)
     try:
-        dataset = ds.dataset(root, filesystem=fs, format=PARQUET)  # reads the first shard's schema
+        dataset = ds.dataset(paths, filesystem=fs, format=PARQUET)  # reads the first shard's schema
     except (pa.ArrowException, OSError) as error:
-        raise_damaged(error, fs, shard_paths(fs, root))
+        raise_damaged(error, fs, paths)
     missing = [c for c in REQUIRED_COLUMNS if c not in dataset.schema.names]
     if missing:
         raise RunDirError(f"{root}: traces lack required columns {missing}")
@@ -218,6 +242,38 @@ def done_samples(run_dir: str, damaged: Callable[[DamagedShardError], None] = _r
         for problem_id, sample_idx in zip(shard["problem_id"].to_pylist(), shard["sample_idx"].to_pylist()):
             done[problem_id].add(sample_idx)
     return done
+
+
+class ShardIndex:
+    """The shards of one run_dir known so far and their rows: what is kept on disk. A driver adds the shards its
+    replicas report writing, and lists the folder only to learn what a dead replica wrote but never reported."""
+
+    def __init__(self, run_dir: str):
+        self.fs, self.root = filesystem(traces_dir(run_dir))
+        self.rows: dict[str, int] = {}  # path -> rows
+        self.total = 0
+
+    def add(self, path: str, rows: int) -> None:
+        """A shard written (counted once, however often it is reported or listed)."""
+        if path not in self.rows:
+            self.rows[path] = rows
+            self.total += rows
+
+    def refresh(self) -> None:
+        """Add every shard on disk not known yet (its footer read for its rows)."""
+        if self.fs.get_file_info(self.root).type != pafs.FileType.Directory:
+            return
+        for path in shard_paths(self.fs, self.root):
+            if path not in self.rows:
+                self.add(path, pq.read_metadata(path, filesystem=self.fs).num_rows)
+
+    def read(self, paths: Iterable[str], columns: list[str], filter: Optional[ds.Expression] = None) -> pa.Table:
+        """`columns` of the rows of `paths` (shards this index listed), as one table."""
+        dataset = ds.dataset(list(paths), filesystem=self.fs, format=PARQUET)
+        try:
+            return dataset.to_table(columns=columns, filter=filter)
+        except (pa.ArrowException, OSError) as error:
+            raise_damaged(error, self.fs, dataset.files)
 
 
 def read_columns(run_dir: str, columns: Iterable[str], filter: Optional[ds.Expression] = None) -> pa.Table:

@@ -99,7 +99,7 @@ def measure(shape: str, args: argparse.Namespace, run_dir: Path) -> dict[str, An
     assert summary.samples == problems * n and rerun.skipped == problems * n, (summary, rerun)
     parallel = min(args.replicas, os.cpu_count() or 1)
     gen_wall = summary.generate_seconds / parallel
-    shards = list((run_dir / "run" / "traces").glob("*.parquet"))
+    shards = list((run_dir / "run" / "traces").glob("*.parquet"))  # after compaction, if the run ended with many
     disk_bytes = sum(p.stat().st_size for p in shards)
     arrow_bytes = sum(pq.read_table(p).nbytes for p in shards)  # after the RSS figures: it reads every row
     return {
@@ -112,7 +112,8 @@ def measure(shape: str, args: argparse.Namespace, run_dir: Path) -> dict[str, An
         "write_mb_per_cpu_s": arrow_bytes / 1e6 / summary.write_seconds, "arrow_mb": arrow_bytes / 1e6,
         "disk_mb": disk_bytes / 1e6,
         "rss_after_ray_mb": rss_before, "rss_peak_run_mb": rss_run, "rss_peak_rescan_mb": peak_rss_mb(),
-        "rescan_s": scan_s,
+        "rescan_s": scan_s, "compact_s": summary.compact_seconds, "compacted": summary.compacted,
+        "shards": len(shards),
     }
 
 
@@ -125,6 +126,8 @@ def report(r: dict[str, Any]) -> str:
         f"  orchestration overhead {r['overhead_us']:.1f} us/sample  [(wall - generation) / samples; target < 50]\n"
         f"    of which starting the replicas ({r['replica_start_s']:.1f}s, until all are ready): without it "
         f"{r['steady_overhead_us']:.1f} us/sample\n"
+        f"    of which compacting {r['compacted']} shards into {r['shards']} at the end: "
+        f"{r['compact_s']:.1f}s\n"
         f"  Parquet writes {r['write_rows_per_cpu_s']:,.0f} rows/s, {r['write_mb_per_cpu_s']:.1f} MB/s (Arrow size) per "
         f"replica CPU-second; {r['arrow_mb']:.0f} MB as Arrow, {r['disk_mb']:.1f} MB of zstd shards\n"
         f"  driver peak RSS {r['rss_peak_run_mb']:.0f} MB (after ray.init {r['rss_after_ray_mb']:.0f} MB; "

@@ -86,6 +86,8 @@ class ClusterConfig:  # conf/cluster/local.yaml, gpu.yaml
     cpus_per_replica: float = MISSING
     gpus_per_replica: float = MISSING
     unit_size: int = MISSING
+    flush_s: float = MISSING
+    flush_rows: int = MISSING
     max_inflight: int = MISSING
     max_replica_restarts: int = MISSING
     startup_timeout_s: float = MISSING
@@ -158,6 +160,11 @@ class ExportConfig:  # conf/export.yaml
 
 
 @dataclass
+class CompactConfig:  # conf/compact.yaml
+    run_dir: str = MISSING
+
+
+@dataclass
 class EnsembleConfig:  # conf/ensemble.yaml
     tracking: TrackingConfig = MISSING
     answer: AnswerConfig = MISSING
@@ -212,6 +219,7 @@ ConfigStore.instance().store(name="schema", node=Config)
 ConfigStore.instance().store(name="ingest_schema", node=IngestConfig)
 ConfigStore.instance().store(name="aggregate_schema", node=AggregateConfig)
 ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+ConfigStore.instance().store(name="compact_schema", node=CompactConfig)
 ConfigStore.instance().store(name="ensemble_schema", node=EnsembleConfig)
 ConfigStore.instance().store(name="compare_schema", node=CompareConfig)
 
@@ -280,6 +288,8 @@ def validate(cfg: DictConfig) -> None:
         check_key(d.size is not None and d.size >= 1, "dataset.size", d.size, "must be >= 1")
     check_key(c.unit_size >= 1, "cluster.unit_size", c.unit_size, "must be >= 1")
     check_key(c.max_inflight >= 1, "cluster.max_inflight", c.max_inflight, "must be >= 1")
+    check_key(c.flush_s > 0, "cluster.flush_s", c.flush_s, "must be > 0 (seconds)")
+    check_key(c.flush_rows >= 1, "cluster.flush_rows", c.flush_rows, "must be >= 1")
     check_key(c.cpus_per_replica > 0, "cluster.cpus_per_replica", c.cpus_per_replica, "must be > 0")
     check_key(c.gpus_per_replica >= 0, "cluster.gpus_per_replica", c.gpus_per_replica, "must be >= 0")
     check_key(cfg.prompt.shots >= 0, "prompt.shots", cfg.prompt.shots, "must be >= 0")
@@ -340,6 +350,7 @@ VALIDATORS: dict[str, Callable[[DictConfig], None]] = {  # config name -> its va
     "aggregate": validate_aggregate,
     "ensemble": validate_ensemble,
     "export": validate_export,
+    "compact": lambda cfg: None,  # run_dir is checked when it is read
     "compare": validate_compare,
     "ingest": validate_ingest,
 }

@@ -1,13 +1,12 @@
 """Sampling progress a user sees anywhere: a tqdm bar on a terminal, else plain lines at a bounded rate.
 
-Off a terminal (`ray job logs -f`, `nohup`, CI) a line is printed when a work unit lands, at most once
-every MIN_INTERVAL_S, and at least every HEARTBEAT_S while units are generating:
+The count is of samples kept: on disk, as the driver last listed the run's shards (every few seconds;
+replicas write what finishes within `cluster.flush_s`). Rates count from the moment the first engine
+is loaded; tok/s is the engines' own counters (each step's running batch summed: an estimate). Off a
+terminal (`ray job logs -f`, `nohup`, CI) a line is printed when the count moves, at most once every
+MIN_INTERVAL_S, and at least every HEARTBEAT_S:
 
-    [progress] 128/384 samples (33%), 0.9 samples/s, 141 tok/s, 2m20s elapsed, ETA 4m40s
-
-Samples and tok/s count the units that landed. A unit lands when its longest sample ends, so while the
-first units run, the line ends with what the engines report: samples in flight and their generation
-rate (each step's running batch summed: an estimate), as in `...; engines: 512 samples in flight, ~96 tok/s`.
+    [progress] 128/384 samples kept (33%), 0.9 samples/s, 141 tok/s, 2m20s elapsed, ETA 4m40s; 256 in flight
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Optional, TextIO
 
 HEARTBEAT_S = 30.0
 MIN_INTERVAL_S = 5.0
@@ -27,15 +26,17 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Samples done of `total`, with rates and an ETA, for the duration of a `with` block."""
+    """Samples kept of `total`, with rates and an ETA, for the duration of a `with` block."""
 
     def __init__(self, total: int, stream: TextIO | None = None, heartbeat_s: float = HEARTBEAT_S,
                  min_interval_s: float = MIN_INTERVAL_S):
         self.total, self.stream = total, stream or sys.stderr
         self.heartbeat_s, self.min_interval_s = heartbeat_s, min_interval_s
-        self.samples = self.tokens = 0
-        self.in_flight = self.generated = 0  # as the engines last reported
+        self.kept = 0
+        self.generated: dict[str, int] = {}  # replica -> tokens its engine generated, as it last reported
+        self.in_flight = 0
         self.start = self.last_line = time.monotonic()
+        self.engines_start: Optional[float] = None  # when the first engine was loaded
         self.bar = None
         self.lock = threading.Lock()
         self.stopped = threading.Event()
@@ -45,7 +46,7 @@ class Progress:
         if self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, unit="sample", desc="sampling", file=self.stream)
+            self.bar = tqdm(total=self.total, unit="sample", desc="kept", file=self.stream)
         else:
             self.thread = threading.Thread(target=self._heartbeat, name="progress", daemon=True)
             self.thread.start()
@@ -58,41 +59,39 @@ class Progress:
         if self.bar:
             self.bar.close()
 
-    def update(self, samples: int, tokens: int) -> None:
-        """A work unit landed with this many samples and generated tokens."""
+    def engines_loaded(self) -> None:
+        """An engine is loaded: from the first, rates and the ETA count time."""
         with self.lock:
-            self.samples += samples
-            self.tokens += tokens
-            if self.bar:
-                self.bar.update(samples)
-                self.bar.set_postfix_str(self._rates() + self._engines())
-            elif time.monotonic() - self.last_line >= self.min_interval_s or self.samples == self.total:
-                self._print()
+            if self.engines_start is None:
+                self.engines_start = time.monotonic()
 
-    def engine(self, activity: dict[str, int]) -> None:
-        """The engines' summed `in_flight` requests and `generated` tokens so far (actors.pool.activity)."""
+    def update(self, kept: int, activity: dict[str, dict[str, int]]) -> None:
+        """Samples kept so far, and the replicas' `activity()` by name (actors.pool.activity)."""
         with self.lock:
-            self.in_flight, self.generated = activity["in_flight"], activity["generated"]
+            moved = kept != self.kept
+            self.kept = kept
+            self.in_flight = sum(a["in_flight"] for a in activity.values())
+            self.generated.update((name, a["generated"]) for name, a in activity.items())
             if self.bar:
-                self.bar.set_postfix_str(self._rates() + self._engines())
+                self.bar.update(kept - self.bar.n)
+                self.bar.set_postfix_str(self._rates())
+            elif moved and (time.monotonic() - self.last_line >= self.min_interval_s or kept == self.total):
+                self._print()
 
     def line(self) -> str:
         """The progress line as it reads now."""
-        elapsed = time.monotonic() - self.start
-        done = f"{self.samples}/{self.total} samples ({100 * self.samples / max(self.total, 1):.0f}%)"
-        eta = _duration(elapsed * (self.total - self.samples) / self.samples) if self.samples else "unknown"
-        return f"[progress] {done}, {self._rates()}, {_duration(elapsed)} elapsed, ETA {eta}{self._engines()}"
+        done = f"{self.kept}/{self.total} samples kept ({100 * self.kept / max(self.total, 1):.0f}%)"
+        return f"[progress] {done}, {self._rates()}"
 
     def _rates(self) -> str:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        return f"{self.samples / elapsed:.1f} samples/s, {self.tokens / elapsed:.0f} tok/s"
-
-    def _engines(self) -> str:
-        """What the engines last reported, once they have generated anything."""
-        if not self.generated:
-            return ""
-        rate = self.generated / max(time.monotonic() - self.start, 1e-9)
-        return f"; engines: {self.in_flight} samples in flight, ~{rate:.0f} tok/s"
+        now = time.monotonic()
+        elapsed = f"{_duration(now - self.start)} elapsed"
+        if self.engines_start is None:
+            return f"{elapsed}, engines loading"
+        running = max(now - self.engines_start, 1e-9)
+        rate, tokens = self.kept / running, sum(self.generated.values()) / running
+        eta = f"ETA {_duration((self.total - self.kept) / rate)}" if self.kept else "ETA unknown until a sample is kept"
+        return f"{rate:.2f} samples/s, {tokens:.0f} tok/s, {elapsed}, {eta}; {self.in_flight} in flight"
 
     def _print(self) -> None:
         print(self.line(), file=self.stream, flush=True)

@@ -1,15 +1,16 @@
 """Online adaptive sampling: each problem gets `adaptive.batch` more samples until its stopping rule says stop.
 
-The driver grades a work unit's shard as soon as it lands (that shard's rows only) and queues the next
-batch of every problem in it whose vote is still undecided, so no problem waits for a round of the
-others. Sample indices stay contiguous from 0 per problem and keep their per-sample seeds: an adaptive
-run's samples are a prefix of the fixed-n run's, and a rerun resumes from the samples already written.
+The driver grades the samples replicas keep as it finds them on disk (each new shard read once), and
+queues a problem's next batch as soon as its last batch is all in and its vote still undecided, so no
+problem waits for a unit or a round of the others. Sample indices stay contiguous from 0 per problem and
+keep their per-sample seeds: an adaptive run's samples are a prefix of the fixed-n run's, and a rerun
+resumes from the samples already written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,7 @@ from actors.work import WorkUnit
 from analysis import confidence as conf_lib
 from analysis.adaptive import Schedule, checkpoints
 from analysis.stopping import variants
-from analysis.traces import filesystem, read_columns, read_shard, traces_dir
+from analysis.traces import ShardIndex, read_columns
 from analysis.voting import extract_all, group_answers
 from jobs.problems import Problem
 
@@ -32,6 +33,8 @@ class Tally:
     keys: list[Optional[str]] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     stopped: bool = False
+    asked: int = 0  # samples asked for so far: its batch is all in when it holds this many
+    early: dict[int, tuple[Optional[str], float]] = field(default_factory=dict)  # kept before an earlier index
 
 
 class Rounds:
@@ -46,19 +49,28 @@ class Rounds:
         self.fmt, self.confidence, self.weighted = cfg.answer.format, cfg.answer.confidence, cfg.sampling.logprobs > 0
         self.run_dir, self.unit_size, self.new_unit = cfg.run_dir, cfg.cluster.unit_size, new_unit
         self.state = {p.problem_id: Tally(p) for p in problems}
+        self.graded: set[str] = set()  # the shards read
 
     def first_units(self, resumed: bool) -> list[WorkUnit]:
         """Units of every problem's next batch; `resumed`: first read back the samples an earlier call wrote."""
         if resumed:
             self._grade(read_columns(self.run_dir, self._columns()))
-        return self._units([s for s in self.state.values() if not self._decide(s)])
+        return self._units(self.state.values())
 
-    def after(self, unit: WorkUnit) -> list[WorkUnit]:
-        """The next batches of the problems `unit` sampled whose rule says go on (only its shard is read)."""
-        fs, root = filesystem(traces_dir(self.run_dir))
-        self._grade(read_shard(fs, f"{root}/{unit.name}.parquet").select(self._columns()))
-        ids = dict.fromkeys(r.problem_id for r in unit.requests)
-        return self._units([self.state[pid] for pid in ids if not self._decide(self.state[pid])])
+    def seen(self, shards: Iterable[str]) -> None:
+        """These shards were graded already (first_units read every shard on disk)."""
+        self.graded.update(shards)
+
+    def kept(self, index: ShardIndex) -> list[WorkUnit]:
+        """Grade the shards `index` lists that are new; the next batches of the problems whose batch is now all in
+        and whose rule says go on."""
+        new = [path for path in index.rows if path not in self.graded]
+        if not new:
+            return []
+        self.graded.update(new)
+        table = index.read(new, self._columns())
+        self._grade(table)
+        return self._units([self.state[pid] for pid in dict.fromkeys(table["problem_id"].to_pylist())])
 
     def report(self) -> str:
         """Samples used against the fixed budget, and how many problems the rule stopped early."""
@@ -71,16 +83,20 @@ class Rounds:
         return ["problem_id", "sample_idx", "text", "question"] + (["token_logprobs", "top_logprobs"] if self.weighted else [])
 
     def _grade(self, table: pa.Table) -> None:
-        """Append each sample's answer key (and confidence) to its problem, in sample order."""
-        data = table.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")]).to_pydict()
+        """Add each sample's answer key (and confidence) to its problem, in sample order: one kept before an
+        earlier index waits for it."""
+        data = table.to_pydict()
         pairs = extract_all(data["text"], self.fmt, workers=1, questions=data["question"])
         for i, (pid, index, (_, key)) in enumerate(zip(data["problem_id"], data["sample_idx"], pairs)):
+            weight = 0.0
+            if self.weighted and data["token_logprobs"][i] is not None:
+                weight = conf_lib.trace_confidence(data["token_logprobs"][i], data["top_logprobs"][i], self.confidence)
             s = self.state[pid]
-            assert index == len(s.keys), f"{pid}: sample {index} arrived after {len(s.keys)} samples"
-            s.keys.append(key)
-            if self.weighted:
-                lps, tops = data["token_logprobs"][i], data["top_logprobs"][i]
-                s.weights.append(0.0 if lps is None else conf_lib.trace_confidence(lps, tops, self.confidence))
+            s.early[index] = (key, weight)
+            while len(s.keys) in s.early:
+                key, weight = s.early.pop(len(s.keys))
+                s.keys.append(key)
+                s.weights.append(weight)
 
     def _decide(self, s: Tally) -> bool:
         """Whether a problem is done: its rule stopped it at a checkpoint, or it holds the budget."""
@@ -93,12 +109,16 @@ class Rounds:
             s.stopped = bool(self.rule(labels, weights, budget=self.budget, **self.params))
         return s.stopped
 
-    def _units(self, going: list[Tally]) -> list[WorkUnit]:
-        """Each going problem's next batch (up to its next checkpoint), grouped into units of about unit_size."""
+    def _units(self, tallies: Iterable[Tally]) -> list[WorkUnit]:
+        """The next batch (up to its next checkpoint) of each problem whose batch is all in and whose rule says go
+        on, grouped into units of about unit_size."""
         units, batch = [], []
-        for s in going:
+        for s in tallies:
             t = len(s.keys)
-            batch += [(s.problem, i) for i in range(t, next(a for a in self.asks if a > t))]
+            if s.stopped or t < s.asked or self._decide(s):
+                continue
+            s.asked = next(a for a in self.asks if a > t)
+            batch += [(s.problem, i) for i in range(t, s.asked) if i not in s.early]
             if len(batch) >= self.unit_size:
                 units.append(self.new_unit(batch))
                 batch = []

@@ -2,8 +2,10 @@
 
     python -m jobs.sample dataset.limit=8 sampling.n=8 run_dir=runs/demo
 
-Rerunning with the same run_dir computes only the missing samples (a damaged shard is quarantined and
-redone); a second job on a run_dir that one is sampling fails at once, naming it.
+Replicas keep each sample as it finishes (within `cluster.flush_s`). Rerunning with the same run_dir
+computes only the missing samples, whatever shards the others are in (a damaged shard is quarantined and
+redone); a second job on a run_dir that one is sampling fails at once, naming it. A run that ends with
+many small shards compacts them (analysis.compaction).
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import hashlib
 import itertools
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
+import pyarrow as pa
+import pyarrow.dataset as ds
 from omegaconf import DictConfig
 
 from actors.embedded_model import check_model, resolve_model_path
 from actors.work import COT_DECODING, Prompt, Request, RunColumns, SamplingSpec, WorkUnit
-from analysis.traces import QUARANTINE, DamagedShardError, RunDirError, traces_dir
+from analysis.compaction import compact
+from analysis.traces import QUARANTINE, DamagedShardError, RunDirError, ShardIndex, traces_dir
 from jobs import cli, rundir
 from jobs import config as config_module
 from jobs.lease import RunLeases
@@ -29,6 +34,9 @@ from jobs.prompts import exemplars, render
 
 if TYPE_CHECKING:
     from jobs.rounds import Rounds
+
+
+COMPACT_ABOVE = 256  # a run that ends with more shards than this compacts its small ones (python -m jobs.compact)
 
 
 def derive_seed(base_seed: int, problem_id: str, sample_idx: int) -> int:
@@ -42,7 +50,7 @@ def plan_units(problems: list[Problem], prompts: dict[str, Prompt], n: int, base
                spec: Optional[SamplingSpec] = None, whole_problems: bool = False) -> Iterator[WorkUnit]:
     """Work units covering every (problem, sample_idx) not yet done, `unit_size` samples each; with
     `whole_problems`, at least `unit_size`, never splitting a problem's samples between units. `run_dir`,
-    `run` and `spec` go into every unit (a plan made only for its unit names leaves them out)."""
+    `run` and `spec` go into every unit."""
     batch: list[Request] = []
     for problem in problems:
         finished = done.get(problem.problem_id, set())
@@ -51,25 +59,19 @@ def plan_units(problems: list[Problem], prompts: dict[str, Prompt], n: int, base
                 continue
             batch.append(request(problem, prompts, idx, base_seed))
             if len(batch) == unit_size and not whole_problems:
-                yield WorkUnit(_unit_name(batch), run_dir, run, spec, batch)
+                yield WorkUnit(run_dir, run, spec, batch)
                 batch = []
         if len(batch) >= unit_size and whole_problems:
-            yield WorkUnit(_unit_name(batch), run_dir, run, spec, batch)
+            yield WorkUnit(run_dir, run, spec, batch)
             batch = []
     if batch:
-        yield WorkUnit(_unit_name(batch), run_dir, run, spec, batch)
+        yield WorkUnit(run_dir, run, spec, batch)
 
 
 def request(problem: Problem, prompts: dict[str, Prompt], idx: int, base_seed: int) -> Request:
     """Sample `idx` of a problem, with its own seed."""
     return Request(problem.problem_id, problem.question, problem.gold, prompts[problem.problem_id], idx,
                    derive_seed(base_seed, problem.problem_id, idx))
-
-
-def _unit_name(batch: list[Request]) -> str:
-    """A shard name fixed by the unit's samples, so a re-sent unit overwrites rather than duplicates."""
-    key = "\n".join(f"{r.problem_id}\x00{r.sample_idx}" for r in batch)
-    return "part-" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
 @dataclass
@@ -84,7 +86,9 @@ class SampleSummary:
     seconds: float = 0.0  # wall time of the call, shared by every run sampled in it
     replicas: int = 1  # the replicas the call's runs shared
     generate_seconds: float = 0.0  # summed over units, which overlap on a replica (the double reports CPU time)
-    write_seconds: float = 0.0  # summed over units: replicas writing shards
+    compacted: int = 0  # small shards merged at the end
+    compact_seconds: float = 0.0  # the time that took (part of `seconds`)
+    write_seconds: float = 0.0  # CPU seconds the replicas spent writing shards (all the call's runs)
     engine_batch: float = 0.0  # the replicas' mean running batch (sequences per engine step, time-weighted)
 
     @property
@@ -146,7 +150,7 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit], 
     except OSError as error:
         raise RunDirError(f"run_dir={cfg.run_dir}: cannot write there: {error}") from None
     done, damaged = rundir.resume_scan(cfg.run_dir)
-    report_quarantined(cfg, problems, prompts, damaged)
+    report_quarantined(cfg, damaged)
     summary = SampleSummary(cfg.run_dir, run_id, len(problems))
     n = cfg.adaptive.max_samples or samples_per_problem(cfg)
     summary.skipped = sum(len([i for i in done.get(p.problem_id, ()) if i < n]) for p in problems)
@@ -157,7 +161,7 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit], 
 
         def new_unit(samples: list[tuple[Problem, int]]) -> WorkUnit:
             batch = [request(problem, prompts, idx, cfg.sampling.seed) for problem, idx in samples]
-            return WorkUnit(_unit_name(batch), cfg.run_dir, run, spec, batch)
+            return WorkUnit(cfg.run_dir, run, spec, batch)
 
         rounds = Rounds(cfg, problems, new_unit)
         units = rounds.first_units(resumed=summary.skipped > 0)
@@ -167,20 +171,11 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit], 
     return summary, missing, units, None
 
 
-def report_quarantined(cfg: DictConfig, problems: list[Problem], prompts: dict[str, Prompt],
-                       damaged: list[DamagedShardError]) -> None:
-    """One warning line per shard moved to traces/.quarantine/, with its samples when the run's unit plan knows them."""
-    if not damaged:
-        return
-    n = samples_per_problem(cfg)
-    unit_size = capped_unit_size(cfg.cluster.unit_size, len(problems) * n, cfg.replicas)  # as a fresh run plans
-    plan = plan_units(problems, prompts, n, cfg.sampling.seed, unit_size, {}, whole_problems=cfg.decoding == COT_DECODING)
-    sizes = {unit.name: len(unit.requests) for unit in plan}
+def report_quarantined(cfg: DictConfig, damaged: list[DamagedShardError]) -> None:
+    """One warning line per shard moved to traces/.quarantine/."""
     for error in damaged:
-        held = sizes.get(error.path.rsplit("/", 1)[-1].removesuffix(".parquet"))
         print(f"[sample] warning: {error.path} cannot be read whole ({error.reason}); moved to "
-              f"{traces_dir(cfg.run_dir)}/{QUARANTINE}/, its {f'{held} ' if held else ''}samples are sampled again",
-              file=sys.stderr)
+              f"{traces_dir(cfg.run_dir)}/{QUARANTINE}/, its samples are sampled again", file=sys.stderr)
 
 
 def capped_unit_size(largest: int, missing: int, replicas: int) -> int:
@@ -215,16 +210,41 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
         return list(summaries.values())
 
     units = leases.guard(itertools.chain.from_iterable(u for _, _, u, _ in planned))
+    kept = {run_dir: ShardIndex(run_dir) for run_dir in summaries}  # what is on disk, as replicas report writing it
+    for run_dir, index in kept.items():
+        index.refresh()
+        if run_dir in rounds:
+            rounds[run_dir].seen(index.rows)  # graded when its first units were planned
+    before = {run_dir: index.total for run_dir, index in kept.items()}
 
-    def follow(unit: WorkUnit) -> list[WorkUnit]:
-        """An adaptive run's next batches once `unit` is in; none for a fixed-n run."""
-        if unit.run_dir not in rounds:
-            return []
-        leases.check()
-        return rounds[unit.run_dir].after(unit)
+    def kept_now() -> int:
+        return sum(index.total - before[run_dir] for run_dir, index in kept.items())
+
+    def tick(activity: dict[str, dict[str, Any]]) -> list[WorkUnit]:
+        """Count the shards replicas wrote; an adaptive run grades them and plans its problems' next batches."""
+        for report in activity.values():
+            for run_dir, path, rows in report["shards"]:
+                kept[run_dir].add(path, rows)
+        more: list[WorkUnit] = []
+        for run_dir, adaptive in rounds.items():
+            leases.check()
+            more += adaptive.kept(kept[run_dir])
+        progress.update(kept_now(), activity)
+        return more
+
+    def redo(unit: WorkUnit) -> Optional[WorkUnit]:
+        """The part of a dead replica's unit that it did not keep (what it wrote is all on disk now)."""
+        index = kept[unit.run_dir]
+        index.refresh()
+        problems = pa.array(sorted({r.problem_id for r in unit.requests}))
+        table = index.read(index.rows, ["problem_id", "sample_idx"], ds.field("problem_id").isin(problems))
+        done = set(zip(table["problem_id"].to_pylist(), table["sample_idx"].to_pylist()))
+        left = [r for r in unit.requests if (r.problem_id, r.sample_idx) not in done]
+        return replace(unit, requests=left) if left else None
 
     def started(report: dict[str, Any]) -> None:
         """Print what a replica runs (and any warning about it), and record it in every run's config.yaml."""
+        progress.engines_loaded()
         print(f"[sample] replica {report['replica']}: dtype {report['dtype']} (model.dtype={cfg.model.dtype}), "
               f"CPU {report['isa']}", file=sys.stderr)
         if report["warning"]:
@@ -232,30 +252,35 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
         for run_dir in summaries:
             rundir.record_precision(run_dir, report)
 
-    start, samples, tokens = time.monotonic(), 0, 0
+    start, tokens = time.monotonic(), 0
     batches: dict[str, float] = {}  # replica -> its engine's mean running batch, as last reported
+    writes: dict[str, float] = {}  # replica -> its CPU seconds writing shards, as last reported
     with Progress(todo) as progress:
         for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
-                                    engine_kwargs(cfg), units, replica_class, follow if rounds else None,
-                                    progress.engine, started):
+                                    engine_kwargs(cfg), units, replica_class, tick, redo, started):
             summary = summaries[result["run_dir"]]
-            summary.samples += result["rows"]
             summary.tokens += result["tokens"]
             summary.errors += result["errors"]
             summary.generate_seconds += result["generate_s"]
-            summary.write_seconds += result["write_s"]
             batches[result["replica"]] = result["mean_batch"]
-            samples, tokens = samples + result["rows"], tokens + result["tokens"]
-            progress.update(result["rows"], result["tokens"])
-    wall = time.monotonic() - start
+            writes[result["replica"]] = result["write_s"]
+            tokens += result["tokens"]
     engine_batch = sum(batches.values()) / len(batches) if batches else 0.0
+    for s in summaries.values():
+        s.samples = kept[s.run_dir].total - before[s.run_dir]
+        if len(kept[s.run_dir].rows) > COMPACT_ABOVE:
+            began = time.monotonic()
+            s.compacted, _ = compact(s.run_dir)
+            s.compact_seconds = time.monotonic() - began
+    wall = time.monotonic() - start
     for s in summaries.values():  # the runs share the replicas and the call's wall time
-        s.seconds, s.replicas, s.engine_batch = wall, cfg.replicas, engine_batch
+        s.seconds, s.replicas, s.engine_batch, s.write_seconds = wall, cfg.replicas, engine_batch, sum(writes.values())
         print(f"[sample] {s.samples} samples ({s.skipped} already present, {s.errors} failed), {s.tokens} tokens "
-              f"-> {s.run_dir}/traces", file=sys.stderr)
+              f"-> {s.run_dir}/traces{f' ({s.compacted} small shards compacted)' if s.compacted else ''}",
+              file=sys.stderr)
         if s.run_dir in rounds:
             print(f"[sample] {rounds[s.run_dir].report()}", file=sys.stderr)
-    print(f"[sample] in all: {samples} samples, {tokens} tokens in {wall:.1f}s on {cfg.replicas} replica(s): "
+    print(f"[sample] in all: {kept_now()} samples, {tokens} tokens in {wall:.1f}s on {cfg.replicas} replica(s): "
           f"{tokens / wall:.0f} tok/s, engine batch {engine_batch:.1f} sequences on average", file=sys.stderr)
     return list(summaries.values())
 

@@ -84,7 +84,7 @@ DAMAGES = [cut_in_half, zero_bytes, random_bytes, one_byte_flipped]
 
 @pytest.fixture(scope="module")
 def sampled(local_ray, tmp_path_factory) -> tuple[Path, Path]:
-    """A finished run of 6 problems x 8 samples (12 shards of 4) and the model folder it names; copy it to damage it."""
+    """A finished run of 6 problems x 8 samples (in units of 4) and the model folder it names; copy it to damage it."""
     root = tmp_path_factory.mktemp("sampled")
     model = root / "model"
     model.mkdir()
@@ -100,6 +100,7 @@ def test_damaged_shards_are_quarantined_and_redone_with_every_sample_once(sample
     cfg = compose(*run_overrides(run_dir, sampled[1]))
     traces = tmp_path / "run" / "traces"
     shards = sorted(traces.glob("*.parquet"))[1:1 + len(DAMAGES)]
+    held = sum(pq.read_metadata(shard).num_rows for shard in shards)
     damaged = {shard: damage(shard.read_bytes()) for shard, damage in zip(shards, DAMAGES)}
     for shard, data in damaged.items():
         shard.write_bytes(data)
@@ -107,7 +108,7 @@ def test_damaged_shards_are_quarantined_and_redone_with_every_sample_once(sample
 
     [summary] = sample_runs([cfg], replica_class=EngineDouble)
 
-    assert (summary.skipped, summary.samples) == (48 - 4 * len(DAMAGES), 4 * len(DAMAGES))
+    assert len(shards) == len(DAMAGES) and (summary.skipped, summary.samples) == (48 - held, held)
     keys = sample_keys(run_dir)
     assert len(keys) == len(set(keys)) and set(keys) == expected_keys(cfg)
     assert {shard: (traces / ".quarantine" / shard.name).read_bytes() for shard in shards} == damaged
@@ -117,7 +118,7 @@ def test_damaged_shards_are_quarantined_and_redone_with_every_sample_once(sample
     assert len(warnings) == len(shards)
     for shard, warning in zip(shards, warnings):
         assert warning.startswith(f"[sample] warning: {shard} cannot be read whole (")
-        assert warning.endswith(f"moved to {run_dir}/traces/.quarantine/, its 4 samples are sampled again")
+        assert warning.endswith(f"moved to {run_dir}/traces/.quarantine/, its samples are sampled again")
 
 
 def test_a_resume_scan_quarantines_nothing_when_every_shard_is_whole(tmp_path):
@@ -326,6 +327,18 @@ def kill_with_its_ray(job: subprocess.Popen) -> None:
     psutil.wait_procs(children, timeout=30)
 
 
+def kill_at_its_first_shard(job: subprocess.Popen, run: Path) -> None:
+    """SIGKILL the job (and its Ray) as soon as a shard of `run` is on disk."""
+    try:
+        deadline = time.monotonic() + 300
+        while not list((run / "traces").glob("*.parquet")):
+            assert job.poll() is None, f"the job ended before writing a shard: {job.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no shard written"
+            time.sleep(0.05)
+    finally:
+        kill_with_its_ray(job)
+
+
 def test_two_concurrent_jobs_on_one_run_dir_one_samples_and_the_other_is_refused_naming_it(tmp_path, model):
     run = tmp_path / "run"
     jobs = [start_job(run, model, "++cluster.engine.delay_s=0.2") for _ in range(2)]
@@ -346,14 +359,7 @@ def test_two_concurrent_jobs_on_one_run_dir_one_samples_and_the_other_is_refused
 def test_a_job_sigkilled_while_holding_the_lease_is_resumed_by_the_next(local_ray, tmp_path, model):
     run = tmp_path / "run"
     job = start_job(run, model, "cluster.unit_size=2", "++cluster.engine.delay_s=0.3")
-    try:
-        deadline = time.monotonic() + 300
-        while not list((run / "traces").glob("*.parquet")):
-            assert job.poll() is None, f"the job ended before writing a shard: {job.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no shard written"
-            time.sleep(0.1)
-    finally:
-        kill_with_its_ray(job)
+    kill_at_its_first_shard(job, run)
     [left] = lease_files(run).values()
     assert left["pid"] == job.pid and not left["released"]  # killed: no release
     finished = {p.name: p.read_bytes() for p in (run / "traces").glob("*.parquet")}
@@ -368,3 +374,22 @@ def test_a_job_sigkilled_while_holding_the_lease_is_resumed_by_the_next(local_ra
     assert len(keys) == len(set(keys)) and set(keys) == expected_keys(cfg)
     [(name, holder)] = lease_files(run).items()
     assert name == "00000002.json" and holder["pid"] == os.getpid() and holder["released"]
+
+
+def test_a_driver_sigkilled_mid_unit_leaves_what_its_replicas_kept_and_the_rerun_samples_only_the_rest(
+        local_ray, tmp_path, model):
+    run = tmp_path / "run"
+    # two units of 24; a sample without an answer runs 400 steps (4 s), the others under 1 s: kept every 0.3 s
+    slow = ("cluster.unit_size=24", "cluster.flush_s=0.3", "sampling.max_tokens=400", "++cluster.engine.step_s=0.01")
+    job = start_job(run, model, *slow)
+    kill_at_its_first_shard(job, run)
+    finished = {p.name: p.read_bytes() for p in (run / "traces").glob("*.parquet")}
+    done_before = len(sample_keys(str(run)))
+    assert 0 < done_before < 48 and done_before % 24, "the driver should die with part of a unit kept"
+
+    cfg = compose(*run_overrides(str(run), model, *slow))
+    [summary] = sample_runs([cfg], replica_class=EngineDouble)
+    assert (summary.skipped, summary.samples) == (done_before, 48 - done_before)
+    assert {p.name: p.read_bytes() for p in (run / "traces").glob("*.parquet") if p.name in finished} == finished
+    keys = sample_keys(str(run))
+    assert len(keys) == len(set(keys)) and set(keys) == expected_keys(cfg)

@@ -12,6 +12,7 @@ from actors.cluster import replica_factory
 from actors.double import DoubleEngine, EngineDouble, completion
 from actors.engine_loop import EngineLoop
 from actors.work import Request, RunColumns, SamplingSpec, WorkUnit
+from analysis.traces import open_traces
 from jobs.cli import compose
 
 
@@ -42,6 +43,34 @@ def test_outputs_come_back_in_the_callers_order_whatever_order_they_finish_in():
     lengths = [30, 1, 12, 5, 1, 40]
     outputs = loop.generate([text(n) for n in lengths], [None] * len(lengths))
     assert [len(o.outputs[0].token_ids) for o in outputs] == lengths
+
+
+def test_a_stream_hands_each_output_back_as_it_finishes_with_its_prompt_s_index():
+    loop = EngineLoop(lambda: DoubleEngine(step_s=0.001), lambda _: 256)
+    lengths = [30, 1, 12, 5, 2, 40]
+    streamed = [(index, len(out.outputs[0].token_ids)) for index, out in loop.stream([text(n) for n in lengths],
+                                                                                   [None] * len(lengths))]
+    assert streamed == sorted(enumerate(lengths), key=lambda pair: pair[1])  # shortest first
+
+
+class DyingEngine(DoubleEngine):
+    """Its tenth step fails."""
+
+    steps = 0
+
+    def step(self):
+        self.steps += 1
+        if self.steps == 10:
+            raise RuntimeError("engine died")
+        return super().step()
+
+
+def test_a_stream_yields_what_finished_before_the_engine_broke_then_raises():
+    loop = EngineLoop(lambda: DyingEngine(step_s=0.001), lambda _: 256)
+    stream = loop.stream([text(500), text(3)], [None, None])
+    assert next(stream)[0] == 1  # the short one finished at step 3...
+    with pytest.raises(RuntimeError, match="engine died"):  # ... the long one never will
+        next(stream)
 
 
 class BrokenEngine(DoubleEngine):
@@ -79,10 +108,10 @@ def unit(tmp_path: Path, name: str, seed_list: list[int]) -> WorkUnit:
     spec = SamplingSpec(temperature=0.7, top_p=0.95, max_tokens=600, logprobs=0, decoding="sample", branches=1,
                         answer_format="number")
     requests = [Request(f"p{i}", "What is 2 + 2?", "4", "What is 2 + 2?", i, s) for i, s in enumerate(seed_list)]
-    return WorkUnit(name, str(tmp_path / "run"), RunColumns("r", "double", "cot"), spec, requests)
+    return WorkUnit(str(tmp_path / "run"), RunColumns(name, "double", "cot"), spec, requests)
 
 
-def test_a_replica_writes_a_short_units_shard_while_a_long_unit_sent_before_it_still_runs(local_ray, tmp_path):
+def test_a_replica_keeps_a_short_unit_s_rows_while_a_long_unit_sent_before_it_still_runs(local_ray, tmp_path):
     cluster = compose("cluster.cpus_per_replica=1", "cluster.max_inflight=2").cluster
     replica = replica_factory(cluster, 1, "unused", {"step_s": 0.005}, EngineDouble)()
     long_unit = unit(tmp_path, "long", seeds(range(90, 100), 8))  # no answer: each runs to max_tokens, 600 steps
@@ -92,8 +121,8 @@ def test_a_replica_writes_a_short_units_shard_while_a_long_unit_sent_before_it_s
     short_ref = replica.run.remote(short_unit)
     [first], _ = ray.wait([long_ref, short_ref], num_returns=1)
     assert first == short_ref
-    shards = Path(tmp_path, "run", "traces")
-    assert (shards / "short.parquet").exists() and not (shards / "long.parquet").exists()
+    kept = open_traces(str(tmp_path / "run")).to_table(columns=["run_id"])["run_id"].to_pylist()
+    assert kept == ["short"] * 8  # its rows are on disk, and none of the long unit's yet
     long_result = ray.get(long_ref)
     assert long_result["rows"] == 8 and long_result["tokens"] == 8 * 600
     assert long_result["mean_batch"] > 8  # the two units shared the engine's batch

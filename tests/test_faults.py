@@ -12,10 +12,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
-import pyarrow.parquet as pq
 import pytest
 from ray import get as ray_get
 
@@ -82,24 +82,26 @@ def double_run(tmp_path):
     return make
 
 
-def test_a_crashed_replica_has_its_units_reassigned_and_every_sample_is_written_once(local_ray, double_run, tmp_path):
+def test_a_replica_dead_after_keeping_part_of_a_unit_has_only_the_rest_redone_and_every_sample_is_written_once(
+        local_ray, double_run, tmp_path):
     marker = tmp_path / "crashed"
-    cfg = double_run("+cluster.engine.crash_on_unit=2", f"+cluster.engine.crash_marker={marker}")
+    cfg = double_run("+cluster.engine.crash_on_unit=2", "+cluster.engine.crash_after=3", f"+cluster.engine.crash_marker={marker}",
+                     "cluster.max_inflight=1")  # one unit at a time: the dead replica kept its first unit, then 3
     [summary] = sample_runs([cfg], replica_class=EngineDouble)
     keys = sample_keys(cfg.run_dir)
     assert len(keys) == len(set(keys)) and set(keys) == expected_keys(cfg)
     assert summary.samples == 48 and summary.errors == 0
     crashed = marker.read_text()  # the replica that died mid-run
-    replicas = set(open_traces(cfg.run_dir).to_table(columns=["replica"])["replica"].to_pylist())
-    assert len(replicas - {crashed}) == 2  # the other first replica and the one started in the dead one's place
+    by_replica = Counter(open_traces(cfg.run_dir).to_table(columns=["replica"])["replica"].to_pylist())
+    assert by_replica[crashed] == 4 + 3  # its first unit, and 3 of the 4 samples of its second: kept, not redone
+    assert len(set(by_replica) - {crashed}) == 2  # the other first replica and the one started in the dead one's place
 
 
 def test_a_small_run_is_split_so_that_every_replica_gets_work(local_ray, double_run):
     cfg = double_run("cluster.unit_size=256")  # 48 samples, 2 replicas: two units of 24, not one of 48
     [summary] = sample_runs([cfg], replica_class=EngineDouble)
-    shards = [pq.read_table(p, columns=["replica"]) for p in Path(cfg.run_dir, "traces").glob("*.parquet")]
-    assert summary.samples == 48 and sorted(t.num_rows for t in shards) == [24, 24]
-    assert len({t["replica"][0].as_py() for t in shards}) == 2
+    by_replica = Counter(open_traces(cfg.run_dir).to_table(columns=["replica"])["replica"].to_pylist())
+    assert summary.samples == 48 and sorted(by_replica.values()) == [24, 24]
 
 
 def test_when_every_replica_dies_the_run_fails_with_the_cause_and_keeps_its_shards(local_ray, double_run):

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from actors.replica import EngineReplica
+from actors.shard_writer import Flush, ShardWriter
 from actors.work import Request, RunColumns, SamplingSpec, WorkUnit
 from analysis.traces import open_traces
 
@@ -25,8 +26,8 @@ def step(chosen: int, piece: str, p: float = 0.8) -> dict:
 
 
 class FakeEngine:
-    """`generate` as the replica's engine loop answers it (vLLM's outputs, one per prompt); max_tokens=1 gives the
-    first step's top candidates."""
+    """`generate` and `stream` as the replica's engine loop answers them (vLLM's outputs, one per prompt; streamed
+    last first, as a batch's samples finish out of order); max_tokens=1 gives the first step's top candidates."""
 
     def __init__(self):
         self.calls = []
@@ -35,6 +36,10 @@ class FakeEngine:
         params = params if isinstance(params, list) else [params] * len(prompts)
         self.calls.append(params)
         return [SimpleNamespace(outputs=[self._output(p)]) for p in params]
+
+    def stream(self, prompts, params):
+        outputs = self.generate(prompts, params)
+        return reversed(list(enumerate(outputs)))
 
     def mean_batch(self) -> float:
         return 2.0
@@ -70,6 +75,7 @@ def replica(monkeypatch):
     engine = EngineReplica.__new__(EngineReplica)  # everything __init__ sets, without loading a model
     engine.engine, engine.tokenizer, engine.max_model_len, engine.name = FakeEngine(), FakeTokenizer(), 12, "node:1"
     engine.tokenizer_lock = threading.Lock()
+    engine.writer = ShardWriter(Flush(seconds=60, rows=1000))
     return engine
 
 
@@ -82,6 +88,7 @@ def test_samples_get_their_seed_their_logprobs_and_a_too_long_prompt_fails_alone
     requests = [Request("p", "q", "4", "two words", 0, 11), Request("p", "q", "4", "two words", 1, 12),
                 Request("long", "q", "4", " ".join(["w"] * 12), 0, 13)]
     rows = {(r["problem_id"], r["sample_idx"]): r for r in replica.generate(requests, spec())}
+    assert list(rows) == [("long", 0), ("p", 1), ("p", 0)]  # the refused prompt first, then as they finish
     [params] = replica.engine.calls
     assert [(p.seed, p.max_tokens, p.logprobs) for p in params] == [(11, 8, 2), (12, 8, 2)]  # room: 12 - 2 >= 8
     assert all(p.output_kind == "final only" for p in params)  # the engine loop waits for finished outputs only
@@ -94,7 +101,8 @@ def test_samples_get_their_seed_their_logprobs_and_a_too_long_prompt_fails_alone
 
 def test_cot_decoding_branches_on_the_ranked_first_tokens_with_their_answer_confidence(replica):
     requests = [Request("p", "q", "4", "Q: two plus two", i, 0) for i in range(3)]
-    rows = replica.generate(requests, spec(decoding="cot_decoding", temperature=0.0, top_p=1.0))
+    rows = sorted(replica.generate(requests, spec(decoding="cot_decoding", temperature=0.0, top_p=1.0)),
+                  key=lambda r: r["sample_idx"])
     [first], rest = replica.engine.calls  # one prompt for the problem's first step, then its branches in one batch
     assert first.max_tokens == 1 and first.logprobs == 3
     assert [p.max_tokens for p in rest] == [7, 7, 7]  # the rest of the budget after the branched token
@@ -104,8 +112,8 @@ def test_cot_decoding_branches_on_the_ranked_first_tokens_with_their_answer_conf
     assert [r["num_tokens"] for r in rows] == [6, 6, 6]
 
 
-def test_a_unit_becomes_one_shard_with_the_run_s_columns(replica, tmp_path):
-    unit = WorkUnit("part-x", str(tmp_path), RunColumns("run1", "fake", "cot"), spec(),
+def test_a_unit_s_rows_are_on_disk_when_it_returns_with_the_run_s_columns(replica, tmp_path):
+    unit = WorkUnit(str(tmp_path), RunColumns("run1", "fake", "cot"), spec(),
                     [Request("p", "q", "4", "two words", i, i) for i in range(2)])
     result = replica.run(unit)
     assert (result["run_dir"], result["rows"], result["tokens"], result["errors"]) == (str(tmp_path), 2, 10, 0)

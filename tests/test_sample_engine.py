@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from analysis.traces import open_traces
@@ -47,6 +48,17 @@ def test_sample_writes_one_row_per_sample_then_resumes_only_what_is_missing(tmp_
     assert all((run / "traces" / name).stat().st_mtime_ns == mtime for name, mtime in shards.items())
 
     assert "all 18 samples already present" in sample(run, "sampling.n=6")
+
+
+def test_a_replica_keeps_samples_as_they_finish_before_its_unit_ends(tmp_path):
+    run = tmp_path / "run"
+    sample(run, "sampling.n=8", "sampling.max_tokens=256", "cluster.unit_size=24", "cluster.flush_s=2")  # one unit
+    shards = sorted((run / "traces").glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(shards) > 1  # the first was written while the unit's other samples were still generating
+    table = open_traces(str(run)).to_table(columns=["problem_id", "sample_idx", "num_tokens"])
+    assert len(set(zip(table["problem_id"].to_pylist(), table["sample_idx"].to_pylist()))) == table.num_rows == 24
+    first = pq.read_table(shards[0], columns=["num_tokens"])["num_tokens"].to_pylist()
+    assert max(first) < max(table["num_tokens"].to_pylist())  # the first kept are the short ones
 
 
 def test_an_online_adaptive_run_samples_a_seeded_prefix_of_each_problem(tmp_path):
