@@ -16,12 +16,14 @@ import hashlib
 import json
 import uuid
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.traces import MANIFEST, OUTPUT, DamagedShardError, filesystem, read_shard, read_manifest, shard_paths, traces_dir
 
 TARGET_BYTES = 64 * 2**20  # a compacted shard holds small shards up to about this size
+ROW_GROUP_BYTES = 4 * 2**20  # its row groups, as Arrow in memory: few (each costs footer metadata), none large
 
 
 def compact(run_dir: str, target_bytes: int = TARGET_BYTES) -> tuple[int, int]:
@@ -41,10 +43,8 @@ def compact(run_dir: str, target_bytes: int = TARGET_BYTES) -> tuple[int, int]:
             groups.append(group)
             group, held = [], 0
     groups.append(group)
-    groups = [g for g in groups if len(g) > 1]
-    for group in groups:
-        _merge(fs, root, group)
-    return sum(map(len, groups)), len(groups)
+    merged = [_merge(fs, root, group) for group in groups if len(group) > 1]
+    return sum(merged), sum(1 for m in merged if m)
 
 
 def finish(fs: pafs.FileSystem, root: str) -> None:
@@ -64,41 +64,53 @@ def finish(fs: pafs.FileSystem, root: str) -> None:
             fs.delete_file(f"{root}/{name}")
 
 
-def _merge(fs: pafs.FileSystem, root: str, paths: list[str]) -> None:
-    """One compaction: `paths` (a damaged one is left for the resume's quarantine) into one output."""
+def _merge(fs: pafs.FileSystem, root: str, paths: list[str]) -> int:
+    """One compaction of `paths` into one output, row group by row group; returns the shards merged. A damaged
+    input (left for the resume's quarantine) restarts the merge without it; one of another schema (an older
+    version) stays as it is."""
     names = [p.rsplit("/", 1)[-1] for p in paths]
     cid = hashlib.blake2b("\n".join(names).encode(), digest_size=12).hexdigest()
-    tmp, merged = f"{root}/.compact-{cid}.{uuid.uuid4().hex}.tmp", []
-    writer = None
+    tmp, merged, writer = f"{root}/.compact-{cid}.{uuid.uuid4().hex}.tmp", [], None
+    pending: list[pa.Table] = []  # row groups read, written together once they hold ROW_GROUP_BYTES
     try:
         for path in paths:
-            try:
-                table = read_shard(fs, path)
-            except DamagedShardError:
-                continue
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, filesystem=fs, compression="zstd", write_page_checksum=True)
-            if not table.schema.equals(writer.schema):
-                continue  # a shard of another schema (an older version) stays as it is
-            writer.write_table(table)
-            merged.append(path.rsplit("/", 1)[-1])
+            for group in read_shard(fs, path):
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, group.schema, filesystem=fs, compression="zstd",
+                                              write_page_checksum=True)
+                if not group.schema.equals(writer.schema):
+                    break
+                pending.append(group)
+                if sum(t.nbytes for t in pending) >= ROW_GROUP_BYTES:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=1 << 30)
+                    pending = []
+            else:
+                merged.append(path.rsplit("/", 1)[-1])
+            pa.default_memory_pool().release_unused()  # else the allocator keeps ~30 kB per shard read
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=1 << 30)
+    except DamagedShardError as error:
         if writer is not None:
             writer.close()
-            writer = None
-        if len(merged) < 2:
-            _delete(fs, tmp)
-            return
-        staged = f"{root}/.compact-{cid}.{uuid.uuid4().hex}.json.tmp"  # a manifest is read whole or not at all
-        with fs.open_output_stream(staged) as stream:
-            stream.write(json.dumps({"output": OUTPUT.format(cid), "inputs": merged}).encode())
-        fs.move(staged, f"{root}/{MANIFEST.format(cid)}")
-        fs.move(tmp, f"{root}/{OUTPUT.format(cid)}")
+        _delete(fs, tmp)
+        return _merge(fs, root, [p for p in paths if p != error.path])
     except BaseException:
         if writer is not None:
             writer.close()
         _delete(fs, tmp)
         raise
+    if writer is not None:
+        writer.close()
+    if len(merged) < 2:
+        _delete(fs, tmp)
+        return 0
+    staged = f"{root}/.compact-{cid}.{uuid.uuid4().hex}.json.tmp"  # a manifest is read whole or not at all
+    with fs.open_output_stream(staged) as stream:
+        stream.write(json.dumps({"output": OUTPUT.format(cid), "inputs": merged}).encode())
+    fs.move(staged, f"{root}/{MANIFEST.format(cid)}")
+    fs.move(tmp, f"{root}/{OUTPUT.format(cid)}")
     finish(fs, root)
+    return len(merged)
 
 
 def _delete(fs: pafs.FileSystem, path: str) -> None:

@@ -122,27 +122,31 @@ def shard_paths(fs: pafs.FileSystem, root: str) -> list[str]:
     return sorted(visible - replaced(fs, root, files, visible))
 
 
-def read_shard(fs: pafs.FileSystem, path: str) -> pa.Table:
-    """A shard read whole (every column decoded, page checksums verified), or DamagedShardError saying why not.
+def read_shard(fs: pafs.FileSystem, path: str) -> Iterator[pa.Table]:
+    """A shard's row groups, each read whole (every column decoded, page checksums verified), one at a time so
+    that a compacted shard takes one row group's memory; DamagedShardError saying why one cannot be (after the
+    row groups before it: a caller that needs the shard whole waits for the end).
 
     A storage fault while fetching its bytes (unreachable, no permission) is not damage: it propagates as is."""
     with fs.open_input_stream(path) as stream:
         data = stream.read()
     try:
-        table = pq.read_table(pa.BufferReader(data), page_checksum_verification=True)
+        file = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
+        missing = [c for c in ("problem_id", "sample_idx") if c not in file.schema_arrow.names]
+        if missing:
+            raise DamagedShardError(path, f"no {' or '.join(missing)} column")
+        for group in range(file.num_row_groups):
+            yield file.read_row_group(group)
     except (pa.ArrowException, OSError) as error:
         message = " ".join(str(error).split()).replace("Could not open Parquet input source '<Buffer>': ", "")
         raise DamagedShardError(path, f"{len(data)} bytes: {message.split('. Either')[0]}") from None
-    missing = [c for c in ("problem_id", "sample_idx") if c not in table.column_names]
-    if missing:
-        raise DamagedShardError(path, f"no {' or '.join(missing)} column")
-    return table
 
 
 def raise_damaged(error: BaseException, fs: pafs.FileSystem, paths: Iterable[str]) -> NoReturn:
     """After a failed read: DamagedShardError for the first of `paths` that cannot be read whole, else `error`."""
     for path in paths:
-        read_shard(fs, path)
+        for _ in read_shard(fs, path):
+            pass
     raise error
 
 
@@ -234,13 +238,14 @@ def done_samples(run_dir: str, damaged: Callable[[DamagedShardError], None] = _r
         return {}
     done: dict[str, SampleSet] = defaultdict(SampleSet)
     for path in shard_paths(fs, root):  # shard by shard: a dataset scan keeps state per shard read (~75 MB per 1,000)
-        try:
-            shard = read_shard(fs, path)
+        try:  # only a shard read whole counts: its keys wait, as Arrow columns, for its last row group
+            keys = [(group["problem_id"], group["sample_idx"]) for group in read_shard(fs, path)]
         except DamagedShardError as error:
             damaged(error)
             continue
-        for problem_id, sample_idx in zip(shard["problem_id"].to_pylist(), shard["sample_idx"].to_pylist()):
-            done[problem_id].add(sample_idx)
+        for problem_ids, sample_idxs in keys:
+            for problem_id, sample_idx in zip(problem_ids.to_pylist(), sample_idxs.to_pylist()):
+                done[problem_id].add(sample_idx)
     return done
 
 

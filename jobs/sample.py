@@ -87,7 +87,7 @@ class SampleSummary:
     replicas: int = 1  # the replicas the call's runs shared
     generate_seconds: float = 0.0  # summed over units, which overlap on a replica (the double reports CPU time)
     compacted: int = 0  # small shards merged at the end
-    compact_seconds: float = 0.0  # the time that took (part of `seconds`)
+    compact_seconds: float = 0.0  # the time that took, after `seconds`
     write_seconds: float = 0.0  # CPU seconds the replicas spent writing shards (all the call's runs)
     engine_batch: float = 0.0  # the replicas' mean running batch (sequences per engine step, time-weighted)
 
@@ -265,16 +265,15 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
             batches[result["replica"]] = result["mean_batch"]
             writes[result["replica"]] = result["write_s"]
             tokens += result["tokens"]
+    wall = time.monotonic() - start
     engine_batch = sum(batches.values()) / len(batches) if batches else 0.0
-    for s in summaries.values():
+    for s in summaries.values():  # the runs share the replicas and the call's wall time
+        s.seconds, s.replicas, s.engine_batch, s.write_seconds = wall, cfg.replicas, engine_batch, sum(writes.values())
         s.samples = kept[s.run_dir].total - before[s.run_dir]
         if len(kept[s.run_dir].rows) > COMPACT_ABOVE:
             began = time.monotonic()
             s.compacted, _ = compact(s.run_dir)
             s.compact_seconds = time.monotonic() - began
-    wall = time.monotonic() - start
-    for s in summaries.values():  # the runs share the replicas and the call's wall time
-        s.seconds, s.replicas, s.engine_batch, s.write_seconds = wall, cfg.replicas, engine_batch, sum(writes.values())
         print(f"[sample] {s.samples} samples ({s.skipped} already present, {s.errors} failed), {s.tokens} tokens "
               f"-> {s.run_dir}/traces{f' ({s.compacted} small shards compacted)' if s.compacted else ''}",
               file=sys.stderr)

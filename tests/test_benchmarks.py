@@ -39,6 +39,14 @@ def test_bench_scale_streams_both_shapes_with_a_driver_far_under_a_gigabyte(tmp_
     assert all(wall * rate == pytest.approx(4000, rel=0.01) for wall, rate in zip(walls, rates)), out  # samples / wall
 
 
+def test_bench_shards_times_every_read_before_and_after_a_compaction_that_changes_none():
+    out = bench("bench_shards", "--samples", "20000", "--shard-rows", "100")
+    assert "20,000 samples in 200 shards of 100: writing" in out
+    assert "compaction: " in out and "into 1 shard(s); every read returns the same" in out
+    for read in ("resume scan", "aggregate read", "dataset count"):
+        assert len(figures(rf"{read}: +([\d.]+)s in 200 shards", out)) == 1, out
+
+
 def test_bench_curves_keeps_the_monte_carlo_error_under_a_tenth_of_a_point():
     out = bench("bench_curves", "--problems", "60", "--samples", "128", "--compare", "10")
     [stderr_points] = figures(r"standard error of maj@k, worst k: ([\d.]+) points", out)

@@ -12,6 +12,7 @@ import pytest
 import analysis.compaction as compaction
 from analysis.compaction import compact
 from analysis.traces import ShardIndex, done_samples, read_columns, write_shard
+from jobs.rundir import resume_scan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +52,17 @@ def test_shards_group_up_to_the_target_size(tmp_path):
     merged, written = compact(str(tmp_path), target_bytes=2 * one + 1)  # about three shards per group
     assert merged == 6 and written == 2 and len(visible(tmp_path)) == 2
     assert sorted(read_keys(tmp_path)) == sorted(keys)
+
+
+def test_a_damaged_shard_is_left_out_for_the_resume_to_quarantine_and_the_rest_merged(tmp_path):
+    keys = small_shards(tmp_path)
+    damaged = tmp_path / "traces" / visible(tmp_path)[2]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    assert compact(str(tmp_path)) == (5, 1)
+    assert len(visible(tmp_path)) == 2 and damaged.name in visible(tmp_path)
+    done, quarantined = resume_scan(str(tmp_path))
+    assert [e.path.rsplit("/", 1)[-1] for e in quarantined] == [damaged.name]
+    assert sum(len(v) for v in done.values()) == len(keys) - 5  # the damaged shard's 5 samples are missing
 
 
 class Killed(BaseException):
