@@ -89,7 +89,8 @@ def sampled(local_ray, tmp_path_factory) -> tuple[Path, Path]:
     model = root / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    sample_runs([compose(*run_overrides(str(root / "run"), model))], replica_class=EngineDouble)
+    # one unit at a time per replica: each unit's rows are one shard, so there are shards enough to damage
+    sample_runs([compose(*run_overrides(str(root / "run"), model, "cluster.max_inflight=1"))], replica_class=EngineDouble)
     return root / "run", model
 
 
