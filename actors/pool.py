@@ -87,9 +87,9 @@ def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptio
 
     Every TICK_S, and once more before it returns, `tick` gets the live replicas' `activity()` by name (with the
     shards each wrote since the last tick) and gives units to serve next (an adaptive run's next batches, planned
-    from the samples kept so far). A unit whose
-    replica died is served again as `redo(unit)`, the part of it not yet on disk (None: all of it is; without
-    `redo`, the whole unit). `started` gets the `ready()` report of every replica started, replacements included."""
+    from the samples kept so far). A unit whose replica died is served again as `redo(unit)`, the part of it not
+    yet on disk (None: all of it is; without `redo`, the whole unit). `started` gets the `ready()` report of every
+    replica started, replacements included."""
     replicas = dict(enumerate(start(create, options.replicas, options.startup_timeout_s, started)))  # slot -> handle
     load = dict.fromkeys(replicas, 0)
     todo, queued = iter(units), deque()  # queued: redone units and next batches, served before new ones

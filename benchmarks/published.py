@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
@@ -30,6 +31,8 @@ STYLES = ("cot", "direct", "few_shot_cot", "analogical", "step_back")  # gsm8k-<
 COT_DECODING_RUN = "gsm8k-plain-cot_decoding-50x10"
 DEEPCONF_TOP = 50  # DeepConf's filter: the top 50% most confident of each draw vote
 ADAPTIVE_RULES = ("esc", "beta", "dirichlet", "confident")  # replayed at their conf/adaptive/ defaults
+ADAPTIVE_SCHEDULE = ("adaptive.min_samples=4", "adaptive.batch=4")  # rounds of 4, as reproduce.sh's online run
+ONLINE_RUNS = "gsm8k-cot-20x16-adaptive-*"  # one online adaptive run on the headline's first problems: -<rule>
 
 
 class Missing(LookupError):
@@ -190,19 +193,57 @@ def adaptive(scratch: Path) -> str:
     from analysis.stopping import variants
     from jobs.cli import compose
 
-    cfg = compose(f"run_dir={RESULTS / HEADLINE_RUN}", f"adaptive=[{','.join(ADAPTIVE_RULES)}]", config_name="aggregate").adaptive
+    cfg = compose(f"run_dir={RESULTS / HEADLINE_RUN}", f"adaptive=[{','.join(ADAPTIVE_RULES)}]", *ADAPTIVE_SCHEDULE,
+                  config_name="aggregate").adaptive
     result = aggregated(RESULTS / HEADLINE_RUN, scratch)
     rules = variants(OmegaConf.to_container(cfg.rules, resolve=True))
     summary = summarize(replay(result.votes, rules, Schedule(cfg.min_samples, cfg.max_samples, cfg.batch), cfg.orders,
                                cfg.seed), cfg.seed)
     n = max(k for m, k in by_key(result) if m == "maj")
-    lines = [f"| rule (conf/adaptive/ default) | samples/problem | accuracy | − maj@{n}, points [paired 95% CI] | savings % |",
+    lines = [f"| rule (conf/adaptive/ default; rounds of 4) | samples/problem | accuracy | − maj@{n}, points [paired 95% CI] | savings % |",
              "|---|---|---|---|---|"]
     for s in summary:
         lines.append(f"| {s['rule']} | {s['samples_per_problem']:.2f} | {100 * s['accuracy']:.1f} "
                      f"| {100 * s['delta']:+.1f} [{100 * s['delta_low']:+.1f}, {100 * s['delta_high']:+.1f}] "
                      f"| {100 * s['savings']:.1f} |")
     lines.append(f"| maj@{n} (every sample) | {n:.2f} | {pct(by_key(result)['maj', n])} | | 0.0 |")
+    return "\n".join(lines)
+
+
+def online(scratch: Path) -> str:
+    """The online adaptive run against the headline's fixed n on the same problems: samples, tokens, and the vote on
+    the samples each drew. Its samples must be the fixed run's (same seeds) and stop where the rule, replayed on the
+    fixed run's stored order, stops."""
+    from analysis.adaptive import Schedule, replay
+    from analysis.stopping import variants
+
+    runs = sorted(RESULTS.glob(ONLINE_RUNS))
+    if not runs:
+        raise Missing(f"no {ONLINE_RUNS} run is published")
+    [run] = runs
+    rule = run.name.rsplit("-", 1)[-1]
+    drawn = open_traces(str(run)).to_table(columns=["problem_id", "sample_idx", "text", "num_tokens"]).to_pylist()
+    fixed_rows = open_traces(str(RESULTS / HEADLINE_RUN)).to_table(columns=["problem_id", "sample_idx", "text", "num_tokens"])
+    fixed = {(r["problem_id"], r["sample_idx"]): r for r in fixed_rows.to_pylist()}
+    same = sum(fixed[r["problem_id"], r["sample_idx"]]["text"] == r["text"] for r in drawn)
+    used = {pid: sum(r["problem_id"] == pid for r in drawn) for pid in dict.fromkeys(r["problem_id"] for r in drawn)}
+
+    result = aggregated(RESULTS / HEADLINE_RUN, scratch)
+    order = result.problems["problem_id"].to_pylist()
+    votes = [result.votes[order.index(pid)] for pid in used]
+    cfg = saved_config(str(run))["adaptive"]  # the rule and schedule the online run stopped by
+    rows = replay(votes, variants(cfg["rules"]), Schedule(cfg["min_samples"], cfg["max_samples"], cfg["batch"]), 1,
+                  cfg["seed"])
+    stops = [r["samples_used_stored"] for r in rows]
+    n = len(votes[0].labels)
+    fixed_tokens = sum(r["num_tokens"] for key, r in fixed.items() if key[0] in used)
+    lines = ["| run | problems | samples | tokens | accuracy (vote on the samples drawn) |", "|---|---|---|---|---|",
+             f"| fixed n={n} (`{HEADLINE_RUN}`, the same problems) | {len(used)} | {n * len(used)} | {fixed_tokens:,} "
+             f"| {100 * np.mean([r['correct_full'] for r in rows]):.1f} |",
+             f"| online `adaptive={rule}` (`{run.name}`) | {len(used)} | {len(drawn)} "
+             f"| {sum(r['num_tokens'] for r in drawn):,} | {100 * np.mean([r['correct_stored'] for r in rows]):.1f} |",
+             "", f"Samples identical to the fixed run's: {same} of {len(drawn)}; problems stopped where the replay on the "
+             f"stored order stops: {sum(s == u for s, u in zip(stops, used.values()))} of {len(used)}."]
     return "\n".join(lines)
 
 
@@ -213,6 +254,7 @@ TABLES: dict[str, Callable[[Path], str]] = {  # a table of the docs: one functio
     "cot_decoding": cot_decoding,
     "ensemble": ensemble,
     "adaptive": adaptive,
+    "online": online,
 }
 
 

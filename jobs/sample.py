@@ -269,6 +269,7 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
     engine_batch = sum(batches.values()) / len(batches) if batches else 0.0
     for s in summaries.values():  # the runs share the replicas and the call's wall time
         s.seconds, s.replicas, s.engine_batch, s.write_seconds = wall, cfg.replicas, engine_batch, sum(writes.values())
+        kept[s.run_dir].refresh()  # what a replica wrote but died before reporting
         s.samples = kept[s.run_dir].total - before[s.run_dir]
         if len(kept[s.run_dir].rows) > COMPACT_ABOVE:
             began = time.monotonic()

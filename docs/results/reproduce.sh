@@ -58,7 +58,8 @@ cot_decoding() {
 online() {
   need_t
   [ -n "$online_rule" ] || { echo "no rule chosen yet: replay the headline (docs/adaptive.md), then set online_rule" >&2; exit 2; }
-  python -m jobs.sample adaptive="$online_rule" dataset=gsm8k dataset.limit=20 sampling.n=16 \
+  # rounds of 4: the first 4 samples of every problem at once, then 4 more per problem its rule lets go on
+  python -m jobs.sample adaptive="$online_rule" adaptive.min_samples=4 adaptive.batch=4 dataset=gsm8k dataset.limit=20 sampling.n=16 \
     sampling.temperature="$chosen_t" sampling.max_tokens=$max_tokens sampling.logprobs=5 "${fill[@]}" \
     run_dir="$out/gsm8k-cot-20x16-adaptive-$online_rule"
 }
