@@ -14,7 +14,7 @@ temperatures=(0.3 0.5 0.7 1.0)
 # Chosen on GSM8K train (the temperature stage's table): the T with the largest paired maj@16 - greedy
 # (0.5: +21.2 points; 1.0: +21.1, 0.7: +14.5, 0.3: +11.0).
 chosen_t="${CHOSEN_T:-0.5}"
-online_rule="${ONLINE_RULE:-}"  # the best rule of the adaptive replay on the headline (docs/adaptive.md)
+online_rule="${ONLINE_RULE:-confident}"  # the adaptive replay on the headline saved most with it (docs/adaptive.md)
 max_tokens=512  # under 5% of the temperature stage's samples reach it (its table's capped column)
 # Small units, all in flight: a shard lands every 16 samples and the engine's batch stays full to the end (with the
 # defaults, 64 x 8, a unit is written only when its longest sample ends and queued units wait for it).
