@@ -39,13 +39,14 @@ class Missing(LookupError):
     """A table's run is not published (yet)."""
 
 
-def aggregated(run_dir: Path, scratch: Path, top_percent: Optional[float] = None) -> Aggregate:
+def aggregated(run_dir: Path, scratch: Path, top_percent: Optional[float] = None, adaptive: bool = False) -> Aggregate:
     """The run aggregated as `jobs.aggregate run_dir=<run> [answer.top_percent=...]` does, from a copy in `scratch`
-    (links followed): its saved answer format, confidence and seed."""
+    (links followed): its saved answer format, confidence and seed. An `adaptive` run holds fewer samples than it
+    planned by design."""
     if not (run_dir / "traces").is_dir():
         raise Missing(f"{run_dir.relative_to(RESULTS)} is not published")
     for part in (run_dir, run_dir / "greedy"):
-        if (part / "config.yaml").is_file() and (held := samples(part)) < (planned := planned_samples(part)):
+        if (part / "config.yaml").is_file() and not adaptive and (held := samples(part)) < (planned := planned_samples(part)):
             raise Missing(f"{part.relative_to(RESULTS)} is published in part: {held} of {planned} samples")
     copy = scratch / run_dir.relative_to(RESULTS)
     if not copy.exists():
@@ -212,9 +213,9 @@ def adaptive(scratch: Path) -> str:
 
 def online(scratch: Path) -> str:
     """The online adaptive run against the headline's fixed n on the same problems: samples, tokens, and the vote on
-    the samples each drew. Its samples must be the fixed run's (same seeds) and stop where the rule, replayed on the
-    fixed run's stored order, stops."""
-    from analysis.adaptive import Schedule, replay
+    the samples each drew (ties split); how many of its texts equal the fixed run's of the same seed, and how many
+    problems stopped where the rule, replayed on the fixed run's stored order, stops."""
+    from analysis.adaptive import Schedule, replay, vote_scores
     from analysis.stopping import variants
 
     runs = sorted(RESULTS.glob(ONLINE_RUNS))
@@ -227,6 +228,7 @@ def online(scratch: Path) -> str:
     fixed = {(r["problem_id"], r["sample_idx"]): r for r in fixed_rows.to_pylist()}
     same = sum(fixed[r["problem_id"], r["sample_idx"]]["text"] == r["text"] for r in drawn)
     used = {pid: sum(r["problem_id"] == pid for r in drawn) for pid in dict.fromkeys(r["problem_id"] for r in drawn)}
+    own = aggregated(run, scratch, adaptive=True)  # its own samples' votes
 
     result = aggregated(RESULTS / HEADLINE_RUN, scratch)
     order = result.problems["problem_id"].to_pylist()
@@ -241,9 +243,11 @@ def online(scratch: Path) -> str:
              f"| fixed n={n} (`{HEADLINE_RUN}`, the same problems) | {len(used)} | {n * len(used)} | {fixed_tokens:,} "
              f"| {100 * np.mean([r['correct_full'] for r in rows]):.1f} |",
              f"| online `adaptive={rule}` (`{run.name}`) | {len(used)} | {len(drawn)} "
-             f"| {sum(r['num_tokens'] for r in drawn):,} | {100 * np.mean([r['correct_stored'] for r in rows]):.1f} |",
-             "", f"Samples identical to the fixed run's: {same} of {len(drawn)}; problems stopped where the replay on the "
-             f"stored order stops: {sum(s == u for s, u in zip(stops, used.values()))} of {len(used)}."]
+             f"| {sum(r['num_tokens'] for r in drawn):,} "
+             f"| {100 * np.mean([vote_scores(v.labels[None, :], v.correct_class)[0, -1] for v in own.votes]):.1f} |",
+             "", f"Texts identical to the fixed run's sample of the same seed: {same} of {len(drawn)}. Problems that "
+             f"stopped where the rule, replayed on the fixed run's samples in stored order, stops: "
+             f"{sum(s == u for s, u in zip(stops, used.values()))} of {len(used)}."]
     return "\n".join(lines)
 
 
