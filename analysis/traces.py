@@ -209,6 +209,12 @@ class SampleSet(AbstractSet[int]):
             self.bits[byte] |= 1 << bit
             self.count += 1
 
+    def update(self, other: "SampleSet") -> None:
+        """Add every index of `other`."""
+        union = int.from_bytes(self.bits, "little") | int.from_bytes(other.bits, "little")
+        self.bits = bytearray(union.to_bytes(max(len(self.bits), len(other.bits)), "little"))
+        self.count = union.bit_count()
+
     def __contains__(self, index: object) -> bool:
         if not isinstance(index, int) or index < 0:
             return False
@@ -238,14 +244,16 @@ def done_samples(run_dir: str, damaged: Callable[[DamagedShardError], None] = _r
         return {}
     done: dict[str, SampleSet] = defaultdict(SampleSet)
     for path in shard_paths(fs, root):  # shard by shard: a dataset scan keeps state per shard read (~75 MB per 1,000)
-        try:  # only a shard read whole counts: its keys wait, as Arrow columns, for its last row group
-            keys = [(group["problem_id"], group["sample_idx"]) for group in read_shard(fs, path)]
+        shard: dict[str, SampleSet] = defaultdict(SampleSet)  # only a shard read whole counts: its keys wait here
+        try:
+            for group in read_shard(fs, path):
+                for problem_id, sample_idx in zip(group["problem_id"].to_pylist(), group["sample_idx"].to_pylist()):
+                    shard[problem_id].add(sample_idx)
         except DamagedShardError as error:
             damaged(error)
             continue
-        for problem_ids, sample_idxs in keys:
-            for problem_id, sample_idx in zip(problem_ids.to_pylist(), sample_idxs.to_pylist()):
-                done[problem_id].add(sample_idx)
+        for problem_id, indices in shard.items():
+            done[problem_id].update(indices)
     return done
 
 

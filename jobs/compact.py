@@ -2,7 +2,8 @@
 
     python -m jobs.compact run_dir=DIR
 
-jobs.sample does it itself when a run ends with more than jobs.sample.COMPACT_ABOVE shards. It holds the run_dir's lease
+Replicas write a shard every `cluster.flush_s` seconds, so a long run holds many; reads of a compacted run are
+2-8x faster (docs/benchmarks.md, bench_shards). It holds the run_dir's lease
 (a job sampling there makes it fail at once, naming that job), and it is safe to kill: every sample is read
 exactly once at every moment, and a rerun finishes what a killed one left (analysis.compaction).
 """

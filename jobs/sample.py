@@ -4,8 +4,8 @@
 
 Replicas keep each sample as it finishes (within `cluster.flush_s`). Rerunning with the same run_dir
 computes only the missing samples, whatever shards the others are in (a damaged shard is quarantined and
-redone); a second job on a run_dir that one is sampling fails at once, naming it. A run that ends with
-many small shards compacts them (analysis.compaction).
+redone); a second job on a run_dir that one is sampling fails at once, naming it. `python -m jobs.compact`
+merges a run's many small shards into few (analysis.compaction).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from omegaconf import DictConfig
 
 from actors.embedded_model import check_model, resolve_model_path
 from actors.work import COT_DECODING, Prompt, Request, RunColumns, SamplingSpec, WorkUnit
-from analysis.compaction import compact
 from analysis.traces import QUARANTINE, DamagedShardError, RunDirError, ShardIndex, traces_dir
 from jobs import cli, rundir
 from jobs import config as config_module
@@ -34,9 +33,6 @@ from jobs.prompts import exemplars, render
 
 if TYPE_CHECKING:
     from jobs.rounds import Rounds
-
-
-COMPACT_ABOVE = 256  # a run that ends with more shards than this compacts its small ones (python -m jobs.compact)
 
 
 def derive_seed(base_seed: int, problem_id: str, sample_idx: int) -> int:
@@ -86,8 +82,6 @@ class SampleSummary:
     seconds: float = 0.0  # wall time of the call, shared by every run sampled in it
     replicas: int = 1  # the replicas the call's runs shared
     generate_seconds: float = 0.0  # summed over units, which overlap on a replica (the double reports CPU time)
-    compacted: int = 0  # small shards merged at the end
-    compact_seconds: float = 0.0  # the time that took, after `seconds`
     write_seconds: float = 0.0  # CPU seconds the replicas spent writing shards (all the call's runs)
     engine_batch: float = 0.0  # the replicas' mean running batch (sequences per engine step, time-weighted)
 
@@ -271,13 +265,8 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
         s.seconds, s.replicas, s.engine_batch, s.write_seconds = wall, cfg.replicas, engine_batch, sum(writes.values())
         kept[s.run_dir].refresh()  # what a replica wrote but died before reporting
         s.samples = kept[s.run_dir].total - before[s.run_dir]
-        if len(kept[s.run_dir].rows) > COMPACT_ABOVE:
-            began = time.monotonic()
-            s.compacted, _ = compact(s.run_dir)
-            s.compact_seconds = time.monotonic() - began
         print(f"[sample] {s.samples} samples ({s.skipped} already present, {s.errors} failed), {s.tokens} tokens "
-              f"-> {s.run_dir}/traces{f' ({s.compacted} small shards compacted)' if s.compacted else ''}",
-              file=sys.stderr)
+              f"-> {s.run_dir}/traces", file=sys.stderr)
         if s.run_dir in rounds:
             print(f"[sample] {rounds[s.run_dir].report()}", file=sys.stderr)
     print(f"[sample] in all: {kept_now()} samples, {tokens} tokens in {wall:.1f}s on {cfg.replicas} replica(s): "
