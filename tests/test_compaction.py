@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pyarrow.fs as pafs
-import pytest
 
 import analysis.compaction as compaction
 from analysis.compaction import compact
