@@ -98,4 +98,4 @@ def test_the_default_model_runs_end_to_end_with_its_greedy_baseline_and_paired_d
     assert all(text.strip() for text in table["text"].to_pylist())
     assert open_traces(str(run / "greedy")).to_table().num_rows == 2
     assert "greedy" in result.stdout and "maj@k - greedy" in result.stdout, result.stdout
-    assert "[progress] 6/6 samples (100%)" in result.stderr
+    assert "[progress] 6/6 samples kept (100%)" in result.stderr
