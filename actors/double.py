@@ -63,7 +63,7 @@ class EngineDouble(EngineReplica):
         if number == self.crash_on_unit and self._claim_crash():
             if self.crash_after:  # mid-unit, once part of it is on disk
                 for row in itertools.islice(self.generate(unit.requests, unit.spec), self.crash_after):
-                    self.writer.add(unit.run_dir, {**unit.run.as_row(), **row})
+                    self.keep(unit, row)
                 self.writer.sync()
             os._exit(1)
         return super().run(unit)

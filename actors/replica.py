@@ -76,7 +76,7 @@ class EngineReplica:
         start = self.clock()
         rows = tokens = errors = 0
         for row in self.generate(unit.requests, unit.spec):
-            self.writer.add(unit.run_dir, {**unit.run.as_row(), **row})
+            self.keep(unit, row)
             rows, tokens, errors = rows + 1, tokens + row["num_tokens"], errors + (row["error"] is not None)
         generated = self.clock()
         self.writer.sync()  # its last rows, now: its result means all of them are on disk
@@ -90,6 +90,10 @@ class EngineReplica:
             "write_s": self.writer.write_s,
             "mean_batch": self.engine.mean_batch(),
         }
+
+    def keep(self, unit: WorkUnit, row: dict[str, Any]) -> None:
+        """Hand a finished sample's row, with the unit's run columns, to the shard writer."""
+        self.writer.add(unit.run_dir, {**unit.run.as_row(), **row})
 
     def generate(self, requests: list[Request], spec: SamplingSpec) -> Iterator[dict[str, Any]]:
         """One trace row per request, as each finishes; a prompt too long for the model fails alone, with its reason."""

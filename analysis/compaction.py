@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analysis.traces import MANIFEST, OUTPUT, DamagedShardError, filesystem, read_shard, read_manifest, shard_paths, traces_dir
+from analysis.traces import (MANIFEST, OUTPUT, DamagedShardError, delete_quietly, filesystem, is_manifest, read_manifest,
+                             read_shard, shard_paths, traces_dir)
 
 TARGET_BYTES = 64 * 2**20  # a compacted shard holds small shards up to about this size
 ROW_GROUP_BYTES = 4 * 2**20  # its row groups, as Arrow in memory: few (each costs footer metadata), none large
@@ -52,7 +53,7 @@ def finish(fs: pafs.FileSystem, root: str) -> None:
     infos = fs.get_file_info(pafs.FileSelector(root))
     names = {i.path.rsplit("/", 1)[-1] for i in infos}
     for name in sorted(names):
-        if name.startswith(MANIFEST.split("{")[0]) and name.endswith(".json"):
+        if is_manifest(name):
             manifest = read_manifest(fs, f"{root}/{name}")
             if manifest["output"] in names:
                 for n in manifest["inputs"]:
@@ -71,7 +72,7 @@ def _merge(fs: pafs.FileSystem, root: str, paths: list[str]) -> int:
     names = [p.rsplit("/", 1)[-1] for p in paths]
     cid = hashlib.blake2b("\n".join(names).encode(), digest_size=12).hexdigest()
     tmp, merged, writer = f"{root}/.compact-{cid}.{uuid.uuid4().hex}.tmp", [], None
-    pending: list[pa.Table] = []  # row groups read, written together once they hold ROW_GROUP_BYTES
+    pending, held = [], 0  # row groups read, and their bytes: written together once they hold ROW_GROUP_BYTES
     try:
         for path in paths:
             for group in read_shard(fs, path):
@@ -81,9 +82,10 @@ def _merge(fs: pafs.FileSystem, root: str, paths: list[str]) -> int:
                 if not group.schema.equals(writer.schema):
                     break
                 pending.append(group)
-                if sum(t.nbytes for t in pending) >= ROW_GROUP_BYTES:
+                held += group.nbytes
+                if held >= ROW_GROUP_BYTES:
                     writer.write_table(pa.concat_tables(pending), row_group_size=1 << 30)
-                    pending = []
+                    pending, held = [], 0
             else:
                 merged.append(path.rsplit("/", 1)[-1])
             pa.default_memory_pool().release_unused()  # else the allocator keeps ~30 kB per shard read
@@ -92,17 +94,17 @@ def _merge(fs: pafs.FileSystem, root: str, paths: list[str]) -> int:
     except DamagedShardError as error:
         if writer is not None:
             writer.close()
-        _delete(fs, tmp)
+        delete_quietly(fs, tmp)
         return _merge(fs, root, [p for p in paths if p != error.path])
     except BaseException:
         if writer is not None:
             writer.close()
-        _delete(fs, tmp)
+        delete_quietly(fs, tmp)
         raise
     if writer is not None:
         writer.close()
     if len(merged) < 2:
-        _delete(fs, tmp)
+        delete_quietly(fs, tmp)
         return 0
     staged = f"{root}/.compact-{cid}.{uuid.uuid4().hex}.json.tmp"  # a manifest is read whole or not at all
     with fs.open_output_stream(staged) as stream:
@@ -111,8 +113,3 @@ def _merge(fs: pafs.FileSystem, root: str, paths: list[str]) -> int:
     fs.move(tmp, f"{root}/{OUTPUT.format(cid)}")
     finish(fs, root)
     return len(merged)
-
-
-def _delete(fs: pafs.FileSystem, path: str) -> None:
-    if fs.get_file_info(path).type == pafs.FileType.File:
-        fs.delete_file(path)

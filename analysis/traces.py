@@ -99,14 +99,15 @@ def write_shard(rows: list[dict[str, Any]], run_dir: str, name: str) -> str:
         pq.write_table(table, tmp, filesystem=fs, compression="zstd", write_page_checksum=True)
         fs.move(tmp, final)
     except BaseException as error:
-        _delete_quietly(fs, tmp)
+        delete_quietly(fs, tmp)
         if isinstance(error, OSError):
             raise RunDirError(f"run_dir={run_dir}: cannot write shard {name}.parquet: {error}") from error
         raise
     return final
 
 
-def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
+def delete_quietly(fs: pafs.FileSystem, path: str) -> None:
+    """Delete a file if it is there (a leftover temporary file: failing to delete it is not an error)."""
     try:
         fs.delete_file(path)
     except OSError:
@@ -155,11 +156,16 @@ def replaced(fs: pafs.FileSystem, root: str, files: Iterable[str], visible: set[
     out: set[str] = set()
     for path in files:
         name = path.rsplit("/", 1)[-1]
-        if name.startswith(MANIFEST.split("{")[0]) and name.endswith(".json"):
+        if is_manifest(name):
             manifest = read_manifest(fs, path)
             if f"{root}/{manifest['output']}" in visible:
                 out.update(f"{root}/{n}" for n in manifest["inputs"])
     return out
+
+
+def is_manifest(name: str) -> bool:
+    """Whether a file name in traces/ is a compaction's manifest."""
+    return name.startswith(MANIFEST.split("{")[0]) and name.endswith(".json")
 
 
 def read_manifest(fs: pafs.FileSystem, path: str) -> dict[str, Any]:
@@ -282,18 +288,18 @@ class ShardIndex:
 
     def read(self, paths: Iterable[str], columns: list[str], filter: Optional[ds.Expression] = None) -> pa.Table:
         """`columns` of the rows of `paths` (shards this index listed), as one table."""
-        dataset = ds.dataset(list(paths), filesystem=self.fs, format=PARQUET)
-        try:
-            return dataset.to_table(columns=columns, filter=filter)
-        except (pa.ArrowException, OSError) as error:
-            raise_damaged(error, self.fs, dataset.files)
+        return _to_table(ds.dataset(list(paths), filesystem=self.fs, format=PARQUET), columns, filter)
 
 
 def read_columns(run_dir: str, columns: Iterable[str], filter: Optional[ds.Expression] = None) -> pa.Table:
     """Selected columns of all traces, sorted by (problem_id, sample_idx)."""
-    dataset = open_traces(run_dir)
+    table = _to_table(open_traces(run_dir), list(columns), filter)
+    return table.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
+
+
+def _to_table(dataset: ds.Dataset, columns: list[str], filter: Optional[ds.Expression]) -> pa.Table:
+    """`dataset.to_table`; a shard that cannot be read whole raises DamagedShardError naming it."""
     try:
-        table = dataset.to_table(columns=list(columns), filter=filter)
+        return dataset.to_table(columns=columns, filter=filter)
     except (pa.ArrowException, OSError) as error:
         raise_damaged(error, dataset.filesystem, dataset.files)
-    return table.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -227,7 +228,7 @@ def online(scratch: Path) -> str:
     fixed_rows = open_traces(str(RESULTS / HEADLINE_RUN)).to_table(columns=["problem_id", "sample_idx", "text", "num_tokens"])
     fixed = {(r["problem_id"], r["sample_idx"]): r for r in fixed_rows.to_pylist()}
     same = sum(fixed[r["problem_id"], r["sample_idx"]]["text"] == r["text"] for r in drawn)
-    used = {pid: sum(r["problem_id"] == pid for r in drawn) for pid in dict.fromkeys(r["problem_id"] for r in drawn)}
+    used = Counter(r["problem_id"] for r in drawn)  # samples drawn per problem, in the order first drawn
     own = aggregated(run, scratch, adaptive=True)  # its own samples' votes
 
     result = aggregated(RESULTS / HEADLINE_RUN, scratch)

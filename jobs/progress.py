@@ -1,12 +1,12 @@
 """Sampling progress a user sees anywhere: a tqdm bar on a terminal, else plain lines at a bounded rate.
 
-The count is of samples kept: on disk, as the driver last listed the run's shards (every few seconds;
-replicas write what finishes within `cluster.flush_s`). Rates count from the moment the first engine
+The count is of samples kept: on disk, in the shards the replicas reported writing (they report every
+2 s, and write what finishes within `cluster.flush_s`). Rates count from the moment the first engine
 is loaded; tok/s is the engines' own counters (each step's running batch summed: an estimate). Off a
 terminal (`ray job logs -f`, `nohup`, CI) a line is printed when the count moves, at most once every
 MIN_INTERVAL_S, and at least every HEARTBEAT_S:
 
-    [progress] 128/384 samples kept (33%), 0.9 samples/s, 141 tok/s, 2m20s elapsed, ETA 4m40s; 256 in flight
+    [progress] 128/384 samples kept (33%), 0.90 samples/s, 141 tok/s, 2m20s elapsed, ETA 4m44s; 256 in flight
 """
 
 from __future__ import annotations
