@@ -30,6 +30,7 @@ from actors.precision import AUTO, Precision
 from actors.replica import EngineReplica, replica_name
 from actors.shard_writer import Flush, ShardWriter
 from actors.work import Request, SamplingSpec, WorkUnit
+from actors.work_left import Lengths
 
 CORRECT, WRONG = 45, 90  # seed % 100 below CORRECT: gold; below WRONG: a wrong number; else no answer
 WRONG_OFFSETS = (1, -1, 2, 10, -3)  # wrong answers cluster on a few near misses, as a model's do
@@ -44,6 +45,7 @@ class EngineDouble(EngineReplica):
     def __init__(self, model_path: str, engine_kwargs: dict[str, Any], flush: Flush):
         self.name = replica_name()
         self.writer = ShardWriter(flush)
+        self.lengths = Lengths()
         self.precision = Precision(str(engine_kwargs.get("dtype", AUTO)), "none")  # no model: the dtype as given
         self.dtype = self.precision.dtype
         self.delay_s = float(engine_kwargs.get("delay_s", 0))
@@ -83,7 +85,8 @@ class EngineDouble(EngineReplica):
     def generate(self, requests: list[Request], spec: SamplingSpec) -> Iterator[dict[str, Any]]:
         """One row per request as it finishes, its text drawn from the request's seed, by the stand-in engine."""
         completions = [completion(r.seed, r.gold, spec.max_tokens) for r in requests]
-        for index, out in self.engine.stream(completions, [None] * len(requests)):
+        params = [SimpleNamespace(max_tokens=spec.max_tokens)] * len(requests)
+        for index, out in self.engine.stream(completions, params):
             yield self._row(requests[index], spec, len(requests[index].question) // 4, out.outputs[0])
 
 

@@ -39,7 +39,9 @@ class EngineLoop:
         self.engine: Any = None
         self.max_batch = 0
         self._arrivals: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
-        self._slots: dict[str, tuple[_Batch, int]] = {}  # request id -> (its batch, its index there)
+        self._slots: dict[str, tuple[_Batch, int]] = {}  # request id -> (its batch, its index there); oldest first
+        self._made: dict[str, list[int]] = {}  # request id -> [tokens so far (an estimate), its max_tokens]
+        self._lock = threading.Lock()  # guards _slots and _made: `running` reads them on other threads
         self._ids = itertools.count()
         self.busy_s = 0.0  # seconds spent in engine steps
         self.batch_s = 0.0  # the running batch's size integrated over those seconds
@@ -78,6 +80,11 @@ class EngineLoop:
         """Requests in the engine now (running or queued) and tokens generated so far (an estimate)."""
         return {"in_flight": len(self._slots), "generated": self.generated}
 
+    def running(self) -> list[tuple[int, int]]:
+        """(tokens so far, max_tokens) of each request in the engine, queued ones at 0 tokens so far."""
+        with self._lock:
+            return [(made, cap) for made, cap in self._made.values()]
+
     def _serve(self, build: Callable[[], Any], max_batch: Callable[[Any], int],
                loaded: queue.SimpleQueue[BaseException | None]) -> None:
         try:
@@ -97,16 +104,21 @@ class EngineLoop:
                 outputs = self.engine.step()
             except BaseException as error:  # the engine is broken: every caller, waiting or to come, gets the error
                 self.broken = error
-                for batch, _ in self._slots.values():
-                    self._fail(batch, error)
-                self._slots.clear()
+                with self._lock:
+                    for batch, _ in self._slots.values():
+                        self._fail(batch, error)
+                    self._slots.clear()
+                    self._made.clear()
                 continue
             took = time.perf_counter() - start
             self.busy_s, self.batch_s = self.busy_s + took, self.batch_s + running * took
             self.generated += running
-            for output in outputs:
-                if output.finished:
-                    self._finish(output)
+            with self._lock:
+                for request_id in itertools.islice(self._made, running):  # the oldest run: vLLM admits first come first
+                    self._made[request_id][0] += 1
+                for output in outputs:
+                    if output.finished:
+                        self._finish(output)
 
     def _admit(self, wait: bool) -> None:
         """Add every batch that has arrived to the engine; with `wait`, block until one arrives."""
@@ -127,10 +139,14 @@ class EngineLoop:
                 self.engine.abort_request(ids)
                 self._fail(batch, error)
                 continue
-            self._slots.update((request_id, (batch, index)) for index, request_id in enumerate(ids))
+            with self._lock:
+                self._slots.update((request_id, (batch, index)) for index, request_id in enumerate(ids))
+                self._made.update((request_id, [0, getattr(p, "max_tokens", None) or 0])
+                                  for request_id, p in zip(ids, batch.params))
 
     def _finish(self, output: Any) -> None:
         batch, index = self._slots.pop(output.request_id)
+        del self._made[output.request_id]
         batch.finished.put((index, output))
 
     @staticmethod

@@ -21,6 +21,7 @@ from actors.engine_loop import EngineLoop
 from actors.precision import resolved_engine_kwargs
 from actors.shard_writer import Flush, ShardWriter
 from actors.work import COT_DECODING, Prompt, Request, SamplingSpec, WorkUnit
+from actors.work_left import Lengths
 from analysis.answer_confidence import answer_confidence, token_offsets
 
 
@@ -53,6 +54,7 @@ class EngineReplica:
     def __init__(self, model_path: str, engine_kwargs: dict[str, Any], flush: Flush):
         kwargs, self.precision = resolved_engine_kwargs(engine_kwargs)
         self.writer = ShardWriter(flush)
+        self.lengths = Lengths()
         self.engine = EngineLoop(lambda: load_engine(model_path, kwargs), max_num_seqs)
         self.tokenizer = self.engine.engine.get_tokenizer()
         self.tokenizer_lock = threading.Lock()  # units tokenize on their own threads
@@ -65,9 +67,13 @@ class EngineReplica:
         return {"replica": self.name, "dtype": self.dtype, "isa": self.precision.isa, "warning": self.precision.warning}
 
     def activity(self, seen: int = 0) -> dict[str, Any]:
-        """The replica's name, what its engine is doing now (requests in it, tokens so far), and the shards it wrote
-        after the first `seen` ((run_dir, path, rows) each): what the driver counts as kept."""
-        return {"replica": self.name, **self.engine.activity(), "shards": self.writer.shards_since(seen)}
+        """The replica's name; what its engine is doing now (requests in it, tokens so far); the tokens its
+        running samples are expected to add and a new sample's expected length (actors.work_left); rows finished
+        but not yet written; and the shards it wrote after the first `seen` ((run_dir, path, rows) each): what
+        the driver counts as kept."""
+        tokens_left, sample_tokens = self.lengths.left(self.engine.running())
+        return {"replica": self.name, **self.engine.activity(), "tokens_left": tokens_left,
+                "sample_tokens": sample_tokens, "pending": self.writer.added - self.writer.written, "shards": self.writer.shards_since(seen)}
 
     def run(self, unit: WorkUnit) -> dict[str, Any]:
         """Generate every sample of `unit`, keeping each row as it finishes; return once all are on disk, with
@@ -94,6 +100,8 @@ class EngineReplica:
     def keep(self, unit: WorkUnit, row: dict[str, Any]) -> None:
         """Hand a finished sample's row, with the unit's run columns, to the shard writer."""
         self.writer.add(unit.run_dir, {**unit.run.as_row(), **row})
+        if row["error"] is None:
+            self.lengths.add(row["num_tokens"])
 
     def generate(self, requests: list[Request], spec: SamplingSpec) -> Iterator[dict[str, Any]]:
         """One trace row per request, as each finishes; a prompt too long for the model fails alone, with its reason."""

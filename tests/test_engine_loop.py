@@ -38,6 +38,20 @@ def test_a_short_batch_admitted_while_a_long_one_runs_finishes_first_and_both_sh
     assert loop.mean_batch() > 4  # the short batch ran beside the long one, not after it
 
 
+def test_running_requests_count_their_tokens_oldest_first_and_queued_ones_wait_at_zero():
+    seen = []  # loop.running() as each step begins
+
+    class Recording(DoubleEngine):
+        def step(self):
+            seen.append(loop.running())
+            return super().step()
+
+    loop = EngineLoop(lambda: Recording(step_s=0.001), lambda _: 2)  # the loop counts 2 as running, the third queued
+    outputs = loop.generate([text(3)] * 3, [SimpleNamespace(max_tokens=9)] * 3)
+    assert len(outputs) == 3 and loop.running() == []
+    assert seen == [[(0, 9)] * 3, [(1, 9), (1, 9), (0, 9)], [(2, 9), (2, 9), (0, 9)]]
+
+
 def test_outputs_come_back_in_the_callers_order_whatever_order_they_finish_in():
     loop = EngineLoop(lambda: DoubleEngine(step_s=0.001), lambda _: 256)
     lengths = [30, 1, 12, 5, 1, 40]

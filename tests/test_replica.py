@@ -14,6 +14,7 @@ import pytest
 
 from actors.replica import EngineReplica
 from actors.shard_writer import Flush, ShardWriter
+from actors.work_left import Lengths
 from actors.work import Request, RunColumns, SamplingSpec, WorkUnit
 from analysis.traces import open_traces
 
@@ -76,6 +77,7 @@ def replica(monkeypatch):
     engine.engine, engine.tokenizer, engine.max_model_len, engine.name = FakeEngine(), FakeTokenizer(), 12, "node:1"
     engine.tokenizer_lock = threading.Lock()
     engine.writer = ShardWriter(Flush(seconds=60, rows=1000))
+    engine.lengths = Lengths()
     return engine
 
 
@@ -118,6 +120,7 @@ def test_a_unit_s_rows_are_on_disk_when_it_returns_with_the_run_s_columns(replic
     result = replica.run(unit)
     assert (result["run_dir"], result["rows"], result["tokens"], result["errors"]) == (str(tmp_path), 2, 10, 0)
     assert (result["replica"], result["mean_batch"]) == ("node:1", 2.0)
+    assert replica.lengths.finished == {5: 2}  # what the replica's estimate of tokens left learns from
     table = open_traces(str(tmp_path)).to_table()
     assert set(zip(*(table[c].to_pylist() for c in ("run_id", "model", "prompt", "decoding", "replica")))) == \
         {("run1", "fake", "cot", "sample", "node:1")}
