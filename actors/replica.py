@@ -20,7 +20,8 @@ import ray
 from actors.engine_loop import EngineLoop
 from actors.precision import resolved_engine_kwargs
 from actors.shard_writer import Flush, ShardWriter
-from actors.work import COT_DECODING, Prompt, Request, SamplingSpec, WorkUnit
+from actors.decodings import DECODINGS
+from actors.work import Prompt, Request, SamplingSpec, WorkUnit
 from actors.work_left import Lengths
 from analysis.answer_confidence import answer_confidence, token_offsets
 
@@ -107,7 +108,7 @@ class EngineReplica:
         """One trace row per request, as each finishes; a prompt too long for the model fails alone, with its reason."""
         from vllm.inputs import TokensPrompt
 
-        branching = spec.decoding == COT_DECODING
+        branching = DECODINGS[spec.decoding].branched
         rows, ready = self._admit(requests, spec, min_room=2 if branching else 1)
         yield from rows
         if branching:

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from analysis.traces import write_shard
+from storage.traces import write_shard
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ from typing import Union
 from analysis.errors import MarginalError
 
 Prompt = Union[str, list[dict[str, str]]]  # completion text, or chat messages
-DECODINGS = ("sample", "cot_decoding")  # decoding=: sample n chains, or CoT-decoding's top-k first-token branches
-COT_DECODING = DECODINGS[1]
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class SamplingSpec:
     top_p: float
     max_tokens: int
     logprobs: int
-    decoding: str  # one of DECODINGS
+    decoding: str  # a name in actors.decodings.DECODINGS
     branches: int  # cot_decoding: the top-k first tokens branched on (sampling.top_k_branches)
     answer_format: str  # cot_decoding: how a branch's answer is found, for its confidence (answer.format)
     stop: tuple[str, ...] = ()  # texts that end a sample (a completion prompt's next question)

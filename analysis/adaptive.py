@@ -155,3 +155,17 @@ def budget_replay(problems: Sequence[Votes], total: int, min_samples: int, batch
     return {"budget": float(total), "uniform_k": float(total // len(problems)), "accuracy": float(allocated[1:].mean()),
             "uniform_accuracy": float(uniform[1:].mean()), "accuracy_stored": float(allocated[0]),
             "uniform_accuracy_stored": float(uniform[0])}
+
+
+def rules_table(summary: list[dict[str, Any]], maj: list[dict[str, Any]]) -> str:
+    """Per rule: accuracy and samples per problem (random orders, stored order), savings; maj@n last."""
+    full = max(maj, key=lambda r: r["k"])
+    lines = [f"{'adaptive rule':<20}{'accuracy':>10}{'samples':>10}{'savings':>10}{'stored acc':>12}{'stored smp':>12}"
+             "  vs full budget [paired 95% CI]"]
+    for s in summary:
+        lines.append(f"{s['rule']:<20}{100 * s['accuracy']:>9.1f}%{s['samples_per_problem']:>10.2f}"
+                     f"{100 * s['savings']:>9.1f}%{100 * s['accuracy_stored']:>11.1f}%{s['samples_per_problem_stored']:>12.2f}"
+                     f"  {100 * s['delta']:+.1f} [{100 * s['delta_low']:+.1f}, {100 * s['delta_high']:+.1f}]")
+    lines.append(f"{'maj@' + str(full['k']) + ' (full budget)':<20}{100 * full['accuracy']:>9.1f}%{full['k']:>10.2f}"
+                 f"{0.0:>9.1f}%")
+    return "\n".join(lines)

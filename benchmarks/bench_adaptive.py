@@ -15,8 +15,8 @@ import argparse
 
 import numpy as np
 
-from analysis.traces import write_shard
-from jobs import rundir
+from storage import rundir
+from storage.traces import write_shard
 
 KINDS = ((0.60, 0.90), (0.25, 0.55), (0.15, 0.20))  # (share of problems, probability a sample is right)
 NO_ANSWER = 0.05

@@ -134,7 +134,7 @@ def run_direct_apart(*args: Any) -> dict[str, Any]:
 
 def run_job(cfg: DictConfig, replica_class: type = EngineReplica) -> dict[str, Any]:
     """jobs.sample with one replica, on a Ray started beforehand."""
-    from analysis.traces import read_columns
+    from storage.traces import read_columns
     from benchmarks.bench_scale import timing_replica_starts
     from jobs.sample import sample_runs
 

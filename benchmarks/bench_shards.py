@@ -5,9 +5,9 @@
 
 Replicas write a shard every `cluster.flush_s` seconds, so a long run holds many. Per layout it writes
 `samples` trace rows (1,000 problems, CoT-like texts of about 190 bytes, the write_shard path), then times
-the three reads a run gets: the resume scan (`analysis.traces.done_samples`: every shard read whole), an
+the three reads a run gets: the resume scan (`storage.traces.done_samples`: every shard read whole), an
 aggregation's read (`read_columns` of problem_id, sample_idx, text, sorted) and a plain `pyarrow.dataset`
-count of the traces folder; then `analysis.compaction.compact` and the same three reads again. It also
+count of the traces folder; then `storage.compaction.compact` and the same three reads again. It also
 prints the write cost per shard, from which `cluster.flush_rows` and `flush_s` are chosen
 (docs/benchmarks.md).
 """
@@ -22,8 +22,8 @@ from typing import Callable
 
 import pyarrow.dataset as ds
 
-from analysis.compaction import compact
-from analysis.traces import done_samples, read_columns, traces_dir, write_shard
+from storage.compaction import compact
+from storage.traces import done_samples, read_columns, traces_dir, write_shard
 
 PROBLEMS = 1000
 

@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
-from analysis.traces import open_traces
-from jobs.aggregate import Aggregate, aggregate
-from jobs.rundir import saved_config
+from jobs.aggregate import Evaluation, aggregate_run
+from storage.rundir import saved_config
+from storage.traces import open_traces
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 TEMPERATURE_RUNS = "gsm8k_train-cot-50x16"  # t<T>/ per temperature, each with greedy/
@@ -40,7 +40,7 @@ class Missing(LookupError):
     """A table's run is not published (yet)."""
 
 
-def aggregated(run_dir: Path, scratch: Path, top_percent: Optional[float] = None, adaptive: bool = False) -> Aggregate:
+def aggregated(run_dir: Path, scratch: Path, top_percent: Optional[float] = None, adaptive: bool = False) -> Evaluation:
     """The run aggregated as `jobs.aggregate run_dir=<run> [answer.top_percent=...]` does, from a copy in `scratch`
     (links followed): its saved answer format, confidence and seed. An `adaptive` run holds fewer samples than it
     planned by design."""
@@ -53,8 +53,8 @@ def aggregated(run_dir: Path, scratch: Path, top_percent: Optional[float] = None
     if not copy.exists():
         shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("lease"))
     answer = saved_config(str(run_dir))["answer"]
-    return aggregate(str(copy), answer["format"], answer["confidence"], answer["seed"], title=str(run_dir.name),
-                     top_percent=top_percent if top_percent is not None else answer["top_percent"])
+    return aggregate_run(str(copy), answer["format"], answer["confidence"], answer["seed"], title=str(run_dir.name),
+                         top_percent=top_percent if top_percent is not None else answer["top_percent"])
 
 
 def samples(run_dir: Path) -> int:
@@ -69,7 +69,7 @@ def planned_samples(run_dir: Path) -> int:
     return config["dataset"]["limit"] * per_problem
 
 
-def by_key(result: Aggregate) -> dict[tuple[str, int], dict]:
+def by_key(result: Evaluation) -> dict[tuple[str, int], dict]:
     return {(r["method"], r["k"]): r for r in result.curves}
 
 

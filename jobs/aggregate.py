@@ -7,7 +7,7 @@ Works on any directory whose traces/ holds at least problem_id, sample_idx, text
 answers.parquet, problems.parquet, curves.parquet, grading.parquet, curves.png and tokens.png into run_dir. A
 method whose inputs are missing (weighted votes without logprobs, greedy without a greedy run) is not
 reported; the table's notes, curves.parquet's metadata ("omitted") and MLflow tags say why. With
-adaptive=<rule>, the stopping rules are replayed on the stored samples (jobs/adaptive.py): adaptive.parquet
+adaptive=<rule>, the stopping rules are replayed on the stored samples (analysis/adaptive.py): adaptive.parquet
 and adaptive.png.
 """
 
@@ -23,24 +23,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from omegaconf import DictConfig, OmegaConf
 
-from actors.work import COT_DECODING
+from actors.decodings import DECODINGS
 from analysis import confidence as conf_lib
+from analysis.adaptive import Schedule, budget_replay, replay, rules_table, summarize
 from analysis.answers import answer_format, answer_type, canonicalize
 from analysis.curves import DELTA_SUFFIX, Curves, Estimates, Votes, majority_vote, paired_deltas
 from analysis.grading import audit, grading_report
+from analysis.errors import ConfigError
 from analysis.methods import registry, scaling_curves
-from analysis.plots import curves_figure, tokens_figure
-from analysis.traces import NoTracesError, RunDirError, open_traces, scan
+from analysis.plots import curves_figure, frontier_figure, tokens_figure
+from analysis.stopping import variants
 from analysis.voting import extract_all, grade_classes, group_answers, options_of
-from jobs import adaptive, cli, ingest, rundir, runinfo, sweep, tracking
+from jobs import cli, ingest
 from jobs.config import saved_answer
+from storage import rundir
+from storage.traces import NoTracesError, RunDirError, open_traces, scan
+from tracking import mlflow_runs, runinfo, sweep
 
 GREEDY_SUBDIR = "greedy"
 READ_BATCH = 65_536
 
 
 @dataclass
-class Aggregate:
+class Evaluation:
     """What one aggregation produced."""
 
     run_dir: str
@@ -117,7 +122,8 @@ def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[Votes]]:
     canonical = answers["canonical"].to_pylist()
     weights_all = answers["confidence"].to_numpy(zero_copy_only=False)
     deltas_all = answers["answer_confidence"].to_numpy(zero_copy_only=False).astype(float)  # NaN: no answer
-    branched = pc.equal(answers["decoding"], COT_DECODING).fill_null(False).to_numpy(zero_copy_only=False)
+    branching = pa.array([name for name, d in DECODINGS.items() if d.branched])
+    branched = pc.is_in(answers["decoding"], branching).fill_null(False).to_numpy(zero_copy_only=False)
     tokens = answers["num_tokens"].to_numpy(zero_copy_only=False).astype(float)  # NaN: not recorded
     for start, stop in _problem_slices(answers):
         gold = answers["gold"][int(start)].as_py()
@@ -186,8 +192,8 @@ def deltas_to_greedy(curves: Curves, problem_ids: list[str], greedy: dict[str, b
     return paired_deltas(per_problem, curves.ks, baseline, seed=seed)
 
 
-def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, title: str = "",
-              top_percent: Optional[float] = None) -> Aggregate:
+def aggregate_run(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, title: str = "",
+                  top_percent: Optional[float] = None) -> Evaluation:
     """Everything from traces to curves for one run directory; tables and plots (titled `title`, else the
     run_dir) land in run_dir.
 
@@ -208,7 +214,7 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
     grading = pa.Table.from_pylist(grading_report(answers["answer_type"].to_pylist(), answers["graded_by"].to_pylist(),
                                                   answers["correct"].to_pylist()))
     tokens = problems_table["tokens"].to_numpy(zero_copy_only=False).astype(float)
-    result = Aggregate(run_dir, answers, problems_table, curves, greedy, grading,
+    result = Evaluation(run_dir, answers, problems_table, curves, greedy, grading,
                        omitted_methods(run_dir, problems, top_percent, greedy, tokens_known=not np.isnan(tokens).any()),
                        votes=problems, title=title or run_dir)
     curves_table = pa.Table.from_pylist(curves).replace_schema_metadata({"omitted": json.dumps(result.omitted)})
@@ -232,8 +238,9 @@ def aggregate(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, t
                                "tokens/per_sample": float(tokens.sum() / answers.num_rows)})
     if greedy is not None:
         result.metrics["accuracy/greedy"] = greedy
-    cot_rows = [r for r in part.rows if r["method"].startswith(COT_DECODING) and r["k"] == part.ks[-1]]
-    result.metrics.update({r["method"].replace(f"{COT_DECODING}_", f"{COT_DECODING}/", 1): r["accuracy"] for r in cot_rows})
+    for name in (name for name, d in DECODINGS.items() if d.branched):  # cot_decoding_max -> cot_decoding/max
+        result.metrics.update({r["method"].replace(f"{name}_", f"{name}/", 1): r["accuracy"] for r in part.rows
+                               if r["method"].startswith(f"{name}_") and r["k"] == part.ks[-1]})
     return result
 
 
@@ -254,13 +261,13 @@ def omitted_methods(run_dir: str, problems: list[Votes], top_percent: Optional[f
     return omitted
 
 
-def audit_lines(result: Aggregate, n: int, seed: int = 0) -> list[str]:
+def audit_lines(result: Evaluation, n: int, seed: int = 0) -> list[str]:
     """`n` random (extracted, gold, verdict) lines per answer type, to eyeball the grading."""
     answers = result.answers
     return audit(*(answers[c].to_pylist() for c in ("answer_type", "extracted", "gold", "correct", "graded_by")), n, seed)
 
 
-def summary_table(result: Aggregate, ks: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)) -> str:
+def summary_table(result: Evaluation, ks: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)) -> str:
     """A short text table: greedy, maj@k and pass@k (and the others) at a few k, then each method's
     paired difference to greedy in points, with its 95% interval at the largest k."""
     by = {(r["method"], r["k"]): r for r in result.curves}
@@ -284,7 +291,7 @@ def summary_table(result: Aggregate, ks: tuple[int, ...] = (1, 4, 16, 64, 256, 1
     return "\n".join(lines)
 
 
-def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], name: str, job: str,
+def track(cfg: DictConfig, result: Evaluation, config: dict[str, Any], name: str, job: str,
           extra_metrics: Optional[dict[str, float]] = None, extra_params: Optional[dict[str, Any]] = None) -> Optional[str]:
     """Log the aggregation to MLflow as run `name` of `job` (evaluate | aggregate) when tracking is on;
     returns the MLflow run id. Greedy is logged at every k of the curves, a flat reference line."""
@@ -294,21 +301,60 @@ def track(cfg: DictConfig, result: Aggregate, config: dict[str, Any], name: str,
     metrics = {**result.metrics, **(extra_metrics or {})}
     tags = {"job": job, "run_dir": result.run_dir, **{key: str(settings.get(f"{key}.name", "")) for key in ("model", "dataset", "prompt")},
             **sweep.override_tags(), **{f"omitted.{method}": why for method, why in result.omitted.items()},
-            tracking.NOTE_TAG: runinfo.description(name, result.curves, metrics, result.omitted, DELTA_SUFFIX)}
+            mlflow_runs.NOTE_TAG: runinfo.description(name, result.curves, metrics, result.omitted, DELTA_SUFFIX)}
     sampling_run = rundir.run_id(result.run_dir)
     if sampling_run:
         tags["sampling_run"] = sampling_run
     if job == "aggregate":
-        evaluation = tracking.find_run(cfg.tracking.uri, cfg.tracking.experiment, {"run_dir": result.run_dir, "job": "evaluate"})
+        evaluation = mlflow_runs.find_run(cfg.tracking.uri, cfg.tracking.experiment, {"run_dir": result.run_dir, "job": "evaluate"})
         if evaluation:
             tags["sampling_mlflow_run"] = evaluation
     greedy = metrics.pop("accuracy/greedy", None)
     ks = sorted({r["k"] for r in result.curves if r["method"] == "maj"})
     curves = result.curves + ([{"method": "greedy", "k": k, "accuracy": greedy} for k in ks] if greedy is not None else [])
     files = [f for f in result.files if f.rsplit("/", 1)[-1] not in result.figures]
-    return tracking.log_evaluation(cfg.tracking.uri, cfg.tracking.experiment, name,
+    return mlflow_runs.log_evaluation(cfg.tracking.uri, cfg.tracking.experiment, name,
                                    runinfo.params(config, metrics, extra_params or {}), metrics, curves, files, config,
                                    tags, result.figures)
+
+
+def replay_adaptive(cfg: DictConfig, result: Evaluation) -> tuple[dict[str, float], str]:
+    """Replay `cfg` (the adaptive node, checked by jobs.config.check_adaptive: its rules, its budget) on an
+    evaluation's votes; files join result.files. Without rules or budget (adaptive=none) nothing is replayed."""
+    rules = variants(OmegaConf.to_container(cfg.rules, resolve=True))
+    metrics, text = _replay_rules(rules, cfg, result) if rules else ({}, "")
+    if cfg.budget is None:
+        return metrics, text
+    try:
+        b = budget_replay(result.votes, cfg.budget, cfg.min_samples, cfg.batch, cfg.orders, cfg.seed)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    metrics.update({"adaptive/budget/accuracy": b["accuracy"], "adaptive/budget/uniform_accuracy": b["uniform_accuracy"]})
+    line = (f"budget {cfg.budget} samples ({cfg.budget / len(result.votes):.2f} per problem): least decided first "
+            f"{100 * b['accuracy']:.1f}%, uniform maj@{int(b['uniform_k'])} {100 * b['uniform_accuracy']:.1f}% "
+            f"(stored order: {100 * b['accuracy_stored']:.1f}% vs {100 * b['uniform_accuracy_stored']:.1f}%)")
+    return metrics, "\n".join(filter(None, [text, line]))
+
+
+def _replay_rules(rules: list, cfg: DictConfig, result: Evaluation) -> tuple[dict[str, float], str]:
+    """The stopping rules' replay: adaptive.parquet, adaptive.png, metrics and the table."""
+    ids = result.problems["problem_id"].to_pylist()
+    for pid, problem in zip(ids, result.votes):
+        if cfg.max_samples is not None and cfg.max_samples > len(problem.labels):
+            raise ConfigError(f"adaptive.max_samples={cfg.max_samples}: problem {pid} has only "
+                              f"{len(problem.labels)} stored samples")
+    rows = replay(result.votes, rules, Schedule(cfg.min_samples, cfg.max_samples, cfg.batch), cfg.orders, cfg.seed)
+    for row in rows:
+        row["problem_id"] = ids[row.pop("problem")]
+    columns = ["rule", "problem_id", "samples_used", "correct", "n", "samples_used_stored", "correct_stored", "correct_full"]
+    result.files.append(rundir.write_table(pa.Table.from_pylist([{c: r[c] for c in columns} for r in rows]),
+                                           result.run_dir, "adaptive.parquet"))
+    summary = summarize(rows, cfg.seed)
+    maj = [r for r in result.curves if r["method"] == "maj"]
+    result.figures["adaptive.png"] = frontier_figure(summary, maj, result.title)
+    result.files.append(rundir.write_figure(result.figures["adaptive.png"], result.run_dir, "adaptive.png"))
+    metrics = {f"adaptive/{s['rule']}/{key}": s[key] for s in summary for key in ("accuracy", "samples_per_problem", "savings")}
+    return metrics, rules_table(summary, maj)
 
 
 @cli.entry_point("aggregate")
@@ -320,9 +366,9 @@ def main(cfg: DictConfig) -> None:
               "adaptive": OmegaConf.to_container(cfg.adaptive, resolve=True),
               "tracking": OmegaConf.to_container(cfg.tracking, resolve=True)}
     name = runinfo.run_name(config, sweep.member_overrides()) or cfg.run_dir
-    result = aggregate(cfg.run_dir, answer["format"], answer["confidence"], answer["seed"], title=name,
-                       top_percent=answer["top_percent"])
-    adaptive_metrics, adaptive_table = adaptive.replay_run(cfg.adaptive, result)
+    result = aggregate_run(cfg.run_dir, answer["format"], answer["confidence"], answer["seed"], title=name,
+                           top_percent=answer["top_percent"])
+    adaptive_metrics, adaptive_table = replay_adaptive(cfg.adaptive, result)
     rules = ",".join(cfg.adaptive.rules) or None
     run_id = track(cfg, result, config, name, "aggregate", adaptive_metrics,
                    {"adaptive": rules, "adaptive.budget": cfg.adaptive.budget})
@@ -335,7 +381,7 @@ def main(cfg: DictConfig) -> None:
         print("\n".join(audit_lines(result, answer["audit"])))
     print(f"tables and plots: {', '.join(result.files)}", file=sys.stderr)
     if run_id:
-        print(tracking.run_link(cfg.tracking.uri, run_id), file=sys.stderr)
+        print(mlflow_runs.run_link(cfg.tracking.uri, run_id), file=sys.stderr)
 
 
 if __name__ == "__main__":

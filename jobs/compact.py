@@ -5,7 +5,7 @@
 Replicas write a shard every `cluster.flush_s` seconds, so a long run holds many; reads of a compacted run are
 2-8x faster (docs/benchmarks.md, bench_shards). It holds the run_dir's lease
 (a job sampling there makes it fail at once, naming that job), and it is safe to kill: every sample is read
-exactly once at every moment, and a rerun finishes what a killed one left (analysis.compaction).
+exactly once at every moment, and a rerun finishes what a killed one left (storage.compaction).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import sys
 import pyarrow.fs as pafs
 from omegaconf import DictConfig
 
-from analysis.compaction import compact
-from analysis.traces import NoTracesError, filesystem, shard_paths, traces_dir
 from jobs import cli
-from jobs.lease import RunLeases
+from storage.compaction import compact
+from storage.lease import RunLeases
+from storage.traces import NoTracesError, filesystem, shard_paths, traces_dir
 
 
 @cli.entry_point("compact")

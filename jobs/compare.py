@@ -32,11 +32,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.curves import Estimates, Votes, curve_rows, k_grid
+from analysis.errors import ConfigError
 from analysis.methods import scaling_curves
 from analysis.plots import curves_figure, save_figure
-from jobs import cli, rundir, tracking
-from jobs.config import ConfigError
-from jobs.sweep import OVERRIDE_PREFIX, SWEEP_TAG
+from jobs import cli
+from storage import rundir
+from tracking import mlflow_runs
+from tracking.sweep import OVERRIDE_PREFIX, SWEEP_TAG
 
 COMPARISON_TAG = "comparison"
 
@@ -83,12 +85,12 @@ def _known(value: Any) -> bool:
 
 
 def logged_table(client: Any, run_id: str) -> list[dict[str, Any]]:
-    """The rows of a run's `curves.json` table (tracking.CURVES_TABLE, as `log_table` writes it: columns and
+    """The rows of a run's `curves.json` table (mlflow_runs.CURVES_TABLE, as `log_table` writes it: columns and
     data), none when it logged no such table. (`MlflowClient.load_table` searches the default tracking URI.)"""
-    if tracking.CURVES_TABLE not in {a.path for a in client.list_artifacts(run_id)}:
+    if mlflow_runs.CURVES_TABLE not in {a.path for a in client.list_artifacts(run_id)}:
         return []
     with tempfile.TemporaryDirectory() as staging:
-        table = json.loads(Path(client.download_artifacts(run_id, tracking.CURVES_TABLE, staging)).read_text())
+        table = json.loads(Path(client.download_artifacts(run_id, mlflow_runs.CURVES_TABLE, staging)).read_text())
     return [dict(zip(table["columns"], row)) for row in table["data"]]
 
 
@@ -261,7 +263,7 @@ def main(cfg: DictConfig) -> None:
     if result.paired.num_rows:
         print(f"paired difference to {result.paired['baseline'][0]}, points (95% CI):\n{markdown(result.paired)}")
     print(f"table and plot: {Path(cfg.out) / 'comparison.{png,parquet,csv,md}'}", file=sys.stderr)
-    print(tracking.run_link(cfg.tracking.uri, result.run_id), file=sys.stderr)
+    print(mlflow_runs.run_link(cfg.tracking.uri, result.run_id), file=sys.stderr)
 
 
 def hydra_args(argv: list[str]) -> list[str]:

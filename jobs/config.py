@@ -17,15 +17,12 @@ from typing import Any, Callable, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from actors.decodings import DECODINGS
 from actors.precision import DTYPES
-from actors.work import COT_DECODING, DECODINGS
 from analysis.answers import ANSWER_FORMATS
 from analysis.confidence import TRACE_SCORES
-from analysis.errors import MarginalError
-
-
-class ConfigError(MarginalError, ValueError):
-    """An invalid config value; the message names the key."""
+from analysis.errors import ConfigError
+from problems.datasets import BUILT_IN
 
 
 @dataclass
@@ -40,7 +37,7 @@ class ModelConfig:
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    path: Optional[str] = None  # null: built in (arith)
+    path: Optional[str] = None  # null: built in (problems.datasets.BUILT_IN)
     train_path: Optional[str] = None  # where few-shot exemplars come from; never the evaluated split
     question_fields: list[str] = field(default_factory=lambda: ["question"])
     answer_field: str = "answer"
@@ -276,16 +273,16 @@ def validate(cfg: DictConfig) -> None:
     check_key(m.tensor_parallel_size >= 1, "model.tensor_parallel_size", m.tensor_parallel_size, "must be >= 1")
     check_key(m.dtype in DTYPES, "model.dtype", m.dtype, f"must be one of {DTYPES}")
     check_key(bool(m.path), "model.path", m.path, "must name a Hugging Face id, a folder or embedded://NAME")
-    check_key(cfg.decoding in DECODINGS, "decoding", cfg.decoding, f"must be one of {DECODINGS}")
+    check_key(cfg.decoding in DECODINGS, "decoding", cfg.decoding, f"must be one of {tuple(DECODINGS)}")
     check_answer(cfg.answer)
-    if cfg.decoding == COT_DECODING:
-        check_key(s.max_tokens >= 2, "sampling.max_tokens", s.max_tokens, "must be >= 2 with decoding=cot_decoding (first token, then the rest)")
+    decoding = DECODINGS[cfg.decoding]
+    check_key(s.max_tokens >= decoding.min_tokens, "sampling.max_tokens", s.max_tokens,
+              f"must be >= {decoding.min_tokens} with decoding={cfg.decoding}")
     d = cfg.dataset
     check_key(d.answer_format in ANSWER_FORMATS, "dataset.answer_format", d.answer_format, f"must be one of {ANSWER_FORMATS}")
     check_key(d.limit is None or d.limit >= 1, "dataset.limit", d.limit, "must be >= 1 or null")
-    if d.name == "arith":  # built in
-        check_key(d.steps is not None and d.steps >= 1, "dataset.steps", d.steps, "must be >= 1")
-        check_key(d.size is not None and d.size >= 1, "dataset.size", d.size, "must be >= 1")
+    for key in BUILT_IN[d.name].counts if d.name in BUILT_IN else ():
+        check_key(d[key] is not None and d[key] >= 1, f"dataset.{key}", d[key], "must be >= 1")
     check_key(c.unit_size >= 1, "cluster.unit_size", c.unit_size, "must be >= 1")
     check_key(c.max_inflight >= 1, "cluster.max_inflight", c.max_inflight, "must be >= 1")
     check_key(c.flush_s > 0, "cluster.flush_s", c.flush_s, "must be > 0 (seconds)")
@@ -300,7 +297,7 @@ def validate(cfg: DictConfig) -> None:
     if a.rules:  # online: jobs.sample stops each problem by its rule
         check_adaptive(a)
         check_key(len(a.rules) == 1, "adaptive", sorted(a.rules), "sampling stops by one rule (jobs.aggregate replays several)")
-        check_key(cfg.decoding != COT_DECODING, "adaptive", sorted(a.rules), "does not apply to decoding=cot_decoding")
+        check_key(decoding.adaptive, "adaptive", sorted(a.rules), f"does not apply to decoding={cfg.decoding}")
         check_key(a.max_samples is None or a.max_samples <= s.n, "adaptive.max_samples", a.max_samples,
                   f"must be at most sampling.n={s.n}: an adaptive run samples a prefix of the fixed-n run")
         check_key(a.budget is None, "adaptive.budget", a.budget, "is for replay (jobs.aggregate), not for sampling")
@@ -336,7 +333,7 @@ def validate_compare(cfg: DictConfig) -> None:
 
 def validate_ingest(cfg: DictConfig) -> None:
     """conf/ingest.yaml (jobs.ingest): a known format, the answer format, the jsonl field names."""
-    from jobs.ingest_formats import FORMATS  # the readers: imported only by the job that ingests
+    from problems.import_formats import FORMATS  # the readers: imported only by the job that ingests
 
     check_key(cfg.format in FORMATS, "format", cfg.format, f"must be one of {tuple(FORMATS)}")
     check_key(cfg.shard_rows >= 1, "shard_rows", cfg.shard_rows, "must be >= 1")

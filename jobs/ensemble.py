@@ -22,8 +22,10 @@ from analysis.ensemble import METHOD, EnsembleProblem, ensemble_curve, ensemble_
 from analysis.errors import MarginalError
 from analysis.methods import scaling_curves
 from analysis.plots import curves_figure
-from jobs import cli, rundir, tracking
+from jobs import cli
 from jobs.config import saved_answer
+from storage import rundir
+from tracking import mlflow_runs
 
 
 class EnsembleError(MarginalError, ValueError):
@@ -115,12 +117,12 @@ def main(cfg: DictConfig) -> None:
     if cfg.tracking.enabled:
         logged = [r if r["run"] == METHOD else {**r, "method": f"{r['method']}/{r['run']}"} for r in rows]
         config = {"run_dirs": run_dirs, "weights": weights, "answer": {"format": fmt, "seed": seed}, "out": out}
-        run_id = tracking.log_evaluation(
+        run_id = mlflow_runs.log_evaluation(
             cfg.tracking.uri, cfg.tracking.experiment, f"ensemble-{'+'.join(run_names(run_dirs))}",
             rundir.flatten(config), {"runs": float(len(run_dirs))}, logged,
             [table, plot], config, {"ensemble": "true"},
         )
-        print(tracking.run_link(cfg.tracking.uri, run_id), file=sys.stderr)
+        print(mlflow_runs.run_link(cfg.tracking.uri, run_id), file=sys.stderr)
     print(f"table and plot: {table}, {plot}", file=sys.stderr)
 
 

@@ -10,11 +10,13 @@ import sys
 
 from omegaconf import DictConfig, open_dict
 
+from actors.decodings import DECODINGS
 from jobs import cli
 from jobs import config as config_module
-from jobs import rundir, runinfo, sweep, tracking
-from jobs.aggregate import GREEDY_SUBDIR, Aggregate, aggregate, audit_lines, summary_table, track
+from jobs.aggregate import Evaluation, GREEDY_SUBDIR, aggregate_run, audit_lines, summary_table, track
 from jobs.sample import sample_runs
+from storage import rundir
+from tracking import mlflow_runs, runinfo, sweep
 
 
 def greedy_config(cfg: DictConfig) -> DictConfig:
@@ -27,20 +29,20 @@ def greedy_config(cfg: DictConfig) -> DictConfig:
     return greedy
 
 
-def aggregate_run(cfg: DictConfig) -> Aggregate:
+def aggregate_sampled(cfg: DictConfig) -> Evaluation:
     """Aggregate the sampled run with its answer.* (format, confidence, top_percent, seed: saved with the run,
     so a later jobs.aggregate of run_dir draws the same curves and intervals), titled by the run's name."""
     name = runinfo.run_name(config_module.resolved(cfg), sweep.member_overrides())
-    return aggregate(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.answer.seed, title=name,
-                     top_percent=cfg.answer.top_percent)
+    return aggregate_run(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.answer.seed, title=name,
+                         top_percent=cfg.answer.top_percent)
 
 
 def evaluate(cfg: DictConfig) -> str | None:
     """Sample, aggregate and track one configuration; returns the MLflow run id."""
-    sampled = cfg.decoding == "sample" and cfg.sampling.temperature > 0  # CoT-decoding's rank-0 branch is greedy
+    sampled = not DECODINGS[cfg.decoding].greedy and cfg.sampling.temperature > 0  # CoT-decoding's rank 0 is greedy
     runs = [cfg] + ([greedy_config(cfg)] if cfg.greedy_baseline and sampled else [])
     summaries = sample_runs(runs)
-    result = aggregate_run(cfg)
+    result = aggregate_sampled(cfg)
     main = summaries[0]
     speed = ({"throughput/tokens_per_replica_s": main.tokens_per_replica_s, "throughput/engine_batch": main.engine_batch}
              if main.samples else {})
@@ -51,7 +53,7 @@ def evaluate(cfg: DictConfig) -> str | None:
     print(f"plots:  {', '.join(f for f in result.files if f.endswith('.png'))}\n"
           f"tables: {cfg.run_dir}/{{answers,problems,curves,grading}}.parquet", file=sys.stderr)
     if run_id:
-        print(tracking.run_link(cfg.tracking.uri, run_id), file=sys.stderr)
+        print(mlflow_runs.run_link(cfg.tracking.uri, run_id), file=sys.stderr)
     return run_id
 
 

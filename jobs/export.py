@@ -22,10 +22,11 @@ import pyarrow.dataset as ds
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.errors import MarginalError
-from analysis.traces import open_traces, scan
-from jobs import cli, rundir
-from jobs.problems import Problem
-from jobs.prompts import render
+from jobs import cli
+from problems.datasets import Problem
+from problems.prompts import render
+from storage import rundir
+from storage.traces import open_traces, scan
 
 READ_BATCH = 8192
 TRACE_COLUMNS = ["problem_id", "sample_idx", "question", "text", "run_id", "model"]

@@ -21,16 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow.fs as pafs
 from omegaconf import DictConfig
 
+from actors.decodings import SAMPLE
 from analysis import peers as peer_lib
-import pyarrow.fs as pafs
-
-from analysis.traces import filesystem, write_shard
-from jobs import cli, rundir
-from jobs.config import ConfigError, validate_ingest
-from jobs.ingest_formats import FORMATS, ImportedProblem, PeerTally
-from jobs.problems import DatasetError
+from analysis.errors import ConfigError
+from jobs import cli
+from jobs.config import validate_ingest
+from problems.datasets import DatasetError
+from problems.import_formats import FORMATS, ImportedProblem, PeerTally
+from storage import rundir
+from storage.traces import filesystem, write_shard
 
 MANIFEST = "ingest.json"  # written last: the import is complete
 PEER_FILE = "peer.json"  # the source's own numbers and how marginal recomputes them
@@ -102,7 +104,7 @@ def clear_incomplete(run_dir: str) -> None:
 def run_config(cfg: DictConfig, sources: list[dict[str, Any]], first: ImportedProblem) -> dict[str, Any]:
     """What config.yaml records: the import's settings and source, named as a sampled run's (model, dataset)."""
     settings = {"format": cfg.format, "gold_pattern": cfg.gold_pattern, "shard_rows": cfg.shard_rows, "sources": sources}
-    if cfg.format in ("jsonl", "lm_eval", "nemo_skills"):
+    if FORMATS[cfg.format].fields:
         settings["fields"] = dict(cfg.fields)
     return {"ingest": settings, "model": {"name": first.model or "unknown"}, "dataset": {"name": first.prompt},
             "answer": {"format": cfg.answer.format}, "run_dir": cfg.run_dir}
@@ -111,7 +113,7 @@ def run_config(cfg: DictConfig, sources: list[dict[str, Any]], first: ImportedPr
 def trace_rows(problem: ImportedProblem, run_id: str) -> Iterator[dict[str, Any]]:
     """One trace row per sample of an imported problem, sample_idx in stored order."""
     for index, text in enumerate(problem.texts):
-        yield {"run_id": run_id, "model": problem.model or "unknown", "prompt": problem.prompt, "decoding": "sample",
+        yield {"run_id": run_id, "model": problem.model or "unknown", "prompt": problem.prompt, "decoding": SAMPLE,
                "problem_id": problem.problem_id, "question": problem.question, "gold": problem.gold,
                "sample_idx": index, "temperature": problem.temperature, "text": text,
                "num_tokens": problem.num_tokens[index] if problem.num_tokens else None}

@@ -5,7 +5,7 @@
 Replicas keep each sample as it finishes (within `cluster.flush_s`). Rerunning with the same run_dir
 computes only the missing samples, whatever shards the others are in (a damaged shard is quarantined and
 redone); a second job on a run_dir that one is sampling fails at once, naming it. `python -m jobs.compact`
-merges a run's many small shards into few (analysis.compaction).
+merges a run's many small shards into few (storage.compaction).
 """
 
 from __future__ import annotations
@@ -19,20 +19,22 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from actors.embedded_model import check_model, resolve_model_path
-from actors.work import COT_DECODING, Prompt, Request, RunColumns, SamplingSpec, WorkUnit
-from analysis.traces import QUARANTINE, DamagedShardError, RunDirError, ShardIndex, traces_dir
-from jobs import cli, rundir
+from actors.progress import Progress
+from actors.decodings import DECODINGS
+from actors.work import Prompt, Request, RunColumns, SamplingSpec, WorkUnit
+from jobs import cli
 from jobs import config as config_module
-from jobs.lease import RunLeases
-from jobs.problems import Problem, load_problems
-from jobs.progress import Progress
-from jobs.prompts import exemplars, render
+from problems.datasets import Problem, load_problems
+from problems.prompts import exemplars, render
+from storage import rundir
+from storage.lease import RunLeases
+from storage.traces import QUARANTINE, DamagedShardError, RunDirError, ShardIndex, traces_dir
 
 if TYPE_CHECKING:
-    from jobs.rounds import Rounds
+    from actors.rounds import Rounds
 
 
 def derive_seed(base_seed: int, problem_id: str, sample_idx: int) -> int:
@@ -100,7 +102,7 @@ def prepare_problems(cfg: DictConfig) -> tuple[list[Problem], dict[str, Prompt]]
 
 def samples_per_problem(cfg: DictConfig) -> int:
     """Rows per problem: `sampling.n` samples, or with CoT-decoding one per branch (`sampling.top_k_branches`)."""
-    return cfg.sampling.top_k_branches if cfg.decoding == COT_DECODING else cfg.sampling.n
+    return cfg.sampling[DECODINGS[cfg.decoding].per_problem]
 
 
 def stop_texts(prompt: DictConfig) -> tuple[str, ...]:
@@ -111,10 +113,10 @@ def stop_texts(prompt: DictConfig) -> tuple[str, ...]:
 
 def sampling_spec(cfg: DictConfig) -> SamplingSpec:
     """How the run's samples are drawn (CoT-decoding: greedy branches)."""
-    branching = cfg.decoding == COT_DECODING
+    greedy = DECODINGS[cfg.decoding].greedy
     return SamplingSpec(
-        temperature=0.0 if branching else cfg.sampling.temperature,
-        top_p=1.0 if branching else cfg.sampling.top_p,
+        temperature=0.0 if greedy else cfg.sampling.temperature,
+        top_p=1.0 if greedy else cfg.sampling.top_p,
         max_tokens=cfg.sampling.max_tokens,
         logprobs=cfg.sampling.logprobs,
         decoding=cfg.decoding,
@@ -151,17 +153,25 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit], 
     missing = len(problems) * n - summary.skipped
     run, spec = RunColumns(run_id, cfg.model.name, cfg.prompt.name), sampling_spec(cfg)
     if cfg.adaptive.rules:
-        from jobs.rounds import Rounds  # the stopping rules and answer grouping: imported only by adaptive runs
+        from actors.rounds import Rounds  # the stopping rules and answer grouping: imported only by adaptive runs
+        from analysis.adaptive import Schedule
+        from analysis.stopping import variants
 
-        def new_unit(samples: list[tuple[Problem, int]]) -> WorkUnit:
-            batch = [request(problem, prompts, idx, cfg.sampling.seed) for problem, idx in samples]
+        by_id = {p.problem_id: p for p in problems}
+
+        def new_unit(samples: list[tuple[str, int]]) -> WorkUnit:
+            batch = [request(by_id[pid], prompts, idx, cfg.sampling.seed) for pid, idx in samples]
             return WorkUnit(cfg.run_dir, run, spec, batch)
 
-        rounds = Rounds(cfg, problems, new_unit)
+        a = cfg.adaptive
+        [(_, rule, params)] = variants(OmegaConf.to_container(a.rules, resolve=True))
+        rounds = Rounds(rule, params, Schedule(a.min_samples, a.max_samples, a.batch), a.max_samples or cfg.sampling.n,
+                        cfg.answer.format, cfg.answer.confidence, cfg.sampling.logprobs > 0, cfg.run_dir,
+                        cfg.cluster.unit_size, list(by_id), new_unit)
         units = rounds.first_units(resumed=summary.skipped > 0)
         return summary, missing if units else 0, iter(units), rounds
     units = plan_units(problems, prompts, n, cfg.sampling.seed, capped_unit_size(cfg.cluster.unit_size, missing, cfg.replicas),
-                       done, cfg.run_dir, run, spec, whole_problems=cfg.decoding == COT_DECODING)
+                       done, cfg.run_dir, run, spec, whole_problems=DECODINGS[cfg.decoding].branched)
     return summary, missing, units, None
 
 
@@ -181,7 +191,7 @@ def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> li
     """Sample every missing (problem, sample_idx) of several runs of one model on one pool of replicas.
 
     `replica_class` replaces the vLLM replica (tests and benchmarks pass actors.double.EngineDouble). Each
-    run_dir is leased meanwhile: a job already sampling one fails this call at once (jobs.lease).
+    run_dir is leased meanwhile: a job already sampling one fails this call at once (storage.lease).
     """
     model_path = check_model(resolve_model_path(runs[0].model.path))  # before any run_dir is written
     with RunLeases([cfg.run_dir for cfg in runs]) as leases:

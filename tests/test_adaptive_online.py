@@ -8,10 +8,10 @@ import pytest
 from actors.double import EngineDouble
 from analysis.answers import extract_answer, canonicalize
 from analysis.stopping import esc
-from analysis.traces import read_columns
 from analysis.voting import group_answers
 from jobs.cli import compose
 from jobs.sample import sample_runs
+from storage.traces import read_columns
 from tests.test_disk_faults import kill_with_its_ray, start_job
 
 ADAPTIVE = ("adaptive=esc", "adaptive.rules.esc.window=4", "adaptive.min_samples=4", "adaptive.batch=4")

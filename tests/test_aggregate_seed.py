@@ -2,12 +2,12 @@
 
 import pyarrow.parquet as pq
 
-from analysis.traces import write_shard
-from jobs import rundir
+from jobs.aggregate import aggregate_run
 from jobs.cli import compose
 from jobs.config import resolved
-from jobs.evaluate import aggregate_run
-from jobs.aggregate import aggregate
+from jobs.evaluate import aggregate_sampled
+from storage import rundir
+from storage.traces import write_shard
 from tests.test_mlflow_server import run_module
 
 
@@ -33,9 +33,9 @@ def intervals(rows) -> dict:
 def test_reaggregating_a_run_gives_the_intervals_of_its_evaluation(tmp_path):
     run = str(tmp_path / "run")
     cfg = sampled_run(run, "answer.seed=7", "greedy_baseline=false")
-    evaluated = intervals(aggregate_run(cfg).curves)
+    evaluated = intervals(aggregate_sampled(cfg).curves)
     assert rundir.saved_config(run)["answer"]["seed"] == 7
-    assert intervals(aggregate(run, "number", seed=0).curves) != evaluated  # the seed matters to the intervals
+    assert intervals(aggregate_run(run, "number", seed=0).curves) != evaluated  # the seed matters to the intervals
 
     done = run_module("jobs.aggregate", f"run_dir={run}", "tracking=none")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs import rundir
 from jobs.cli import compose
 from jobs.config import resolved
+from storage import rundir
 
 ROOT = Path(__file__).resolve().parents[1]
 

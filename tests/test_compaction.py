@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-import analysis.compaction as compaction
-from analysis.compaction import compact
-from analysis.traces import ShardIndex, done_samples, read_columns, write_shard
-from jobs.rundir import resume_scan
+import storage.compaction as compaction
+from storage.compaction import compact
+from storage.rundir import resume_scan
+from storage.traces import ShardIndex, done_samples, read_columns, write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import MISSING
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from analysis.errors import ConfigError
 from jobs import config
 from jobs.cli import compose
-from jobs.config import ConfigError, resolved, validate
+from jobs.config import resolved, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # conf/<group>/ -> its schema; conf/<name>.yaml -> the schema its defaults list names

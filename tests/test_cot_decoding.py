@@ -12,11 +12,11 @@ from analysis.answer_confidence import answer_confidence, answer_span, margin, t
 from analysis.cot_decoding import choose
 from analysis.curves import Votes
 from analysis.methods import scaling_curves
-from analysis.traces import open_traces
-from jobs.aggregate import aggregate
-from jobs.problems import arith_problems
-from jobs.sample import plan_units, samples_per_problem, stop_texts
+from jobs.aggregate import aggregate_run
 from jobs.cli import compose
+from jobs.sample import plan_units, samples_per_problem, stop_texts
+from problems.datasets import arith_problems
+from storage.traces import open_traces
 
 ROOT = Path(__file__).resolve().parents[1]
 PIECES = ["The", " answer", " is", " 4", "2", ".", "<|im_end|>"]
@@ -127,7 +127,7 @@ def test_branches_on_the_top_k_first_tokens_and_resumes(tmp_path):
     assert table.num_rows == 8 and table["branch_rank"].to_pylist() == [0, 1, 2, 3] * 2
     assert all((run / "traces" / name).stat().st_mtime_ns == mtime for name, mtime in shards.items())
 
-    result = aggregate(str(run), "gsm8k")
+    result = aggregate_run(str(run), "gsm8k")
     methods = {r["method"] for r in result.curves}
     assert {"maj", "pass", "cot_decoding_max", "cot_decoding_agg"} <= methods
     assert 0.0 <= result.metrics["cot_decoding/max"] <= 1.0 and "cot_decoding/agg" in result.metrics

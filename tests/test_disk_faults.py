@@ -1,5 +1,5 @@
 """Disk faults: a damaged shard is quarantined and redone on resume (and refused by aggregation), and a run_dir
-has one writer at a time (jobs.lease). Runs on the engine double (actors/double.py), in-process or as a job."""
+has one writer at a time (storage.lease). Runs on the engine double (actors/double.py), in-process or as a job."""
 
 import json
 import os
@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.double import EngineDouble
-from analysis.traces import DamagedShardError, done_samples, read_columns, write_shard
-from jobs import lease as lease_module
-from jobs.aggregate import aggregate
+from jobs.aggregate import aggregate_run
 from jobs.cli import compose
-from jobs.lease import HOST, Lease, LeaseError, RunLeases
 from jobs.sample import sample_runs
+from storage import lease as lease_module
+from storage.lease import HOST, Lease, LeaseError, RunLeases
+from storage.traces import DamagedShardError, done_samples, read_columns, write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def test_damaged_shards_are_quarantined_and_redone_with_every_sample_once(sample
 
 
 def test_a_resume_scan_quarantines_nothing_when_every_shard_is_whole(tmp_path):
-    from jobs import rundir
+    from storage import rundir
 
     write_shard([{"problem_id": "a", "sample_idx": i, "text": "t", "gold": "1"} for i in range(3)], str(tmp_path), "part-a")
     done, damaged = rundir.resume_scan(str(tmp_path))
@@ -142,7 +142,7 @@ def two_shard_run(run: Path) -> list[Path]:
 def test_aggregation_refuses_a_damaged_shard_naming_it_and_the_repair(tmp_path, which):
     shard = two_shard_run(tmp_path / "run")[which]
     shard.write_bytes(cut_in_half(shard.read_bytes()))
-    for read in (lambda: aggregate(str(tmp_path / "run"), "number"), lambda: read_columns(str(tmp_path / "run"), ["text"]),
+    for read in (lambda: aggregate_run(str(tmp_path / "run"), "number"), lambda: read_columns(str(tmp_path / "run"), ["text"]),
                  lambda: done_samples(str(tmp_path / "run"))):
         with pytest.raises(DamagedShardError, match=rf"^{re.escape(str(shard))}: trace shard cannot be read whole \(\d+ bytes: Parquet "
                                                     rf"magic bytes not found in footer\); rerun jobs.sample with the same run_dir"):
@@ -163,7 +163,7 @@ def test_jobs_aggregate_ends_with_one_line_naming_the_shard_and_the_repair(tmp_p
 
 
 def test_a_storage_fault_is_not_taken_for_damage(tmp_path, monkeypatch):
-    import analysis.traces as traces
+    import storage.traces as traces
 
     class Unreachable:
         """A store that lists its files but cannot send them (a network fault, not a damaged shard)."""

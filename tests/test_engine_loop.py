@@ -12,8 +12,8 @@ from actors.cluster import replica_factory
 from actors.double import DoubleEngine, EngineDouble, completion
 from actors.engine_loop import EngineLoop
 from actors.work import Request, RunColumns, SamplingSpec, WorkUnit
-from analysis.traces import open_traces
 from jobs.cli import compose
+from storage.traces import open_traces
 
 
 def text(tokens: int) -> SimpleNamespace:

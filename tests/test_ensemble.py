@@ -12,8 +12,9 @@ import pytest
 
 from analysis.curves import vote_at_k_mc
 from analysis.ensemble import EnsembleProblem, ensemble_curve, ensemble_problem, member_weights
+from analysis.errors import ConfigError
 from jobs.cli import compose
-from jobs.config import ConfigError, validate_ensemble
+from jobs.config import validate_ensemble
 from jobs.ensemble import EnsembleError, ensemble
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from analysis.traces import RunDirError
+from analysis.errors import ConfigError
 from jobs import cli
-from jobs.config import ConfigError
+from storage.traces import RunDirError
 
 
 def reported(error: BaseException):
@@ -48,7 +48,7 @@ def test_the_error_base_imports_without_ray_or_vllm():
 
 
 def test_an_unreadable_parquet_dataset_is_a_dataset_error_naming_the_file(tmp_path):
-    from jobs.problems import DatasetError, load_problems
+    from problems.datasets import DatasetError, load_problems
 
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet")

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.traces import write_shard
-from jobs import rundir
-from jobs.aggregate import aggregate
+from jobs.aggregate import aggregate_run
 from jobs.export import ExportError, export, keep
+from storage import rundir
+from storage.traces import write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = {"name": "cot", "chat": True, "system": None, "user": "{question}\nThink step by step.",
@@ -40,7 +40,7 @@ def run(tmp_path) -> str:
     write_shard(rows[:4], run_dir, "part-a")
     write_shard(rows[4:], run_dir, "part-b")
     rundir.prepare(run_dir, {"prompt": PROMPT, "run_dir": run_dir})
-    aggregate(run_dir, "gsm8k")
+    aggregate_run(run_dir, "gsm8k")
     return run_dir
 
 

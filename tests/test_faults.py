@@ -20,9 +20,9 @@ import pytest
 from ray import get as ray_get
 
 from actors.double import EngineDouble
-from analysis.traces import RunDirError, done_samples, open_traces, read_columns, write_shard
 from jobs.cli import compose
 from jobs.sample import sample_runs
+from storage.traces import RunDirError, done_samples, open_traces, read_columns, write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ def test_a_run_dir_that_becomes_unwritable_stops_the_run_with_an_error_naming_it
 
 
 def test_a_failed_write_names_the_run_dir_and_leaves_nothing_a_resume_would_read(tmp_path, monkeypatch):
-    import analysis.traces as traces
+    import storage.traces as traces
 
     def disk_full(table, where, **kwargs):
         kwargs["filesystem"].open_output_stream(where).write(b"PAR1 half a shard")

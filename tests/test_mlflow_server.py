@@ -12,10 +12,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from analysis.curves import k_grid
-from analysis.traces import filesystem, write_shard
-from jobs import rundir, tracking
 from jobs.cli import compose
 from jobs.compare import compare, hydra_args, run_curves, selection
+from storage import rundir
+from storage.traces import filesystem, write_shard
+from tracking import mlflow_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLD = "7"
@@ -96,17 +97,17 @@ def test_an_aggregation_of_an_object_store_run_dir_is_logged_over_http_and_reads
 def log_run(uri: str, experiment: str, prompt: str, accuracy: dict[int, float], tokens: float) -> str:
     """An evaluation run as jobs.aggregate logs it, with maj@k curve `accuracy` and its prompt override tag."""
     curves = [{"method": "maj", "k": k, "accuracy": a, "ci_low": a - 0.1, "ci_high": a + 0.1} for k, a in accuracy.items()]
-    return tracking.log_evaluation(uri, experiment, f"run-{prompt}", {"prompt.name": prompt},
+    return mlflow_runs.log_evaluation(uri, experiment, f"run-{prompt}", {"prompt.name": prompt},
                                    {"tokens/per_problem": tokens}, curves, [], {}, {"override.prompt": prompt})
 
 
 def test_compare_selects_runs_by_parent_tag_or_filter_and_logs_one_plot_and_table(mlflow_server, tmp_path, monkeypatch):
     experiment = "compare"
-    parent = tracking.start_run(mlflow_server, experiment, "sweep", {"sweep": "true"})
-    monkeypatch.setenv(tracking.PARENT_RUN_ENV, parent)
+    parent = mlflow_runs.start_run(mlflow_server, experiment, "sweep", {"sweep": "true"})
+    monkeypatch.setenv(mlflow_runs.PARENT_RUN_ENV, parent)
     direct = log_run(mlflow_server, experiment, "direct", {1: 0.25, 2: 0.5, 4: 0.75}, 30.0)
     cot = log_run(mlflow_server, experiment, "cot", {1: 0.5, 2: 0.625, 4: 1.0}, 120.0)
-    monkeypatch.delenv(tracking.PARENT_RUN_ENV)
+    monkeypatch.delenv(mlflow_runs.PARENT_RUN_ENV)
     log_run(mlflow_server, experiment, "plain", {1: 0.0, 2: 0.0, 4: 0.0}, 10.0)  # outside the sweep
 
     done = run_module("jobs.compare", f"parent={parent}", f"experiment={experiment}", f"tracking.uri={mlflow_server}",
@@ -169,7 +170,7 @@ def test_compare_gives_the_paired_difference_between_two_runs_on_their_shared_pr
 def test_an_aggregation_names_the_evaluation_that_sampled_it_and_prints_how_to_open_a_local_store(tmp_path):
     run_dir, uri = str(tmp_path / "run"), f"sqlite:///{tmp_path}/mlflow.db"
     synthetic_run(run_dir)
-    evaluation = tracking.log_evaluation(uri, "local", "evaluation", {}, {}, [], [], {},
+    evaluation = mlflow_runs.log_evaluation(uri, "local", "evaluation", {}, {}, [], [], {},
                                          {"job": "evaluate", "run_dir": run_dir})
     done = run_module("jobs.aggregate", f"run_dir={run_dir}", "tracking.uri=sqlite:///mlflow.db",  # relative to cwd
                       "tracking.experiment=local", cwd=tmp_path)

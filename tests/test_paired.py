@@ -51,7 +51,7 @@ def test_paired_interval_is_narrower_than_the_unpaired_difference_on_correlated_
 
 
 def test_aggregate_writes_paired_rows_and_prints_them(tmp_path):
-    from jobs.aggregate import aggregate, summary_table
+    from jobs.aggregate import aggregate_run, summary_table
 
     def shard(path, texts_by_problem):
         rows = [{"problem_id": pid, "sample_idx": i, "text": t, "gold": gold, "num_tokens": 5}
@@ -65,7 +65,7 @@ def test_aggregate_writes_paired_rows_and_prints_them(tmp_path):
                            "c": ("9", ["The answer is 3."] * 4)})
     shard(run / "greedy" / "traces", {"a": ("1", ["The answer is 2."]), "b": ("5", ["The answer is 5."]),
                                       "c": ("9", ["The answer is 9."])})
-    result = aggregate(str(run), "number")
+    result = aggregate_run(str(run), "number")
     rows = {(r["method"], r["k"]): r for r in result.curves}
     assert result.greedy == 2 / 3
     maj4 = rows[("maj", 4)]["accuracy"]

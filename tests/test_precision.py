@@ -11,9 +11,11 @@ import torch
 import yaml
 
 from actors.precision import ISAS, cpu_isa, resolve_dtype
-from jobs import rundir, runinfo
+from analysis.errors import ConfigError
 from jobs.cli import compose
-from jobs.config import ConfigError, validate
+from jobs.config import validate
+from storage import rundir
+from tracking import runinfo
 
 ROOT = Path(__file__).resolve().parents[1]
 FORCE_AVX2 = ROOT / "benchmarks" / "force_avx2"

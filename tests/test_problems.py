@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from jobs.problems import DatasetError, arith_problems, load_problems
 from jobs.cli import compose
+from problems.datasets import DatasetError, arith_problems, load_problems
 from tests.conftest import SHARED_DATA as DATA, needs_shared_data as needs_data
 
 

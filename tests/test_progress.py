@@ -8,8 +8,8 @@ import re
 import time
 from collections import deque
 
-from analysis.traces import open_traces
-from jobs.progress import Progress
+from actors.progress import Progress
+from storage.traces import open_traces
 
 LINE = re.compile(r"^\[progress\] (\d+)/(\d+) samples kept \((\d+)%\), (?:[\d.]+ samples/s, \d+ tok/s, )?\d+m\d\ds "
                   r"elapsed, (ETA \S+|ETA unknown until a sample is kept|engines loading)(?:; (\d+) in flight)?$")

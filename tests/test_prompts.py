@@ -2,10 +2,11 @@
 
 import pytest
 
-from jobs.config import ConfigError, validate
-from jobs.problems import Problem, load_problems
-from jobs.prompts import exemplars, render, worked_answer
+from analysis.errors import ConfigError
 from jobs.cli import compose
+from jobs.config import validate
+from problems.datasets import Problem, load_problems
+from problems.prompts import exemplars, render, worked_answer
 
 PROBLEM = Problem("p1", "I have 3 apples and my dad has 2 more than me. How many do we have together?", "8")
 

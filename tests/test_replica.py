@@ -14,9 +14,9 @@ import pytest
 
 from actors.replica import EngineReplica
 from actors.shard_writer import Flush, ShardWriter
-from actors.work_left import Lengths
 from actors.work import Request, RunColumns, SamplingSpec, WorkUnit
-from analysis.traces import open_traces
+from actors.work_left import Lengths
+from storage.traces import open_traces
 
 PIECES = [" The", " answer", " is", " 4", "."]  # every continuation; its step t puts p=0.8 on PIECES[t], 0.1 on "x"
 

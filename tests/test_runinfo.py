@@ -4,9 +4,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from analysis.curves import DELTA_SUFFIX
-from jobs import runinfo
 from jobs.cli import compose
 from jobs.config import resolved
+from tracking import runinfo
 
 
 def config(*overrides: str) -> dict:

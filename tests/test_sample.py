@@ -2,10 +2,10 @@
 
 import pytest
 
-from analysis.traces import TRACE_SCHEMA, done_samples, open_traces, write_shard
-from jobs import rundir
-from jobs.problems import arith_problems
 from jobs.sample import capped_unit_size, derive_seed, plan_units
+from problems.datasets import arith_problems
+from storage import rundir
+from storage.traces import TRACE_SCHEMA, done_samples, open_traces, write_shard
 
 
 def test_seed_depends_on_base_problem_and_index_only():
@@ -63,7 +63,7 @@ def test_shards_are_zstd_parquet_with_the_schema_and_hidden_temp_files_are_ignor
 
 
 def test_a_failed_write_leaves_no_shard(tmp_path, monkeypatch):
-    import analysis.traces as traces
+    import storage.traces as traces
 
     def broken(table, where, **kwargs):
         kwargs["filesystem"].open_output_stream(where).write(b"PAR1 partial")

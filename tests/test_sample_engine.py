@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.traces import open_traces
+from storage.traces import open_traces
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.engine

@@ -12,11 +12,12 @@ import pytest
 
 from analysis.confidence import filter_top
 from analysis.curves import Votes, vote_at_k_mc
+from analysis.errors import ConfigError
 from analysis.methods import scaling_curves
-from analysis.traces import open_traces, write_shard
-from jobs.aggregate import aggregate
-from jobs.config import ConfigError, validate
+from jobs.aggregate import aggregate_run
 from jobs.cli import compose
+from jobs.config import validate
+from storage.traces import open_traces, write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +98,7 @@ def test_confident_minority_outvotes_an_unsure_majority_on_fixed_traces(tmp_path
     rows = [{"problem_id": "p", "sample_idx": i, "text": t, "gold": "5", "num_tokens": 3, **confident(p)}
             for i, (t, p) in enumerate(texts)]
     write_shard(rows, run, "part-a")
-    result = aggregate(run, "gsm8k", "mean", top_percent=40)
+    result = aggregate_run(run, "gsm8k", "mean", top_percent=40)
     by = {(r["method"], r["k"]): r["accuracy"] for r in result.curves}
     assert by[("maj", 5)] == 0.0  # three votes for 6
     assert by[("weighted_maj", 5)] == 1.0  # 2 x 3.93 for 5 against 3 x 0.74 for 6
@@ -123,6 +124,6 @@ def test_real_logprobs_give_top_k_per_token_and_confidence_weights(tmp_path):
             assert len(top) == 5 and top == sorted(top, reverse=True) and sampled <= top[0] + 1e-6
     rows.sort(key=lambda r: (r["problem_id"], r["sample_idx"]))
     by_hand = [-np.mean([np.mean(top) for top in r["top_logprobs"]]) for r in rows]  # -mean of top-5 logprobs
-    result = aggregate(str(run), "number", "mean", top_percent=50)
+    result = aggregate_run(str(run), "number", "mean", top_percent=50)
     assert pq.read_table(f"{run}/answers.parquet")["confidence"].to_numpy() == pytest.approx(by_hand, rel=1e-5)
     assert min(by_hand) > 0 and {"weighted_maj", "weighted_maj_top50"} <= {r["method"] for r in result.curves}

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.traces import open_traces
 from jobs.cli import compose
 from jobs.compare import compare, search_filter
+from storage.traces import open_traces
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,9 +35,8 @@ class Problem:
 
 def load_problems(cfg: DictConfig, split: str = "test") -> list[Problem]:
     """The problems of `cfg` (a dataset config): of the test split at most `cfg.limit`, of the train split all."""
-    if cfg.name == "arith":
-        seed = cfg.seed if split == "test" else cfg.seed + 1_000_003  # a disjoint train split
-        problems = arith_problems(cfg.size if split == "test" else max(cfg.size, 64), cfg.steps, seed, split)
+    if cfg.name in BUILT_IN:
+        problems = BUILT_IN[cfg.name].load(cfg, split)
     else:
         path = cfg.path if split == "test" else cfg.train_path
         if not path:
@@ -156,6 +155,12 @@ _ITEMS = ["apples", "marbles", "stickers", "books", "cookies", "pencils", "shell
 _RELATIVES = ["dad", "mom", "sister", "brother", "friend", "aunt", "cousin", "neighbour"]
 
 
+def arith_split(cfg: DictConfig, split: str) -> list[Problem]:
+    """dataset=arith: `size` test problems, or a disjoint train split of at least 64."""
+    seed = cfg.seed if split == "test" else cfg.seed + 1_000_003
+    return arith_problems(cfg.size if split == "test" else max(cfg.size, 64), cfg.steps, seed, split)
+
+
 def arith_problems(size: int, steps: int, seed: int, split: str = "test") -> list[Problem]:
     """`size` word problems, each chaining `steps` operations; the same seed gives the same problems."""
     rng = random.Random(f"arith:{seed}:{steps}")
@@ -193,3 +198,14 @@ def _arith_problem(rng: random.Random, steps: int, problem_id: str) -> Problem:
     question = " ".join(sentences) + f" How many {item} do they have together?"
     solution = " ".join(lines) + f" Together: {' + '.join(map(str, amounts))} = {total}. The answer is {total}."
     return Problem(problem_id, question, str(total), solution)
+
+
+@dataclass(frozen=True)
+class BuiltIn:
+    """A dataset generated, not read: how to make a split of it, and its settings that count (each must be >= 1)."""
+
+    load: Callable[[DictConfig, str], list[Problem]]
+    counts: tuple[str, ...]
+
+
+BUILT_IN: dict[str, BuiltIn] = {"arith": BuiltIn(arith_split, ("size", "steps"))}  # dataset=<name>: one line each

@@ -14,7 +14,8 @@ from typing import Any, Iterable, Mapping, Optional
 
 from omegaconf import OmegaConf
 
-from jobs.rundir import flatten
+from actors.decodings import DECODINGS, SAMPLE
+from storage.rundir import flatten
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PROJECT_DIR = CONF_DIR.parent
@@ -37,12 +38,6 @@ NAME_FORMATS = {
 # Named even at their defaults: greedy and sampled runs differ by the temperature, CoT-decoding runs by their
 # branches (each applies only to its decoding).
 ALWAYS_NAMED = ("sampling.temperature", "sampling.top_k_branches")
-# The sampling keys that mean something for each decoding (CoT-decoding ignores n, temperature and top_p).
-DECODING_KEYS = {
-    "sample": ("sampling.n", "sampling.temperature", "sampling.top_p", "sampling.max_tokens", "sampling.seed",
-               "sampling.logprobs"),
-    "cot_decoding": ("sampling.top_k_branches", "sampling.max_tokens", "sampling.logprobs"),
-}
 ANSWER_KEYS = ("answer.format", "answer.confidence", "answer.top_percent", "answer.seed")
 IDENTITY_KEYS = ("model.name", "model.path", "dataset.name", "dataset.limit", "prompt.name", "decoding")
 MACHINE_KEYS = ("precision.dtype", "precision.isa")  # what the replicas ran (rundir.record_precision)
@@ -64,7 +59,8 @@ def defaults(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def decoding_keys(settings: Mapping[str, Any]) -> tuple[str, ...]:
     """The sampling keys that describe a run of this decoding, then the answer keys."""
-    return DECODING_KEYS.get(str(settings.get("decoding", "sample")), DECODING_KEYS["sample"]) + ANSWER_KEYS
+    decoding = DECODINGS.get(str(settings.get("decoding")), DECODINGS[SAMPLE])  # an import: SAMPLE
+    return decoding.name_keys + ANSWER_KEYS
 
 
 def run_name(config: Mapping[str, Any], overrides: Iterable[tuple[str, str]] = ()) -> str:

@@ -3,7 +3,7 @@
 A shard is written under a hidden temporary name and renamed into place, so a half-written shard is
 never read (pyarrow.dataset skips names starting with '.' or '_'). Shards carry page checksums; one
 damaged afterwards (cut short, zeroed, overwritten) is reported as DamagedShardError naming it. The
-shards a compaction has replaced but not yet deleted are never read (analysis.compaction).
+shards a compaction has replaced but not yet deleted are never read (storage.compaction).
 `run_dir` is a local path or any URI pyarrow.fs understands (s3://, gs://, hdfs://).
 """
 
@@ -51,7 +51,7 @@ TRACE_SCHEMA = pa.schema(
 REQUIRED_COLUMNS = ("problem_id", "sample_idx", "text", "gold")
 IGNORED_PREFIXES = (".", "_")  # what pyarrow.dataset skips: temp files of writes, the quarantine
 QUARANTINE = ".quarantine"  # traces/.quarantine/: where a resume moves the shards it cannot read whole
-MANIFEST, OUTPUT = "_compact-{}.json", "compact-{}.parquet"  # a compaction's manifest and output (analysis.compaction)
+MANIFEST, OUTPUT = "_compact-{}.json", "compact-{}.parquet"  # a compaction's manifest and output (storage.compaction)
 # Reads verify the page checksums that write_shard stores (shards written without them are read as before).
 PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
 
@@ -116,7 +116,7 @@ def delete_quietly(fs: pafs.FileSystem, path: str) -> None:
 
 def shard_paths(fs: pafs.FileSystem, root: str) -> list[str]:
     """Every shard under `root`: files with no path part hidden ('.', '_'), less those a finished compaction
-    replaced (analysis.compaction: its manifest is still there, its inputs not yet deleted)."""
+    replaced (storage.compaction: its manifest is still there, its inputs not yet deleted)."""
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     files = [i.path for i in infos if i.type == pafs.FileType.File]
     visible = {path for path in files if not any(part.startswith(IGNORED_PREFIXES) for part in path[len(root):].split("/"))}

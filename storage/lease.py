@@ -27,7 +27,7 @@ import psutil
 import pyarrow.fs as pafs
 
 from analysis.errors import MarginalError
-from analysis.traces import RunDirError, filesystem
+from storage.traces import RunDirError, filesystem
 
 REFRESH_S = 10.0  # how often a holder rewrites its lease
 EXPIRES_S = 3 * REFRESH_S  # a lease unrefreshed this long is taken over (missed refreshes, not one late one)

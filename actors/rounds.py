@@ -10,26 +10,24 @@ resumes from the samples already written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
-from omegaconf import DictConfig, OmegaConf
 
 from actors.work import WorkUnit
 from analysis import confidence as conf_lib
 from analysis.adaptive import Schedule, checkpoints
-from analysis.stopping import variants
-from analysis.traces import ShardIndex, read_columns
+from analysis.stopping import Rule
 from analysis.voting import extract_all, group_answers
-from jobs.problems import Problem
+from storage.traces import ShardIndex, read_columns
 
 
 @dataclass
 class Tally:
     """One problem's answers so far, in sample order, and whether its rule has stopped it."""
 
-    problem: Problem
+    problem_id: str
     keys: list[Optional[str]] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     stopped: bool = False
@@ -41,14 +39,16 @@ class Rounds:
     """An adaptive run's work units: the first batch of every problem, then each problem's next batch as
     soon as its last one is graded, until its rule stops it or it reaches `adaptive.max_samples`."""
 
-    def __init__(self, cfg: DictConfig, problems: list[Problem], new_unit: Callable[[list[tuple[Problem, int]]], WorkUnit]):
-        [(_, self.rule, self.params)] = variants(OmegaConf.to_container(cfg.adaptive.rules, resolve=True))
-        a = cfg.adaptive
-        self.budget = a.max_samples or cfg.sampling.n
-        self.asks = [int(t) for t in checkpoints(Schedule(a.min_samples, a.max_samples, a.batch), self.budget)]
-        self.fmt, self.confidence, self.weighted = cfg.answer.format, cfg.answer.confidence, cfg.sampling.logprobs > 0
-        self.run_dir, self.unit_size, self.new_unit = cfg.run_dir, cfg.cluster.unit_size, new_unit
-        self.state = {p.problem_id: Tally(p) for p in problems}
+    def __init__(self, rule: Rule, params: dict[str, Any], schedule: Schedule, budget: int, fmt: str, confidence: str,
+                 weighted: bool, run_dir: str, unit_size: int, problem_ids: list[str],
+                 new_unit: Callable[[list[tuple[str, int]]], WorkUnit]):
+        """`rule` with `params` asked at `schedule`'s checkpoints up to `budget` samples; answers read in `fmt`,
+        weighted by `confidence` when `weighted`; new units of about `unit_size` (problem_id, sample_idx) pairs."""
+        self.rule, self.params, self.budget = rule, params, budget
+        self.asks = [int(t) for t in checkpoints(schedule, budget)]
+        self.fmt, self.confidence, self.weighted = fmt, confidence, weighted
+        self.run_dir, self.unit_size, self.new_unit = run_dir, unit_size, new_unit
+        self.state = {pid: Tally(pid) for pid in problem_ids}
         self.graded: set[str] = set()  # the shards read
 
     def first_units(self, resumed: bool) -> list[WorkUnit]:
@@ -118,7 +118,7 @@ class Rounds:
             if s.stopped or t < s.asked or self._decide(s):
                 continue
             s.asked = next(a for a in self.asks if a > t)
-            batch += [(s.problem, i) for i in range(t, s.asked) if i not in s.early]
+            batch += [(s.problem_id, i) for i in range(t, s.asked) if i not in s.early]
             if len(batch) >= self.unit_size:
                 units.append(self.new_unit(batch))
                 batch = []

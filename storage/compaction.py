@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analysis.traces import (MANIFEST, OUTPUT, DamagedShardError, delete_quietly, filesystem, is_manifest, read_manifest,
+from storage.traces import (MANIFEST, OUTPUT, DamagedShardError, delete_quietly, filesystem, is_manifest, read_manifest,
                              read_shard, shard_paths, traces_dir)
 
 TARGET_BYTES = 64 * 2**20  # a compacted shard holds small shards up to about this size

@@ -8,8 +8,8 @@ import re
 from omegaconf import DictConfig
 
 from actors.work import Prompt
-from jobs.config import ConfigError
-from jobs.problems import Problem
+from analysis.errors import ConfigError
+from problems.datasets import Problem
 
 
 def exemplars(train: list[Problem], shots: int, seed: int) -> list[Problem]:

@@ -99,7 +99,7 @@ def local_copy(path: str, staging: str) -> str:
         return path
     import pyarrow.fs as pafs
 
-    from analysis.traces import filesystem
+    from storage.traces import filesystem
 
     fs, remote = filesystem(path)
     local = os.path.join(staging, remote.rsplit("/", 1)[-1])

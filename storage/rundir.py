@@ -9,18 +9,18 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
-from matplotlib.figure import Figure
+from analysis.errors import ConfigError
+from storage.traces import QUARANTINE, DamagedShardError, SampleSet, done_samples, filesystem, traces_dir
 
-from analysis.plots import save_figure
-from analysis.traces import QUARANTINE, DamagedShardError, SampleSet, done_samples, filesystem, traces_dir
-from jobs.config import ConfigError
+if TYPE_CHECKING:  # a sampling job writes no figure: matplotlib loads only where one is written
+    from matplotlib.figure import Figure
 
 QUARANTINE_LOG = "quarantine.log"  # beside the quarantined shards: one line per shard moved there
 PRECISION = "precision"  # config.yaml's record of what the replicas ran: {dtype, isa}, each value they reported
@@ -78,6 +78,8 @@ def write_table(table: pa.Table, folder: str, name: str) -> str:
 def write_figure(fig: Figure, folder: str, name: str) -> str:
     """Save `fig` as `<folder>/<name>`: directly when local, through a staging file when `folder` is a URI.
     Returns that path."""
+    from analysis.plots import save_figure
+
     if "://" not in folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         return str(save_figure(fig, Path(folder) / name))

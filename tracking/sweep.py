@@ -3,7 +3,7 @@
     python -m jobs.evaluate -m prompt=direct,cot sampling.temperature=0.3,0.7,1.0
 
 `SweepTracking` (conf/config.yaml, `hydra.callbacks`) opens the parent run when the multirun starts and
-exports its id (`tracking.PARENT_RUN_ENV`) to the members, whose runs nest under it and carry their
+exports its id (`mlflow_runs.PARENT_RUN_ENV`) to the members, whose runs nest under it and carry their
 overrides as tags (`override_tags`). The parent closes FINISHED when every member succeeded, else FAILED.
 Only the jobs it is given open one: a sweep of `jobs.sample`, which logs nothing, opens none.
 Members run one after another, or concurrently on Ray with `hydra/launcher=ray`.
@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from jobs import tracking
+from tracking import mlflow_runs
 
 SWEEP_TAG = "sweep"  # marks a sweep's parent run
 OVERRIDES_TAG = "overrides"  # all of a run's command-line overrides, space-separated
@@ -61,17 +61,17 @@ class SweepTracking(Callback):
             return
         overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))  # as typed
         name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_id = tracking.start_run(config.tracking.uri, config.tracking.experiment, name,
+        run_id = mlflow_runs.start_run(config.tracking.uri, config.tracking.experiment, name,
                                     {SWEEP_TAG: "true", OVERRIDES_TAG: overrides})
-        os.environ[tracking.PARENT_RUN_ENV] = run_id
+        os.environ[mlflow_runs.PARENT_RUN_ENV] = run_id
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        parent = os.environ.get(tracking.PARENT_RUN_ENV)
+        parent = os.environ.get(mlflow_runs.PARENT_RUN_ENV)
         failed = job_return.status == JobStatus.FAILED
         if parent and failed and config.tracking.enabled and config.hydra.mode == RunMode.MULTIRUN:
-            tracking.end_run(config.tracking.uri, parent, "FAILED")
+            mlflow_runs.end_run(config.tracking.uri, parent, "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        parent = os.environ.pop(tracking.PARENT_RUN_ENV, None)
+        parent = os.environ.pop(mlflow_runs.PARENT_RUN_ENV, None)
         if parent and config.tracking.enabled:
-            tracking.end_run(config.tracking.uri, parent, "FINISHED")
+            mlflow_runs.end_run(config.tracking.uri, parent, "FINISHED")

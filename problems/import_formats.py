@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from omegaconf import DictConfig
 
-from jobs.problems import DatasetError, as_text, record_field, records
+from problems.datasets import DatasetError, as_text, record_field, records
 
 DATE = r"\d{4}-\d{2}-\d{2}T[\d.\-]+"  # lm-eval's and lighteval's date_id: isoformat() with ':' as '-'
 LM_EVAL_SAMPLES = re.compile(rf"^samples_(?P<task>.+?)(?:_(?P<date>{DATE}))?\.jsonl$")
@@ -260,11 +260,12 @@ def read_jsonl(files: list[Path], cfg: DictConfig, peers: PeerTally) -> Iterator
 class Format:
     pattern: str  # the files it collects from a folder (recursively)
     read: Callable[[list[Path], DictConfig, PeerTally], Iterator[ImportedProblem]]
+    fields: bool  # it reads ingest.fields (recorded in the run's config.yaml)
 
 
 FORMATS: dict[str, Format] = {
-    "lm_eval": Format("samples_*.jsonl", read_lm_eval),
-    "lighteval": Format("details_*.parquet", read_lighteval),
-    "nemo_skills": Format("output-rs*.jsonl", read_nemo_skills),
-    "jsonl": Format("*.jsonl", read_jsonl),
+    "lm_eval": Format("samples_*.jsonl", read_lm_eval, fields=True),
+    "lighteval": Format("details_*.parquet", read_lighteval, fields=False),
+    "nemo_skills": Format("output-rs*.jsonl", read_nemo_skills, fields=True),
+    "jsonl": Format("*.jsonl", read_jsonl, fields=True),
 }
