@@ -4,6 +4,7 @@ Every case runs `python -m jobs.sample` as a user would and checks: exit status 
 single line `error: <message>`, no Ray was started, and no traces/ was written.
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -98,11 +99,14 @@ def test_a_bad_input_fails_at_once_with_one_exact_line_and_starts_nothing(tmp_pa
     run = tmp_path / "run"
     rundir.prepare(str(run), resolved(compose(f"run_dir={run}")))  # an earlier run, sampled at temperature 0.7
     args = [o.format(data=data) for o in overrides]
+    # A Ray the job starts makes its session folder under RAY_TMPDIR at once; without RAY_ADDRESS it joins none.
+    ray_tmp = tmp_path / "ray-tmp"
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(ray_tmp)}
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "jobs.sample", f"run_dir={run}", "tracking=none", *args],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2, result.stderr[-2000:]
     [printed], expected = result.stderr.splitlines(), line.format(data=data, run=run)
     assert printed.startswith(expected[:-3]) if expected.endswith("...") else printed == expected
     assert time.monotonic() - start < 60
-    assert "Ray" not in result.stderr + result.stdout and not (run / "traces").exists()
+    assert not ray_tmp.exists() and not (run / "traces").exists()

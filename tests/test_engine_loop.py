@@ -20,8 +20,21 @@ def text(tokens: int) -> SimpleNamespace:
     return SimpleNamespace(text="x", token_ids=range(tokens))
 
 
+class SteppedEngine(DoubleEngine):
+    """Says when it has run its first step."""
+
+    def __init__(self, step_s: float):
+        super().__init__(step_s)
+        self.stepped = threading.Event()
+
+    def step(self):
+        outputs = super().step()
+        self.stepped.set()
+        return outputs
+
+
 def test_a_short_batch_admitted_while_a_long_one_runs_finishes_first_and_both_share_the_batch():
-    loop = EngineLoop(lambda: DoubleEngine(step_s=0.002), lambda _: 256)
+    loop = EngineLoop(lambda: SteppedEngine(step_s=0.002), lambda _: 256)
     finished = {}
 
     def call(name, tokens):
@@ -31,7 +44,7 @@ def test_a_short_batch_admitted_while_a_long_one_runs_finishes_first_and_both_sh
 
     long = threading.Thread(target=call, args=("long", 400))
     long.start()
-    time.sleep(0.05)  # the long batch is running
+    assert loop.engine.stepped.wait(timeout=60)  # the long batch is running
     call("short", 5)
     long.join()
     assert finished["short"] < finished["long"] - 0.3

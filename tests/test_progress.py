@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import time
 from collections import deque
 
@@ -22,9 +23,9 @@ def lines(stream: io.StringIO) -> list[re.Match]:
 
 def test_moves_print_at_a_bounded_rate_and_the_last_one_always():
     stream = io.StringIO()  # not a terminal
-    with Progress(100, stream, heartbeat_s=60, min_interval_s=0.2) as progress:
+    with Progress(100, stream, heartbeat_s=3600, min_interval_s=600) as progress:
         progress.engines_loaded()
-        time.sleep(0.25)
+        progress.last_line -= 600  # as if the last line were printed 600 s ago
         progress.update(10, ENGINES)  # printed: the interval has passed
         for kept in range(20, 100, 10):
             progress.update(kept, ENGINES)  # within the interval: not printed
@@ -57,10 +58,24 @@ def test_tokens_count_every_replica_ever_seen_a_replaced_one_included():
         assert sum(progress.generated.values()) == 950 and set(progress.live) == {"b", "c"}  # a died
 
 
+class Lines(io.StringIO):
+    """A stream (not a terminal) that says when `count` lines were written to it."""
+
+    def __init__(self, count: int):
+        super().__init__()
+        self.count, self.written = count, threading.Event()
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.getvalue().count("\n") >= self.count:
+            self.written.set()
+        return written
+
+
 def test_a_heartbeat_line_comes_while_nothing_moves():
-    stream = io.StringIO()
+    stream = Lines(2)
     with Progress(50, stream, heartbeat_s=0.1, min_interval_s=10):
-        time.sleep(0.35)
+        assert stream.written.wait(timeout=60)
     found = lines(stream)
     assert len(found) >= 2 and all(found)
     assert {m.group(1) for m in found} == {"0"} and found[0].group(4) == "engines loading"

@@ -43,7 +43,8 @@ class FakeEngine:
         return reversed(list(enumerate(outputs)))
 
     def mean_batch(self) -> float:
-        return 2.0
+        """The mean number of prompts per call: each call stands for one engine step of its whole batch."""
+        return sum(map(len, self.calls)) / len(self.calls)
 
     def _output(self, params):
         if params.max_tokens == 1:  # CoT-decoding's first step: the top-k first tokens, ranked
@@ -117,10 +118,12 @@ def test_cot_decoding_branches_on_the_ranked_first_tokens_with_their_answer_conf
 def test_a_unit_s_rows_are_on_disk_when_it_returns_with_the_run_s_columns(replica, tmp_path):
     unit = WorkUnit(str(tmp_path), RunColumns("run1", "fake", "cot"), spec(),
                     [Request("p", "q", "4", "two words", i, i) for i in range(2)])
+    replica.clock = iter([100.0, 102.5]).__next__  # the clock as generation starts, then as it ends
     result = replica.run(unit)
     assert (result["run_dir"], result["rows"], result["tokens"], result["errors"]) == (str(tmp_path), 2, 10, 0)
-    assert (result["replica"], result["mean_batch"]) == ("node:1", 2.0)
+    assert result["generate_s"] == 2.5 and result["mean_batch"] == 2.0  # the unit's 2 requests went in one batch
+    assert 0 < result["write_s"] == replica.writer.write_s  # the shard written before it returned
     assert replica.lengths.finished == {5: 2}  # what the replica's estimate of tokens left learns from
     table = open_traces(str(tmp_path)).to_table()
     assert set(zip(*(table[c].to_pylist() for c in ("run_id", "model", "prompt", "decoding", "replica")))) == \
-        {("run1", "fake", "cot", "sample", "node:1")}
+        {("run1", "fake", "cot", "sample", result["replica"])}  # the result names the replica its rows name
