@@ -93,9 +93,9 @@ TRACE_SCORES: dict[str, Callable[[np.ndarray, ScoreOptions], float]] = {
 }
 
 
-def trace_score(conf: np.ndarray, method: str = "mean", **options: float) -> float:
-    """One trace's confidence from its token confidences by a method of TRACE_SCORES; `options` are
-    ScoreOptions' window, tail and percent. An empty trace scores 0.0."""
+def trace_score(conf: np.ndarray, method: str, **options: float) -> float:
+    """One trace's confidence from its token confidences by `method` of TRACE_SCORES (answer.confidence);
+    `options` are ScoreOptions' window, tail and percent. An empty trace scores 0.0."""
     if method not in TRACE_SCORES:
         raise ValueError(f"unknown method {method!r}; expected one of {list(TRACE_SCORES)}")
     conf = np.asarray(conf, dtype=float)
@@ -104,8 +104,8 @@ def trace_score(conf: np.ndarray, method: str = "mean", **options: float) -> flo
 
 def trace_confidence(
     logprobs: Sequence[float],
-    top_logprobs: Sequence[Sequence[float]] | None = None,
-    method: str = "mean",
+    top_logprobs: Sequence[Sequence[float]] | None,
+    method: str,
     **options: float,
 ) -> float:
     """One trace's confidence from its per-token logprobs (and top-k logprobs, when stored);

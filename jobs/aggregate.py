@@ -35,7 +35,7 @@ from analysis.plots import curves_figure, frontier_figure, tokens_figure
 from analysis.stopping import variants
 from analysis.voting import extract_all, grade_classes, group_answers, options_of
 from jobs import cli, ingest
-from jobs.config import saved_answer
+from jobs.config import resolved, saved_answer
 from storage import rundir
 from storage.traces import NoTracesError, RunDirError, open_traces, scan
 from tracking import mlflow_runs, runinfo, sweep
@@ -159,12 +159,13 @@ def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[Votes]]:
     return answers, pa.Table.from_pylist(rows), problems
 
 
-def greedy_correct(run_dir: str, fmt: str) -> tuple[Optional[dict[str, bool]], Optional[float]]:
-    """Per problem, whether the greedy baseline stored in run_dir/greedy is right, and its mean tokens per
-    problem (None when its traces hold no num_tokens); (None, None) without one."""
+def greedy_correct(run_dir: str, fmt: str, confidence: str) -> tuple[Optional[dict[str, bool]], Optional[float]]:
+    """Per problem, whether the greedy baseline stored in run_dir/greedy is right (its one vote: `confidence`
+    changes nothing), and its mean tokens per problem (None when its traces hold no num_tokens); (None, None)
+    without one."""
     greedy_dir = f"{run_dir.rstrip('/')}/{GREEDY_SUBDIR}"
     try:
-        answers = read_answers(greedy_dir, fmt, "mean")
+        answers = read_answers(greedy_dir, fmt, confidence)
     except NoTracesError:
         return None, None
     first = answers.filter(pc.equal(answers["sample_idx"], 0))
@@ -192,7 +193,7 @@ def deltas_to_greedy(curves: Curves, problem_ids: list[str], greedy: dict[str, b
     return paired_deltas(per_problem, curves.ks, baseline, seed=seed)
 
 
-def aggregate_run(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 0, title: str = "",
+def aggregate_run(run_dir: str, fmt: str, confidence: str, seed: int = 0, title: str = "",
                   top_percent: Optional[float] = None) -> Evaluation:
     """Everything from traces to curves for one run directory; tables and plots (titled `title`, else the
     run_dir) land in run_dir.
@@ -203,7 +204,7 @@ def aggregate_run(run_dir: str, fmt: str, confidence: str = "mean", seed: int = 
     part = scaling_curves(problems, seed=seed, top_percent=top_percent)
     curves = list(part.rows)
     branched = all(p.deltas is not None for p in problems)
-    by_problem, greedy_tokens = greedy_correct(run_dir, fmt)
+    by_problem, greedy_tokens = greedy_correct(run_dir, fmt, confidence)
     by_problem = by_problem or (first_branch_correct(answers) if branched else None)
     ids = problems_table["problem_id"].to_pylist()
     greedy = None
@@ -365,7 +366,7 @@ def main(cfg: DictConfig) -> None:
     config = {**{k: v for k, v in sampled.items() if k != "tracking"}, "run_dir": cfg.run_dir, "answer": answer,
               "adaptive": OmegaConf.to_container(cfg.adaptive, resolve=True),
               "tracking": OmegaConf.to_container(cfg.tracking, resolve=True)}
-    name = runinfo.run_name(config, sweep.member_overrides()) or cfg.run_dir
+    name = runinfo.run_name(config, resolved(cli.compose()), sweep.member_overrides()) or cfg.run_dir
     result = aggregate_run(cfg.run_dir, answer["format"], answer["confidence"], answer["seed"], title=name,
                            top_percent=answer["top_percent"])
     adaptive_metrics, adaptive_table = replay_adaptive(cfg.adaptive, result)

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -48,9 +50,17 @@ def _brief(error: BaseException) -> str:
 
 
 def compose(*overrides: str, config_name: str = "config") -> DictConfig:
-    """The config these command-line overrides give, for code that runs a job in-process (tests, benchmarks)."""
-    with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return hydra.compose(config_name=config_name, overrides=list(overrides))
+    """The config these command-line overrides give: conf/'s defaults for a running job, or a whole config for
+    code that runs a job in-process (tests, benchmarks)."""
+    # A running job's Hydra (its job name, which a sweep's later members take, its search path) is put back after.
+    running = Singleton.get_state() if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return hydra.compose(config_name=config_name, overrides=list(overrides))
+    finally:
+        if running is not None:
+            Singleton.set_state(running)
 
 
 def entry_point(config_name: str = "config") -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:

@@ -353,7 +353,9 @@ VALIDATORS: dict[str, Callable[[DictConfig], None]] = {  # config name -> its va
 }
 
 
-SAVED_ANSWER_FALLBACK = {"format": "auto", "seed": 0}  # for a run that saved no config (traces written elsewhere)
+# answer.format and answer.seed for a run that saved no config (traces written elsewhere); declared here only,
+# conf/answer/default.yaml's nulls point at it.
+SAVED_ANSWER_FALLBACK = {"format": "auto", "seed": 0}
 
 
 def saved_answer(given: DictConfig, saved: Optional[dict[str, Any]]) -> dict[str, Any]:

@@ -20,11 +20,13 @@ from tracking import mlflow_runs, runinfo, sweep
 
 
 def greedy_config(cfg: DictConfig) -> DictConfig:
-    """The same run at temperature 0 with one sample, in run_dir/greedy."""
+    """The same run with what conf/sampling/greedy.yaml changes in sampling/default.yaml (one sample at
+    temperature 0), in run_dir/greedy."""
+    default, greedy_sampling = cli.compose().sampling, cli.compose("sampling=greedy").sampling
     greedy = cfg.copy()
     with open_dict(greedy):
         greedy.run_dir = f"{cfg.run_dir.rstrip('/')}/{GREEDY_SUBDIR}"
-        greedy.sampling.update(n=1, temperature=0.0, top_p=1.0)
+        greedy.sampling.update({k: v for k, v in greedy_sampling.items() if v != default[k]})  # others: the run's
         greedy.adaptive.update(rules={}, max_samples=None)  # one sample: nothing to stop early
     return greedy
 
@@ -32,7 +34,8 @@ def greedy_config(cfg: DictConfig) -> DictConfig:
 def aggregate_sampled(cfg: DictConfig) -> Evaluation:
     """Aggregate the sampled run with its answer.* (format, confidence, top_percent, seed: saved with the run,
     so a later jobs.aggregate of run_dir draws the same curves and intervals), titled by the run's name."""
-    name = runinfo.run_name(config_module.resolved(cfg), sweep.member_overrides())
+    default = config_module.resolved(cli.compose())
+    name = runinfo.run_name(config_module.resolved(cfg), default, sweep.member_overrides())
     return aggregate_run(cfg.run_dir, cfg.answer.format, cfg.answer.confidence, cfg.answer.seed, title=name,
                          top_percent=cfg.answer.top_percent)
 

@@ -35,7 +35,8 @@ def test_reaggregating_a_run_gives_the_intervals_of_its_evaluation(tmp_path):
     cfg = sampled_run(run, "answer.seed=7", "greedy_baseline=false")
     evaluated = intervals(aggregate_sampled(cfg).curves)
     assert rundir.saved_config(run)["answer"]["seed"] == 7
-    assert intervals(aggregate_run(run, "number", seed=0).curves) != evaluated  # the seed matters to the intervals
+    other_seed = aggregate_run(run, "number", cfg.answer.confidence, seed=0)
+    assert intervals(other_seed.curves) != evaluated  # the seed matters to the intervals
 
     done = run_module("jobs.aggregate", f"run_dir={run}", "tracking=none")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -79,7 +79,7 @@ def test_an_object_store_run_dir_samples_resumes_and_aggregates_through_pyarrow(
     assert traces.num_rows == 18 and len(set(zip(traces["problem_id"].to_pylist(), traces["sample_idx"].to_pylist()))) == 18
     assert pc.count_distinct(traces["replica"]).as_py() >= 2  # each replica wrote its own shards
 
-    result = aggregate_run(run_dir, "number")
+    result = aggregate_run(run_dir, "number", "mean")
     assert "text" not in result.answers.column_names  # texts stay in the shards, never gathered by the driver
     assert result.files == [f"{run_dir}/{name}" for name in
                             ("answers.parquet", "problems.parquet", "curves.parquet", "grading.parquet", "curves.png",

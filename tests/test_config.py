@@ -1,20 +1,30 @@
 """The Hydra config tree: defaults declared once, overrides, and validation that names the key."""
 
+import ast
 import dataclasses
+import inspect
 from pathlib import Path
 
+import hydra
 import pytest
 import yaml
+from hydra.core.utils import JobRuntime
 from hydra.errors import ConfigCompositionException
 from omegaconf import MISSING
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from analysis.confidence import trace_confidence, trace_score
 from analysis.errors import ConfigError
 from jobs import config
+from jobs.aggregate import aggregate_run, greedy_correct, read_answers
 from jobs.cli import compose
-from jobs.config import resolved, validate
+from jobs.config import SAVED_ANSWER_FALLBACK, resolved, saved_answer, validate
+from jobs.evaluate import greedy_config
+from tracking import runinfo
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+ROOMS = ("jobs", "tracking", "problems", "actors", "storage", "analysis")
 # conf/<group>/ -> its schema; conf/<name>.yaml -> the schema its defaults list names
 GROUPS = {"model": config.ModelConfig, "dataset": config.DatasetConfig, "prompt": config.PromptConfig,
           "sampling": config.SamplingConfig, "cluster": config.ClusterConfig, "tracking": config.TrackingConfig,
@@ -85,6 +95,74 @@ def test_the_greedy_baseline_extends_the_default_sampling():
     assert (greedy.n, greedy.temperature, greedy.top_p) == (1, 0.0, 1.0)
     assert {k: greedy[k] for k in ("max_tokens", "seed", "logprobs", "top_k_branches")} == \
         {k: default[k] for k in ("max_tokens", "seed", "logprobs", "top_k_branches")}
+
+
+def test_the_greedy_baseline_is_the_run_with_what_sampling_greedy_yaml_changes():
+    run = compose("run_dir=/tmp/run", "sampling.n=8", "sampling.temperature=0.5", "sampling.top_p=0.9",
+                  "sampling.max_tokens=64", "sampling.seed=3", "adaptive=esc")
+    greedy, own = greedy_config(run), yaml_values(CONF / "sampling" / "greedy.yaml")
+    assert own and {k: greedy.sampling[k] for k in own} == own  # whatever the run's own values of those keys
+    others = [k for k in run.sampling if k not in own]
+    assert {k: greedy.sampling[k] for k in others} == {k: run.sampling[k] for k in others}  # the run's own
+    assert greedy.run_dir == "/tmp/run/greedy" and greedy.adaptive.rules == {} and run.sampling.n == 8
+
+
+# Functions that take answer.confidence (or a trace score's method, which it names): conf/answer/default.yaml
+# declares its default, so none of them may.
+CONFIDENCE_PARAMETERS = [(aggregate_run, "confidence"), (read_answers, "confidence"), (greedy_correct, "confidence"),
+                         (trace_score, "method"), (trace_confidence, "method")]
+
+
+@pytest.mark.parametrize("function, parameter", CONFIDENCE_PARAMETERS, ids=lambda x: getattr(x, "__name__", x))
+def test_answer_confidence_has_no_python_default(function, parameter):
+    assert inspect.signature(function).parameters[parameter].default is inspect.Parameter.empty
+
+
+def test_no_function_of_the_rooms_gives_a_confidence_a_default():
+    found = []
+    for room in ROOMS:
+        for path in sorted((ROOT / room).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    args = node.args
+                    positional = args.posonlyargs + args.args
+                    defaulted = positional[len(positional) - len(args.defaults):] + [
+                        a for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+                    found += [f"{room}/{path.name}:{node.name}" for a in defaulted if a.arg == "confidence"]
+    assert found == []
+
+
+def test_only_jobs_cli_finds_conf_so_no_module_reads_its_yaml_by_hand():
+    naming = [f"{room}/{path.name}" for room in ROOMS for path in sorted((ROOT / room).glob("*.py"))
+              if any(isinstance(node, ast.Constant) and node.value == "conf"
+                     for node in ast.walk(ast.parse(path.read_text())))]
+    assert naming == ["jobs/cli.py"]
+
+
+def test_run_names_are_measured_against_the_composed_default_config():
+    run = resolved(compose("run_dir=x", "sampling.n=32", "answer.confidence=tail"))
+    assert runinfo.run_name(run, resolved(compose())) == "qwen2.5-coder-0.5b-instruct/arith/cot t0.7 n32 conf-tail"
+    as_default = resolved(compose("sampling.n=32", "answer.confidence=tail"))  # the defaults come from the caller
+    assert runinfo.run_name(run, as_default) == "qwen2.5-coder-0.5b-instruct/arith/cot t0.7"
+
+
+def test_compose_inside_a_running_job_leaves_its_hydra_as_it_was():
+    with hydra.initialize_config_dir(config_dir=str(CONF), job_name="evaluate", version_base="1.3"):
+        assert compose("sampling=greedy").sampling.n == 1
+        assert JobRuntime.instance().get("name") == "evaluate"
+        assert hydra.compose(config_name="config", overrides=["sampling.n=3"]).sampling.n == 3  # the job's Hydra
+
+
+def test_a_run_without_a_saved_config_reads_with_the_fallback_conf_points_at():
+    given = compose("run_dir=x", config_name="aggregate").answer
+    fallback = saved_answer(given, None)
+    assert {k: fallback[k] for k in SAVED_ANSWER_FALLBACK} == SAVED_ANSWER_FALLBACK
+    saved = saved_answer(given, {"answer": {"format": "math", "seed": 7}})
+    assert (saved["format"], saved["seed"], saved["confidence"]) == ("math", 7, given.confidence)
+    lines = (CONF / "answer" / "default.yaml").read_text().splitlines()
+    comments = {line.split(":")[0]: line.split("#", 1)[1] for line in lines if not line.startswith("#")}
+    for key, value in SAVED_ANSWER_FALLBACK.items():  # the comment points at the value instead of restating it
+        assert "jobs.config.SAVED_ANSWER_FALLBACK" in comments[key] and f"else {value}" not in comments[key]
 
 
 def test_defaults_are_the_embedded_laptop_run():

@@ -127,7 +127,7 @@ def test_branches_on_the_top_k_first_tokens_and_resumes(tmp_path):
     assert table.num_rows == 8 and table["branch_rank"].to_pylist() == [0, 1, 2, 3] * 2
     assert all((run / "traces" / name).stat().st_mtime_ns == mtime for name, mtime in shards.items())
 
-    result = aggregate_run(str(run), "gsm8k")
+    result = aggregate_run(str(run), "gsm8k", "mean")
     methods = {r["method"] for r in result.curves}
     assert {"maj", "pass", "cot_decoding_max", "cot_decoding_agg"} <= methods
     assert 0.0 <= result.metrics["cot_decoding/max"] <= 1.0 and "cot_decoding/agg" in result.metrics

@@ -142,8 +142,8 @@ def two_shard_run(run: Path) -> list[Path]:
 def test_aggregation_refuses_a_damaged_shard_naming_it_and_the_repair(tmp_path, which):
     shard = two_shard_run(tmp_path / "run")[which]
     shard.write_bytes(cut_in_half(shard.read_bytes()))
-    for read in (lambda: aggregate_run(str(tmp_path / "run"), "number"), lambda: read_columns(str(tmp_path / "run"), ["text"]),
-                 lambda: done_samples(str(tmp_path / "run"))):
+    for read in (lambda: aggregate_run(str(tmp_path / "run"), "number", "mean"),
+                 lambda: read_columns(str(tmp_path / "run"), ["text"]), lambda: done_samples(str(tmp_path / "run"))):
         with pytest.raises(DamagedShardError, match=rf"^{re.escape(str(shard))}: trace shard cannot be read whole \(\d+ bytes: Parquet "
                                                     rf"magic bytes not found in footer\); rerun jobs.sample with the same run_dir"):
             read()

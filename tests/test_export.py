@@ -40,7 +40,7 @@ def run(tmp_path) -> str:
     write_shard(rows[:4], run_dir, "part-a")
     write_shard(rows[4:], run_dir, "part-b")
     rundir.prepare(run_dir, {"prompt": PROMPT, "run_dir": run_dir})
-    aggregate_run(run_dir, "gsm8k")
+    aggregate_run(run_dir, "gsm8k", "mean")
     return run_dir
 
 

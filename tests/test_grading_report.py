@@ -33,7 +33,7 @@ def word_run(run_dir: str, logprobs: bool) -> None:
 def test_a_word_task_is_graded_by_its_words_and_says_how(tmp_path):
     run_dir = str(tmp_path / "run")
     word_run(run_dir, logprobs=True)
-    result = aggregate_run(run_dir, "auto")
+    result = aggregate_run(run_dir, "auto", "mean")
     by = {(r["method"], r["k"]): r["accuracy"] for r in result.curves}
     assert by[("maj", 4)] == 0.5  # p0's majority is the anagram 'snta': wrong; p1's is right
     assert by[("pass", 1)] == pytest.approx((1 / 4 + 3 / 4) / 2)
@@ -49,7 +49,7 @@ def test_a_word_task_is_graded_by_its_words_and_says_how(tmp_path):
 def test_traces_without_logprobs_report_no_weighted_curve_and_say_why(tmp_path):
     run_dir = str(tmp_path / "run")
     word_run(run_dir, logprobs=False)
-    result = aggregate_run(run_dir, "auto", top_percent=50)
+    result = aggregate_run(run_dir, "auto", "mean", top_percent=50)
     methods = {r["method"] for r in result.curves}
     assert methods == {"maj", "pass"}
     assert set(result.omitted) == {"weighted_maj", "weighted_maj_top50", "greedy"}
@@ -70,7 +70,7 @@ def test_choice_golds_may_be_the_options_text(tmp_path):
     said = ["The answer is (B).", "Answer: B) Paris", "the answer is Paris", "The answer is (C)."]
     write_shard([{"problem_id": "q0", "sample_idx": i, "gold": "Paris", "question": QUESTION, "text": text}
                  for i, text in enumerate(said)], run_dir, "part-0")
-    result = aggregate_run(run_dir, "choice")
+    result = aggregate_run(run_dir, "choice", "mean")
     answers = result.answers.to_pydict()
     assert answers["canonical"] == ["B", "B", "B", "C"] and answers["gold_key"] == ["B"] * 4
     assert answers["correct"] == [True, True, True, False]

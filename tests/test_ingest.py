@@ -94,7 +94,7 @@ def test_lm_eval_numbers_are_its_own_first_k_votes_beside_marginal_exact_maj(tmp
     for task, metrics in reported.items():
         for metric in ("exact_match,score-first", "exact_match,maj@8", "exact_match,maj@4"):
             assert values[f"{task} {metric}"] == pytest.approx(metrics[metric])
-    result = aggregate_run(run_dir, "auto")
+    result = aggregate_run(run_dir, "auto", "mean")
     lines = peer_lines(run_dir, result.problems["problem_id"].to_pylist(), result.votes)
     by_name = {line.split("%")[0].rsplit(" ", 1)[0].strip(): line for line in lines[1:]}
     line = by_name["gsm8k_cot_self_consistency exact_match,maj@4"]
@@ -109,7 +109,7 @@ def test_lighteval_maj_and_pass_are_reproduced_from_its_details(tmp_path):
     reported = json.loads(results_file.read_text())["results"]["lighteval|gsm8k|0"]
     values = peer_values(run_dir)
     assert values["lighteval|gsm8k|0 maj@n:n=4"] == pytest.approx(reported["maj@n:n=4"])
-    result = aggregate_run(run_dir, "auto")
+    result = aggregate_run(run_dir, "auto", "mean")
     lines = "\n".join(peer_lines(run_dir, result.problems["problem_id"].to_pylist(), result.votes))
     assert f"{100 * reported['maj@n:n=4']:.1f}%   marginal: first-4 vote {100 * reported['maj@n:n=4']:.1f}%" in lines
     assert f"{100 * reported['pass@k:k=2&n=4']:.1f}%   marginal: pass@2 {100 * reported['pass@k:k=2&n=4']:.1f}%" in lines
@@ -130,7 +130,7 @@ def test_lighteval_columns_without_dunders_read_the_same(tmp_path):
 def test_nemo_skills_pass_numbers_are_reproduced_from_its_verdicts(tmp_path):
     run_dir = imported("nemo_skills", tmp_path / "run")
     reported = json.loads((FIXTURES / "nemo_skills" / "eval-results" / "metrics.json").read_text())["gsm8k"]
-    result = aggregate_run(run_dir, "auto")
+    result = aggregate_run(run_dir, "auto", "mean")
     by_k = {r["k"]: r["accuracy"] for r in result.curves if r["method"] == "pass"}
     assert by_k[1] == pytest.approx(reported["pass@1[avg-of-4]"]["symbolic_correct"] / 100)
     assert by_k[4] == pytest.approx(reported["pass@4"]["symbolic_correct"] / 100)
@@ -143,7 +143,7 @@ def test_an_imported_run_aggregates_as_the_same_samples_written_natively(tmp_pat
              "sample_idx": i, "text": text}
             for line in map(json.loads, (FIXTURES / "jsonl" / "samples.jsonl").open()) for i, text in enumerate(line["outputs"])]
     write_shard(rows, str(tmp_path / "native"), "part-native")
-    ours, theirs = aggregate_run(run_dir, "auto"), aggregate_run(str(tmp_path / "native"), "auto")
+    ours, theirs = aggregate_run(run_dir, "auto", "mean"), aggregate_run(str(tmp_path / "native"), "auto", "mean")
     strip = lambda curves: [(r["method"], r["k"], r["accuracy"], r["ci_low"], r["ci_high"]) for r in curves]  # noqa: E731
     assert strip(ours.curves) == strip(theirs.curves) and len(ours.curves) == 8
     assert ours.answers.select(["problem_id", "sample_idx", "canonical", "correct"]).equals(
@@ -214,12 +214,12 @@ def test_the_commands_import_then_aggregate_with_replay_and_print_the_peers_numb
 
 def test_ensemble_export_and_compare_work_on_imported_runs(tmp_path):
     run_dir = imported("jsonl", tmp_path / "imported", "fields.id=null")
-    result = aggregate_run(run_dir, "auto")
+    result = aggregate_run(run_dir, "auto", "mean")
     native = str(tmp_path / "native")  # another model's samples on the same problems, run natively
     rows = [{"run_id": "n", "problem_id": pid, "gold": gold, "sample_idx": i, "text": f"The answer is {gold}."}
             for pid, gold in zip(result.problems["problem_id"].to_pylist(), result.problems["gold"].to_pylist()) for i in range(4)]
     write_shard(rows, native, "part-0")
-    aggregate_run(native, "auto")
+    aggregate_run(native, "auto", "mean")
     curves = ensemble([run_dir, native], "auto", None, seed=0)
     assert {r["run"] for r in curves} == {"ensemble", "imported", "native"}
     assert next(r for r in curves if r["run"] == "native" and r["k"] == 4)["accuracy"] == 1.0
@@ -233,6 +233,6 @@ def test_ensemble_export_and_compare_work_on_imported_runs(tmp_path):
     MlflowClient(uri).create_experiment("imported", artifact_location=str(tmp_path / "artifacts"))
     tracking = compose("run_dir=x", f"tracking.uri={uri}", "tracking.experiment=imported", config_name="aggregate")
     for run in (run_dir, native):
-        track(tracking, aggregate_run(run, "auto"), rundir.saved_config(run) or {"run_dir": run}, run, "aggregate")
+        track(tracking, aggregate_run(run, "auto", "mean"), rundir.saved_config(run) or {"run_dir": run}, run, "aggregate")
     comparison = compare(uri, "imported", "", ["maj"], tmp_path / "out")
     assert comparison.table.num_rows == 2 and comparison.paired.num_rows > 0

@@ -65,7 +65,7 @@ def test_aggregate_writes_paired_rows_and_prints_them(tmp_path):
                            "c": ("9", ["The answer is 3."] * 4)})
     shard(run / "greedy" / "traces", {"a": ("1", ["The answer is 2."]), "b": ("5", ["The answer is 5."]),
                                       "c": ("9", ["The answer is 9."])})
-    result = aggregate_run(str(run), "number")
+    result = aggregate_run(str(run), "number", "mean")
     rows = {(r["method"], r["k"]): r for r in result.curves}
     assert result.greedy == 2 / 3
     maj4 = rows[("maj", 4)]["accuracy"]

@@ -1,5 +1,7 @@
 """Run names, the short parameter list and the description that MLflow shows for an evaluation."""
 
+from typing import Iterable
+
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -13,16 +15,21 @@ def config(*overrides: str) -> dict:
     return resolved(compose("run_dir=x", *overrides))
 
 
+def run_name(config: dict, overrides: Iterable[tuple[str, str]] = ()) -> str:
+    """The run's name against conf/'s defaults, as the jobs name it."""
+    return runinfo.run_name(config, resolved(compose()), overrides)
+
+
 def test_a_name_holds_model_dataset_prompt_the_temperature_and_only_the_settings_that_differ_from_conf():
-    assert runinfo.run_name(config()) == "qwen2.5-coder-0.5b-instruct/arith/cot t0.7"
-    assert runinfo.run_name(config("dataset=gsm8k", "sampling.n=32", "answer.top_percent=50")) == (
+    assert run_name(config()) == "qwen2.5-coder-0.5b-instruct/arith/cot t0.7"
+    assert run_name(config("dataset=gsm8k", "sampling.n=32", "answer.top_percent=50")) == (
         "qwen2.5-coder-0.5b-instruct/gsm8k/cot t0.7 n32 top50")  # gsm8k's own answer format is its default
-    assert runinfo.run_name(config("dataset=gsm8k", "answer.format=math", "sampling=greedy")) == (
+    assert run_name(config("dataset=gsm8k", "answer.format=math", "sampling=greedy")) == (
         "qwen2.5-coder-0.5b-instruct/gsm8k/cot t0.0 p1.0 n1 math")
-    assert runinfo.run_name(config("answer.seed=3")) == "qwen2.5-coder-0.5b-instruct/arith/cot t0.7 aseed3"
-    assert runinfo.run_name(config("adaptive=esc"), [("adaptive", "esc")]) == (  # online stopping, named once
+    assert run_name(config("answer.seed=3")) == "qwen2.5-coder-0.5b-instruct/arith/cot t0.7 aseed3"
+    assert run_name(config("adaptive=esc"), [("adaptive", "esc")]) == (  # online stopping, named once
         "qwen2.5-coder-0.5b-instruct/arith/cot t0.7 adaptive=esc")
-    assert runinfo.run_name(config("decoding=cot_decoding", "prompt=plain")) == (  # n, t and top_p do not apply
+    assert run_name(config("decoding=cot_decoding", "prompt=plain")) == (  # n, t and top_p do not apply
         "qwen2.5-coder-0.5b-instruct/arith/plain cot_decoding b10")
 
 
@@ -33,7 +40,7 @@ def test_sweep_members_get_unique_names_that_carry_their_overrides_even_at_defau
     names = []
     for member in members:
         pairs = [(o.key_or_group, str(o.value())) for o in OverridesParser.create().parse_overrides(member)]
-        names.append(runinfo.run_name(config(*member), pairs))
+        names.append(run_name(config(*member), pairs))
     assert len(set(names)) == len(members) == 8
     assert "qwen2.5-coder-0.5b-instruct/arith/direct t0.7 p0.95 dataset.limit=4" in names  # p0.95 is the default
     assert not [name for name in names if "run_dir" in name]

@@ -12,13 +12,10 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from omegaconf import OmegaConf
-
 from actors.decodings import DECODINGS, SAMPLE
 from storage.rundir import flatten
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-PROJECT_DIR = CONF_DIR.parent
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 # How each setting reads in a run name (str.format of its value), in name order.
 NAME_FORMATS = {
@@ -46,28 +43,19 @@ UNNAMED_OVERRIDES = ("model", "dataset", "prompt", "sampling", "adaptive", "run_
 UNNAMED_PREFIXES = ("tracking", "hydra")
 
 
-def defaults(config: Mapping[str, Any]) -> dict[str, Any]:
-    """conf/'s defaults of the named settings (answer: conf/answer/default.yaml under config.yaml's answer);
-    answer.format's is the run's dataset's answer format."""
-    main = OmegaConf.load(CONF_DIR / "config.yaml")
-    sampling = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sampling" / "default.yaml"))
-    answer = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF_DIR / "answer" / "default.yaml"), main.answer))
-    values = flatten({"decoding": main.decoding, "sampling": sampling, "answer": answer})
-    values["answer.format"] = flatten(dict(config)).get("dataset.answer_format")
-    return values
-
-
 def decoding_keys(settings: Mapping[str, Any]) -> tuple[str, ...]:
     """The sampling keys that describe a run of this decoding, then the answer keys."""
     decoding = DECODINGS.get(str(settings.get("decoding")), DECODINGS[SAMPLE])  # an import: SAMPLE
     return decoding.name_keys + ANSWER_KEYS
 
 
-def run_name(config: Mapping[str, Any], overrides: Iterable[tuple[str, str]] = ()) -> str:
-    """`<model>/<dataset>/<prompt>` and the settings that tell this run apart (see the module's docstring).
+def run_name(config: Mapping[str, Any], default: Mapping[str, Any],
+             overrides: Iterable[tuple[str, str]] = ()) -> str:
+    """`<model>/<dataset>/<prompt>` and the settings that tell this run apart (see the module's docstring) from
+    `default`, conf/'s config composed without overrides (answer.format's default: the run's dataset's format).
     `overrides` are a sweep member's (key, value) pairs: each is named even at its default value."""
-    settings, base = flatten(dict(config)), defaults(config)
-    overrides = dict(overrides)
+    settings, overrides = flatten(dict(config)), dict(overrides)
+    base = {**flatten(dict(default)), "answer.format": settings.get("dataset.answer_format")}
     head = "/".join(str(settings[k]) for k in ("model.name", "dataset.name", "prompt.name") if settings.get(k) is not None)
     named = ("decoding",) + decoding_keys(settings)
     shown = [k for k in NAME_FORMATS if k in named and settings.get(k) is not None
