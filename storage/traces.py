@@ -49,6 +49,7 @@ TRACE_SCHEMA = pa.schema(
     ]
 )
 REQUIRED_COLUMNS = ("problem_id", "sample_idx", "text", "gold")
+SAMPLE_ORDER = ("problem_id", "sample_idx")  # the order a run's rows are read in: by problem, then by sample
 IGNORED_PREFIXES = (".", "_")  # what pyarrow.dataset skips: temp files of writes, the quarantine
 QUARANTINE = ".quarantine"  # traces/.quarantine/: where a resume moves the shards it cannot read whole
 MANIFEST, OUTPUT = "_compact-{}.json", "compact-{}.parquet"  # a compaction's manifest and output (storage.compaction)
@@ -292,9 +293,13 @@ class ShardIndex:
 
 
 def read_columns(run_dir: str, columns: Iterable[str], filter: Optional[ds.Expression] = None) -> pa.Table:
-    """Selected columns of all traces, sorted by (problem_id, sample_idx)."""
-    table = _to_table(open_traces(run_dir), list(columns), filter)
-    return table.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
+    """Selected columns of all traces, in sample order."""
+    return in_sample_order(_to_table(open_traces(run_dir), list(columns), filter))
+
+
+def in_sample_order(table: pa.Table) -> pa.Table:
+    """`table` sorted by SAMPLE_ORDER: problem_id, then sample_idx."""
+    return table.sort_by([(column, "ascending") for column in SAMPLE_ORDER])
 
 
 def _to_table(dataset: ds.Dataset, columns: list[str], filter: Optional[ds.Expression]) -> pa.Table:
