@@ -180,11 +180,12 @@ def peer_lines(run_dir: str, problem_ids: list[str], votes: list[Any]) -> list[s
         if k is not None and k > min(len(p.labels) for p in subset):
             lines.append(f"{head}   not recomputed: k={k} exceeds the samples of some problems")
             continue
-        same, exact = peer_lib.recompute(entry["method"], subset, k)
+        method = peer_lib.PEER_METHODS[entry["method"]]
+        same, exact = method.peer(subset, k), method.exact(subset, k)
         sizes = {len(p.labels) for p in subset}
         shown = k or (sizes.pop() if len(sizes) == 1 else "n")  # k None: every sample
-        label, exact_label = (s.format(k=shown) for s in peer_lib.LABELS[entry["method"]])
-        lines.append(f"{head}   marginal: {label} {100 * same:.1f}%, {exact_label} {100 * exact:.1f}%")
+        lines.append(f"{head}   marginal: {method.label.format(k=shown)} {100 * same:.1f}%, "
+                     f"{method.exact_label.format(k=shown)} {100 * exact:.1f}%")
     return lines
 
 
