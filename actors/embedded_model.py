@@ -25,11 +25,11 @@ from typing import Any, Iterable, Mapping
 
 from actors.work import ModelNotFoundError
 from analysis.errors import MarginalError
+from storage.digest import chunks, sha256_of
 
 EMBEDDED_PREFIX = "embedded://"
 MANIFEST = "marginal-manifest.json"
 LICENSES = Path(__file__).with_name("licenses")
-CHUNK = 1 << 24
 
 
 class ModelFileError(MarginalError, ValueError):
@@ -211,7 +211,7 @@ def check_part(part: Part, path: Path) -> None:
     size = path.stat().st_size
     if size != part.size:
         raise ModelFileError(f"package {part.requirement}: {path} has {size:,} bytes, expected {part.size:,}")
-    digest = _sha256(path)
+    digest = sha256_of(path)
     if digest != part.sha256:
         raise ModelFileError(f"package {part.requirement}: {path} has sha256 {digest}, expected {part.sha256}")
 
@@ -222,10 +222,9 @@ def join_parts(model: EmbeddedModel, paths: list[Path], out: Path) -> None:
     with out.open("wb") as sink:
         for part, path in zip(model.parts, paths, strict=True):
             check_part(part, path)
-            with path.open("rb") as source:
-                while chunk := source.read(CHUNK):
-                    digest.update(chunk)
-                    sink.write(chunk)
+            for chunk in chunks(path):
+                digest.update(chunk)
+                sink.write(chunk)
     size = out.stat().st_size
     if size != model.size or digest.hexdigest() != model.sha256:
         packages = ", ".join(part.requirement for part in model.parts)
@@ -296,17 +295,9 @@ def copy_weights(model: Any, state_dict: Mapping[str, Any]) -> None:
         model.tie_weights()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while chunk := source.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _digest(folder: Path) -> dict[str, str]:
     """sha256 of every file in a converted model folder except the manifest."""
-    return {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    return {p.name: sha256_of(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
 
 
 def _verified(folder: Path) -> bool:

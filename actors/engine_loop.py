@@ -5,8 +5,8 @@ requests here; the engine thread admits them between two engine steps, so a unit
 running batch as soon as they arrive instead of waiting for the previous unit's longest sample, and
 hands each output back the step it finishes, so a unit keeps its samples as they end, not at its longest.
 Only the engine thread touches the engine, and it builds the engine too: vLLM's CPU backend binds its
-OpenMP threads to the thread that loads the model, and a step from another thread ran at 0.84 of the
-speed (docs/benchmarks.md). It uses vLLM's own engine calls, those `LLM.generate` is
+OpenMP threads to the thread that loads the model, so a step from any other thread runs slower (0.84 of the
+speed, measured in docs/benchmarks.md). It uses vLLM's own engine calls, those `LLM.generate` is
 built on: `LLMEngine.add_request` and `LLMEngine.step`. Callers pass parameters with
 `output_kind=FINAL_ONLY`, as `LLM.generate` sets them, so that a step returns only finished requests.
 """

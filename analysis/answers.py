@@ -104,12 +104,17 @@ def _brace_pairs(text: str) -> dict[int, int]:
     return pairs
 
 
-def _after_hashes(text: str) -> str | None:
-    """The phrase after the last GSM8K-style '####' marker."""
+def _last_phrase(marker: re.Pattern[str], text: str) -> str | None:
+    """The last usable phrase that group 1 of `marker` captures in ``text`` (a later unusable one keeps the earlier)."""
     found = None
-    for match in _HASHES.finditer(text):
+    for match in marker.finditer(text):
         found = _clean_phrase(match.group(1)) or found
     return found
+
+
+def _after_hashes(text: str) -> str | None:
+    """The phrase after the last GSM8K-style '####' marker."""
+    return _last_phrase(_HASHES, text)
 
 
 def _last_boxed(text: str) -> str | None:
@@ -128,10 +133,7 @@ def _last_boxed(text: str) -> str | None:
 
 def _after_answer_is(text: str) -> str | None:
     """The phrase after the last 'the (final) answer is', 'the answer (Yes or No) is' or 'Answer:'."""
-    found = None
-    for match in _ANSWER_IS.finditer(text):
-        found = _clean_phrase(match.group(1)) or found
-    return found
+    return _last_phrase(_ANSWER_IS, text)
 
 
 def _last_number(text: str) -> str | None:
@@ -360,7 +362,7 @@ def canonicalize(answer: str | None, fmt: str = "auto", options: Mapping[str, st
     ``auto``/``math`` type each answer (see the module docstring): numbers become '18' or '3/4',
     yes/no 'yes' or 'no', words a normalized string, LaTeX a normalized form. ``gsm8k``/``number``
     keep only a number, ``text`` only the normalized string, ``choice`` only an option letter (with
-    ``options``, from ``question_options``, an option's text gives its letter).
+    ``options``, from ``words.question_options``, an option's text gives its letter).
     """
     form = answer_format(fmt)
     if answer is None or len(answer) > MAX_ANSWER_CHARS:
@@ -372,9 +374,6 @@ def answer_type(key: str | None, fmt: str = "auto") -> str:
     """The type of a canonical key (one of ANSWER_TYPES), or 'none' for no answer."""
     form = answer_format(fmt)
     return "none" if key is None else form.key_type(key)
-
-
-question_options = words.question_options
 
 
 # ---------------------------------------------------------------------------------------------

@@ -199,8 +199,52 @@ def maj_at_k_exact(
     return _maj_exact(int(correct_count), counts, mult, n, k, max_work)
 
 
+class _Draw(NamedTuple):
+    """k of n samples drawn, for exact maj@k: the right class's count and the other answered classes' distinct
+    counts (ascending) with their multiplicities; the rest of the n samples have no answer."""
+
+    c_r: int
+    counts: np.ndarray
+    mult: np.ndarray
+    n: int
+    k: int
+
+
+class _Circle(NamedTuple):
+    """The roots of unity a discrete Fourier transform evaluates the generating polynomials at: the frequencies
+    read (the coefficients are real, so the other half is conjugate) and their inverse-transform weights."""
+
+    roots: np.ndarray
+    freqs: np.ndarray
+    weights: np.ndarray
+
+    def power(self, e: np.ndarray) -> np.ndarray:
+        """z_l ** e for each exponent e (rows) and frequency l (columns)."""
+        return self.roots[np.outer(e, self.freqs) % len(self.roots)]
+
+
 def _maj_exact(c_r: int, counts: np.ndarray, mult: np.ndarray, n: int, k: int, max_work: float) -> float | None:
     """maj_at_k_exact, with the other classes given as distinct counts (ascending) and multiplicities."""
+    plain = _maj_closed_form(c_r, counts, mult, n, k)
+    if plain is not None:
+        return plain
+    log_fact = _log_factorials(n)
+    js = _kept_js(c_r, counts, mult, n, k, log_fact)
+    if len(js) == 0:
+        return 0.0
+    first = int(np.searchsorted(counts, js[0]))  # counts[first:] can reach js[0]: the contenders
+    if first == len(counts):  # no rival can tie or beat any j that matters
+        return float(_hypergeom_pmf(js, c_r, n, k, log_fact).sum())
+    circle = _circle(_n_points(n - c_r, k / n, js, k))
+    chunks, work = _chunks(counts, js, first, _quadrature_nodes(counts, mult, js, k), len(circle.freqs))
+    if work > max_work:
+        return None
+    draw = _Draw(c_r, counts, mult, n, k)
+    return float(np.clip(sum(_win_mass(draw, circle, *chunk) for chunk in chunks), 0.0, 1.0))
+
+
+def _maj_closed_form(c_r: int, counts: np.ndarray, mult: np.ndarray, n: int, k: int) -> float | None:
+    """maj@k where it needs no sum: no right sample, one sample drawn, or every sample (the plain vote); else None."""
     if c_r == 0:
         return 0.0
     if k == 1:
@@ -209,72 +253,74 @@ def _maj_exact(c_r: int, counts: np.ndarray, mult: np.ndarray, n: int, k: int, m
         if not len(counts) or counts[-1] < c_r:
             return 1.0
         return 0.0 if counts[-1] > c_r else 1.0 / (1 + int(mult[-1]))
-    log_fact, p, rest = _log_factorials(n), k / n, n - c_r
-    js = _kept_js(c_r, counts, mult, n, k, log_fact)
-    if len(js) == 0:
-        return 0.0
-    first = int(np.searchsorted(counts, js[0]))  # counts[first:] can reach js[0]: the contenders
-    if first == len(counts):  # no rival can tie or beat any j that matters
-        return float(_hypergeom_pmf(js, c_r, n, k, log_fact).sum())
+    return None
 
-    # Quadrature nodes per j: enough for the classes that can tie at j, given the k - j other draws.
+
+def _quadrature_nodes(counts: np.ndarray, mult: np.ndarray, js: np.ndarray, k: int) -> np.ndarray:
+    """Quadrature nodes per j: enough for the classes that can tie at j, given the k - j other draws."""
     at_least = np.cumsum(mult[::-1])[::-1]  # number of classes with count >= counts[i]
     reach = np.searchsorted(counts, js)
     can_tie = np.where(reach < len(counts), at_least[np.minimum(reach, len(counts) - 1)], 0)
-    n_nodes = np.minimum(can_tie, (k - js) // js) // 2 + 1
+    return np.minimum(can_tie, (k - js) // js) // 2 + 1
 
-    # N points suffice when the others' total draw T has < EPS mass outside [mean - h, mean + h]
-    # (Bernstein's inequality for the sum of rest Bernoulli(p)) and no coefficient we read, at
-    # k - j, aliases onto another one inside that window.
+
+def _n_points(rest: int, p: float, js: np.ndarray, k: int) -> int:
+    """The transform's size N: the others' total draw T (a sum of `rest` Bernoulli(p)) has < EPS mass outside
+    [mean - h, mean + h] (Bernstein's inequality), and no coefficient we read, at k - j, aliases onto another
+    one inside that window."""
     log_eps = -math.log(EPS)
     h = log_eps / 3 + math.sqrt((log_eps / 3) ** 2 + 2 * log_eps * rest * p * (1 - p))
     lo, hi = max(rest * p - h, 0), rest * p + h
     n_points = min(int(max(hi - (k - js[-1]), (k - js[0]) - lo, 0)) + 1, rest + 1)
-    n_points += 1 - n_points % 2  # odd, so 1 - p + p z never vanishes on the circle
+    return n_points + 1 - n_points % 2  # odd, so 1 - p + p z never vanishes on the circle
+
+
+def _circle(n_points: int) -> _Circle:
+    """The n_points roots of unity, with the frequencies 0..n_points // 2 read off them."""
     freqs = np.arange(n_points // 2 + 1)  # real coefficients: the other half is conjugate
     freq_weights = np.where(freqs == 0, 1.0, 2.0) / n_points
-    roots = np.exp(2j * np.pi * np.arange(n_points) / n_points)
-    z = roots[freqs]
-    log_norm = log_fact[n] - log_fact[k] - log_fact[n - k] + k * math.log(p) + (n - k) * math.log1p(-p)
-    norm = math.exp(log_norm)  # Bin(k; n, p)
+    return _Circle(np.exp(2j * np.pi * np.arange(n_points) / n_points), freqs, freq_weights)
 
-    def z_pow(e: np.ndarray) -> np.ndarray:
-        """z_l ** e for each exponent e (rows) and frequency l (columns)."""
-        return roots[np.outer(e, freqs) % n_points]
 
-    def win_mass(js: np.ndarray, first: int, n_nodes: int) -> float:
-        """Sum over these j of P(X_r = j and no rival beats j), ties weighted 1/(1+t); classes
-        counts[first:] can reach js[0], smaller ones are pooled with the no-answer samples."""
-        c, m = counts[first:, None], mult[first:]
-        pool = rest - int(np.dot(counts[first:], m))
-        u, u_weights = _gauss_legendre01(n_nodes)
-        xs = np.arange(js[-1] + 1)
-        pmf, zx = _binom_pmf(xs, c, p, log_fact), z_pow(xs)  # (class, x), (x, l)
-        below = np.einsum("cx,xl->cl", pmf[:, : js[0]], zx[: js[0]])  # sum_{x < js[0]}
-        terms = pmf[:, js[0] :, None] * zx[js[0] :]  # (class, j, l)
-        fewer = below[:, None, :] + np.cumsum(terms, axis=1) - terms  # sum_{x < j}
-        factors = u[:, None] * terms[:, :, None, :]  # (class, j, u, l); in place from here on
-        factors += fewer[:, :, None, :]
-        repeated = m > 1
-        if repeated.any():
-            factors[repeated] **= m[repeated, None, None, None]
-        product = (1 - p + p * z) ** pool * np.multiply.reduce(factors, axis=0)  # (j, u, l)
-        coef = np.einsum("jul,jl,u->j", product, z_pow(js - k) * freq_weights, u_weights).real  # [z^(k-j)]
-        return float(np.dot(_binom_pmf(js, c_r, p, log_fact), coef)) / norm
-
-    # One pass over all js, unless that is big: then split where the node count halves, so
-    # that few j pay for many nodes.
+def _chunks(counts: np.ndarray, js: np.ndarray, first: int, n_nodes: np.ndarray,
+            n_freqs: int) -> tuple[list[tuple[np.ndarray, int, int]], int]:
+    """The sum over j as (js, first contender, nodes) chunks, and their work in complex products: one pass over
+    all js, unless that is big; then split where the node count halves, so that few j pay for many nodes."""
     chunks = [(js, first, int(n_nodes[0]))]
-    work = (len(counts) - first) * len(js) * int(n_nodes[0]) * len(freqs)
+    work = (len(counts) - first) * len(js) * int(n_nodes[0]) * n_freqs
     if work > SPLIT_WORK:
         bounds = np.flatnonzero(np.diff(np.log2(n_nodes).astype(int))) + 1
         chunks = [
             (c, int(np.searchsorted(counts, c[0])), int(n_nodes[c[0] - js[0]])) for c in np.split(js, bounds)
         ]
-        work = sum((len(counts) - f) * len(c) * nodes * len(freqs) for c, f, nodes in chunks)
-    if work > max_work:
-        return None
-    return float(np.clip(sum(win_mass(*chunk) for chunk in chunks), 0.0, 1.0))
+        work = sum((len(counts) - f) * len(c) * nodes * n_freqs for c, f, nodes in chunks)
+    return chunks, work
+
+
+def _win_mass(draw: _Draw, circle: _Circle, js: np.ndarray, first: int, n_nodes: int) -> float:
+    """Sum over these j of P(X_r = j and no rival beats j), ties weighted 1/(1+t); classes
+    counts[first:] can reach js[0], smaller ones are pooled with the no-answer samples."""
+    c_r, counts, mult, n, k = draw
+    log_fact, p = _log_factorials(n), k / n
+    c, m = counts[first:, None], mult[first:]
+    pool = n - c_r - int(np.dot(counts[first:], m))
+    u, u_weights = _gauss_legendre01(n_nodes)
+    xs = np.arange(js[-1] + 1)
+    pmf, zx = _binom_pmf(xs, c, p, log_fact), circle.power(xs)  # (class, x), (x, l)
+    below = np.einsum("cx,xl->cl", pmf[:, : js[0]], zx[: js[0]])  # sum_{x < js[0]}
+    terms = pmf[:, js[0] :, None] * zx[js[0] :]  # (class, j, l)
+    fewer = below[:, None, :] + np.cumsum(terms, axis=1) - terms  # sum_{x < j}
+    factors = u[:, None] * terms[:, :, None, :]  # (class, j, u, l); in place from here on
+    factors += fewer[:, :, None, :]
+    repeated = m > 1
+    if repeated.any():
+        factors[repeated] **= m[repeated, None, None, None]
+    z = circle.roots[circle.freqs]
+    product = (1 - p + p * z) ** pool * np.multiply.reduce(factors, axis=0)  # (j, u, l)
+    coef = np.einsum("jul,jl,u->j", product, circle.power(js - k) * circle.weights, u_weights).real  # [z^(k-j)]
+    log_norm = log_fact[n] - log_fact[k] - log_fact[n - k] + k * math.log(p) + (n - k) * math.log1p(-p)
+    norm = math.exp(log_norm)  # Bin(k; n, p)
+    return float(np.dot(_binom_pmf(js, c_r, p, log_fact), coef)) / norm
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from analysis.answers import ANSWER_TYPES
+from analysis.answers import ANSWER_TYPES, GRADINGS
 
 TYPES = (*ANSWER_TYPES, "none")
+COLUMNS = {"fallback": "fell_back"}  # the report's column of a grading, where it is not the grading's name
 
 
 def grading_report(types: Sequence[str], graded_by: Sequence[Optional[str]], correct: Sequence[bool]) -> list[dict]:
@@ -28,7 +29,7 @@ def grading_report(types: Sequence[str], graded_by: Sequence[Optional[str]], cor
             continue
         how = Counter(graded_by[i] for i in picked)
         rows.append({"answer_type": kind, "answers": len(picked), "correct": sum(bool(correct[i]) for i in picked),
-                     "exact": how["exact"], "symbolic": how["symbolic"], "fell_back": how["fallback"]})
+                     **{COLUMNS.get(grading, grading): how[grading] for grading in GRADINGS}})
     return rows
 
 

@@ -9,7 +9,7 @@ marginal's exact maj@k is. Their pass@k is the unbiased estimator, as marginal's
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -38,19 +38,21 @@ def _exact_maj(problems: Sequence[Votes], k: Optional[int]) -> float:
     return float(np.mean([maj_curve([p], [k or len(p.labels)]).values[0, 0] for p in problems]))
 
 
-# How a peer's number is recomputed (method name -> function of the problems and k; k None: every sample).
-PEER_METHODS: dict[str, Callable[[Sequence[Votes], Optional[int]], float]] = {
-    "first_k_vote": _first_k_votes,
-    "pass": _pass,
-}
-# What marginal reports beside it: the exact expectation over all k-sample draws.
-EXACT_METHODS: dict[str, Callable[[Sequence[Votes], Optional[int]], float]] = {
-    "first_k_vote": _exact_maj,
-    "pass": _pass,
-}
-LABELS = {"first_k_vote": ("first-{k} vote", "exact maj@{k}"), "pass": ("pass@{k}", "pass@{k}")}
+PeerScore = Callable[[Sequence[Votes], Optional[int]], float]  # (problems, k) -> mean; k None: every sample
 
 
-def recompute(method: str, problems: Sequence[Votes], k: Optional[int]) -> tuple[float, float]:
-    """(the peer's number computed as the peer does, marginal's exact number) on the same vote classes."""
-    return PEER_METHODS[method](problems, k), EXACT_METHODS[method](problems, k)
+class PeerMethod(NamedTuple):
+    """How a peer's number is recomputed as the peer computes it, what marginal reports beside it on the same
+    vote classes (the exact expectation over all k-sample draws), and the two numbers' labels ('{k}' for k)."""
+
+    peer: PeerScore
+    exact: PeerScore
+    label: str
+    exact_label: str
+
+
+# By the name a source's metric gives for how it is recomputed (problems.import_formats: PeerTally.add).
+PEER_METHODS: dict[str, PeerMethod] = {
+    "first_k_vote": PeerMethod(_first_k_votes, _exact_maj, "first-{k} vote", "exact maj@{k}"),
+    "pass": PeerMethod(_pass, _pass, "pass@{k}", "pass@{k}"),
+}

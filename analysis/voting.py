@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from analysis.answers import Comparison, answer_format, canonicalize, extract_answer, grade, is_equivalent, judge
-from analysis.answers import question_options
+from analysis.words import question_options
 
 MAX_CLASSES_COMPARED = 32  # a new answer is compared with at most this many (most voted) classes
 CHUNK = 2048  # texts per task of the parallel extraction

@@ -19,7 +19,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from analysis.answers import ANSWER_FORMATS, canonicalize, extract_answer, grade, question_options
+from analysis.answers import ANSWER_FORMATS, canonicalize, extract_answer, grade
+from analysis.words import question_options
 
 
 def verdict(answer: Optional[str], row: dict[str, Any], fmt: str) -> bool:

@@ -37,7 +37,7 @@ from analysis.voting import extract_all, grade_classes, group_answers, options_o
 from jobs import cli, ingest
 from jobs.config import resolved, saved_answer
 from storage import rundir
-from storage.traces import NoTracesError, RunDirError, open_traces, scan
+from storage.traces import NoTracesError, RunDirError, in_sample_order, open_traces, scan
 from tracking import mlflow_runs, runinfo, sweep
 
 GREEDY_SUBDIR = "greedy"
@@ -62,7 +62,7 @@ class Evaluation:
     title: str = ""  # what its plots are titled: the run's name, else its run_dir
 
 
-def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
+def answers_from_traces(run_dir: str, fmt: str, confidence: str) -> pa.Table:
     """One row per sample: its extracted and canonical answer, the gold's key, confidence (null without
     logprobs), tokens and, from a CoT-decoding run, its branch's rank and Δ (texts are not kept)."""
     dataset = open_traces(run_dir)
@@ -100,7 +100,7 @@ def read_answers(run_dir: str, fmt: str, confidence: str) -> pa.Table:
                 }
             )
         )
-    table = pa.concat_tables(parts).sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
+    table = in_sample_order(pa.concat_tables(parts))
     keys = pc.binary_join_element_wise(table["problem_id"], pc.cast(table["sample_idx"], pa.string()), "\x00")
     if pc.count_distinct(keys).as_py() != table.num_rows:
         raise RunDirError(f"{run_dir}: traces hold a (problem_id, sample_idx) more than once")
@@ -116,24 +116,15 @@ def _problem_slices(table: pa.Table):
 
 def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[Votes]]:
     """Group answers per problem; the answers table gains class, correct, answer_type and graded_by
-    (how its class's verdict was reached), plus one row per problem. A problem's votes have weights
-    only when every sample that answered has a confidence, and deltas (branch Δ) when it was CoT-decoded."""
-    labels_all, correct_all, graded_all, rows, problems = [], [], [], [], []
+    (how its class's verdict was reached), plus one row per problem, and each problem's votes (problem_votes)."""
+    labels_all, correct_all, graded_all, rows = [], [], [], []
     canonical = answers["canonical"].to_pylist()
-    weights_all = answers["confidence"].to_numpy(zero_copy_only=False)
-    deltas_all = answers["answer_confidence"].to_numpy(zero_copy_only=False).astype(float)  # NaN: no answer
-    branching = pa.array([name for name, d in DECODINGS.items() if d.branched])
-    branched = pc.is_in(answers["decoding"], branching).fill_null(False).to_numpy(zero_copy_only=False)
     tokens = answers["num_tokens"].to_numpy(zero_copy_only=False).astype(float)  # NaN: not recorded
     for start, stop in _problem_slices(answers):
         gold = answers["gold"][int(start)].as_py()
         labels, classes = group_answers(canonical[start:stop], fmt)
         verdicts = grade_classes(classes, answers["gold_key"][int(start)].as_py(), fmt)
         right = next((i for i, verdict in enumerate(verdicts) if verdict.equal), -1)
-        weights = weights_all[start:stop]
-        weights = None if np.isnan(weights[labels >= 0]).any() else np.nan_to_num(weights, nan=0.0)
-        deltas = deltas_all[start:stop] if branched[start:stop].all() else None
-        problems.append(Votes(labels, right, weights, deltas))
         graded_all += [verdicts[label].how if label >= 0 else None for label in labels]
         top, share = majority_vote(labels)
         labels_all.append(labels)
@@ -156,16 +147,41 @@ def vote(answers: pa.Table, fmt: str) -> tuple[pa.Table, pa.Table, list[Votes]]:
     answers = answers.append_column("correct", pa.array(np.concatenate(correct_all) if correct_all else [], pa.bool_()))
     answers = answers.append_column("answer_type", pa.array([answer_type(k, fmt) for k in canonical], pa.string()))
     answers = answers.append_column("graded_by", pa.array(graded_all, pa.string()))
-    return answers, pa.Table.from_pylist(rows), problems
+    return answers, pa.Table.from_pylist(rows), list(problem_votes(answers).values())
+
+
+def problem_votes(answers: pa.Table) -> dict[str, Votes]:
+    """Per problem id, its Votes from a voted answers table in sample order (as answers.parquet holds it): weights
+    only when every sample that answered has a confidence, deltas (branch Δ) when it was CoT-decoded."""
+    labels_all = answers["class"].to_numpy(zero_copy_only=False)
+    correct_all = answers["correct"].to_numpy(zero_copy_only=False)
+    weights_all = answers["confidence"].to_numpy(zero_copy_only=False)
+    deltas_all = answers["answer_confidence"].to_numpy(zero_copy_only=False).astype(float)  # NaN: no answer
+    branching = pa.array([name for name, d in DECODINGS.items() if d.branched])
+    branched = pc.is_in(answers["decoding"], branching).fill_null(False).to_numpy(zero_copy_only=False)
+    votes = {}
+    for start, stop in _problem_slices(answers):
+        labels = labels_all[start:stop]
+        right = labels[correct_all[start:stop]]  # the right class's samples: none when no class is right
+        weights = weights_all[start:stop]
+        weights = None if np.isnan(weights[labels >= 0]).any() else np.nan_to_num(weights, nan=0.0)
+        deltas = deltas_all[start:stop] if branched[start:stop].all() else None
+        pid = answers["problem_id"][int(start)].as_py()
+        votes[pid] = Votes(labels, int(right[0]) if len(right) else -1, weights, deltas)
+    return votes
+
+
+def greedy_dir(run_dir: str) -> str:
+    """Where the greedy baseline of a run is sampled and read (jobs.evaluate, jobs.aggregate)."""
+    return f"{run_dir.rstrip('/')}/{GREEDY_SUBDIR}"
 
 
 def greedy_correct(run_dir: str, fmt: str, confidence: str) -> tuple[Optional[dict[str, bool]], Optional[float]]:
     """Per problem, whether the greedy baseline stored in run_dir/greedy is right (its one vote: `confidence`
     changes nothing), and its mean tokens per problem (None when its traces hold no num_tokens); (None, None)
     without one."""
-    greedy_dir = f"{run_dir.rstrip('/')}/{GREEDY_SUBDIR}"
     try:
-        answers = read_answers(greedy_dir, fmt, confidence)
+        answers = answers_from_traces(greedy_dir(run_dir), fmt, confidence)
     except NoTracesError:
         return None, None
     first = answers.filter(pc.equal(answers["sample_idx"], 0))
@@ -200,7 +216,7 @@ def aggregate_run(run_dir: str, fmt: str, confidence: str, seed: int = 0, title:
 
     Every method of analysis.methods whose inputs the run holds is drawn (`top_percent` adds the
     DeepConf-filtered curve; a CoT-decoding run gets its max and agg curves)."""
-    answers, problems_table, problems = vote(read_answers(run_dir, fmt, confidence), fmt)
+    answers, problems_table, problems = vote(answers_from_traces(run_dir, fmt, confidence), fmt)
     part = scaling_curves(problems, seed=seed, top_percent=top_percent)
     curves = list(part.rows)
     branched = all(p.deltas is not None for p in problems)
@@ -256,7 +272,7 @@ def omitted_methods(run_dir: str, problems: list[Votes], top_percent: Optional[f
                "(sample with sampling.logprobs >= 1 to weight votes)")
         omitted.update({name: why for name, method in registry(top_percent).items() if method.needs == "weights"})
     if greedy is None:
-        omitted["greedy"] = f"no greedy run in {run_dir.rstrip('/')}/{GREEDY_SUBDIR} (jobs.evaluate samples one)"
+        omitted["greedy"] = f"no greedy run in {greedy_dir(run_dir)} (jobs.evaluate samples one)"
     if not tokens_known:
         omitted["tokens"] = "some traces hold no num_tokens"
     return omitted

@@ -101,9 +101,7 @@ def _reported(func: Callable[..., Any], in_task: bool = False) -> Callable[..., 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except Exception as error:
-            if not isinstance(error, EXPECTED_ERRORS):
-                raise
+        except EXPECTED_ERRORS as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             if in_task and HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise

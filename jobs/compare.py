@@ -33,10 +33,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.curves import Estimates, Votes, curve_rows, k_grid
 from analysis.errors import ConfigError
-from analysis.methods import scaling_curves
+from analysis.methods import METHODS, has_inputs, scaling_curves
 from analysis.plots import curves_figure, save_figure
 from jobs import cli
+from jobs.aggregate import problem_votes
 from storage import rundir
+from storage.traces import in_sample_order
 from tracking import mlflow_runs
 from tracking.sweep import OVERRIDE_PREFIX, SWEEP_TAG
 
@@ -126,28 +128,15 @@ def comparison_table(runs: list[Any], curves: dict[str, list[dict[str, Any]]], l
     return pa.Table.from_pylist(rows)
 
 
-def vote_problems(answers: pa.Table) -> dict[str, Votes]:
-    """Per problem id, its samples' answer classes, right class and confidences, from an answers.parquet."""
-    table = answers.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")]).to_pydict()
-    grouped: dict[str, list[int]] = {}
-    for row, pid in enumerate(table["problem_id"]):
-        grouped.setdefault(pid, []).append(row)
-    problems = {}
-    for pid, rows in grouped.items():
-        labels = np.array([table["class"][r] for r in rows], dtype=np.int64)
-        right = [table["class"][r] for r in rows if table["correct"][r]]
-        weights = np.nan_to_num(np.array([table["confidence"][r] for r in rows], dtype=float), nan=0.0)
-        problems[pid] = Votes(labels, right[0] if right else -1, weights)
-    return problems
-
-
 def paired_differences(base: dict[str, Votes], other: dict[str, Votes], methods: list[str],
                        seed: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Per method and k, the mean of (other - base) over their shared problems with a paired bootstrap
-    interval (the same resampled problems on both sides); also how many problems were shared."""
+    interval (the same resampled problems on both sides); also how many problems were shared. A method whose
+    inputs a side lacks (weights without confidences, as its aggregation omits it) is left out."""
     shared = sorted(set(base) & set(other))
     if not shared:
         return [], 0
+    methods = [m for m in methods if has_inputs(METHODS[m], [side[p] for side in (base, other) for p in shared])]
     ks = k_grid(min(min(len(base[p].labels), len(other[p].labels)) for p in shared))
     sides = [scaling_curves([side[p] for p in shared], ks=ks, methods=methods, seed=seed).per_problem
              for side in (base, other)]
@@ -167,8 +156,7 @@ def paired_table(client: Any, runs: list[Any], labels: dict[str, str], methods: 
             missing.append(labels[run.info.run_id])
             continue
         path = client.download_artifacts(run.info.run_id, "answers.parquet", str(staging / run.info.run_id))
-        problems[run.info.run_id] = vote_problems(pq.read_table(path, columns=["problem_id", "sample_idx", "class",
-                                                                              "correct", "confidence"]))
+        problems[run.info.run_id] = problem_votes(in_sample_order(pq.read_table(path)))
     if missing:
         print(f"note: no paired differences for {missing}: they have no answers.parquet artifact", file=sys.stderr)
     base, rows = runs[0].info.run_id, []

@@ -25,6 +25,7 @@ from analysis.plots import curves_figure
 from jobs import cli
 from jobs.config import saved_answer
 from storage import rundir
+from storage.traces import in_sample_order
 from tracking import mlflow_runs
 
 
@@ -38,8 +39,7 @@ def read_answers(run_dir: str) -> pa.Table:
     if table is None or "gold_key" not in table.column_names:
         state = "no answers.parquet" if table is None else "answers.parquet from before typed answers (no gold_key)"
         raise EnsembleError(f"{run_dir}: {state}; run `python -m jobs.aggregate run_dir={run_dir}` first")
-    table = table.select(["problem_id", "sample_idx", "canonical", "gold_key"])
-    return table.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
+    return in_sample_order(table.select(["problem_id", "sample_idx", "canonical", "gold_key"]))
 
 
 def check_same_problems(answers: dict[str, pa.Table]) -> list[str]:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, open_dict
 from actors.decodings import DECODINGS
 from jobs import cli
 from jobs import config as config_module
-from jobs.aggregate import Evaluation, GREEDY_SUBDIR, aggregate_run, audit_lines, summary_table, track
+from jobs.aggregate import Evaluation, aggregate_run, audit_lines, greedy_dir, summary_table, track
 from jobs.sample import sample_runs
 from storage import rundir
 from tracking import mlflow_runs, runinfo, sweep
@@ -25,7 +25,7 @@ def greedy_config(cfg: DictConfig) -> DictConfig:
     default, greedy_sampling = cli.compose().sampling, cli.compose("sampling=greedy").sampling
     greedy = cfg.copy()
     with open_dict(greedy):
-        greedy.run_dir = f"{cfg.run_dir.rstrip('/')}/{GREEDY_SUBDIR}"
+        greedy.run_dir = greedy_dir(cfg.run_dir)
         greedy.sampling.update({k: v for k, v in greedy_sampling.items() if v != default[k]})  # others: the run's
         greedy.adaptive.update(rules={}, max_samples=None)  # one sample: nothing to stop early
     return greedy

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from operator import itemgetter
 from typing import Any, Iterator, Optional
 
 import pyarrow as pa
@@ -26,7 +27,7 @@ from jobs import cli
 from problems.datasets import Problem
 from problems.prompts import render
 from storage import rundir
-from storage.traces import open_traces, scan
+from storage.traces import SAMPLE_ORDER, open_traces, scan
 
 READ_BATCH = 8192
 TRACE_COLUMNS = ["problem_id", "sample_idx", "question", "text", "run_id", "model"]
@@ -85,11 +86,12 @@ def export(run_dir: str, out: str, max_per_problem: int) -> dict[str, Any]:
     for row in right_traces(run_dir, right) if right else ():
         keep(kept.setdefault(row["problem_id"], {}), row, max_per_problem)
     prompt = (rundir.saved_config(run_dir) or {}).get("prompt")
+    rows = sorted((row for texts in kept.values() for row in texts.values()), key=itemgetter(*SAMPLE_ORDER))
     records = [
         {"messages": user_turn(prompt, row["question"]) + [{"role": "assistant", "content": row["text"]}],
          "problem_id": row["problem_id"], "sample_idx": row["sample_idx"], "source_run": row.get("run_id"),
          "run_dir": run_dir, "model": row.get("model")}
-        for pid in sorted(kept) for row in sorted(kept[pid].values(), key=lambda r: r["sample_idx"])
+        for row in rows
     ]
     out = out.rstrip("/")
     rundir.write_text(f"{out}/sft.jsonl", "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))

@@ -14,7 +14,6 @@ jobs.aggregate prints them beside marginal's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -32,11 +31,11 @@ from jobs.config import validate_ingest
 from problems.datasets import DatasetError
 from problems.import_formats import FORMATS, ImportedProblem, PeerTally
 from storage import rundir
+from storage.digest import sha256_of
 from storage.traces import filesystem, write_shard
 
 MANIFEST = "ingest.json"  # written last: the import is complete
 PEER_FILE = "peer.json"  # the source's own numbers and how marginal recomputes them
-HASH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -65,14 +64,8 @@ def source_files(fmt: str, path: str) -> list[Path]:
 def fingerprint(files: list[Path], path: str) -> list[dict[str, Any]]:
     """Each file's name (under `path`), size and sha256: what makes two imports the same."""
     root = Path(path) if Path(path).is_dir() else Path(path).parent
-    out = []
-    for file in files:
-        digest = hashlib.sha256()
-        with file.open("rb") as stream:
-            while chunk := stream.read(HASH_CHUNK):
-                digest.update(chunk)
-        out.append({"file": str(file.relative_to(root)), "bytes": file.stat().st_size, "sha256": digest.hexdigest()})
-    return out
+    return [{"file": str(file.relative_to(root)), "bytes": file.stat().st_size, "sha256": sha256_of(file)}
+            for file in files]
 
 
 def check_same_source(run_dir: str, sources: list[dict[str, Any]]) -> None:
@@ -187,11 +180,12 @@ def peer_lines(run_dir: str, problem_ids: list[str], votes: list[Any]) -> list[s
         if k is not None and k > min(len(p.labels) for p in subset):
             lines.append(f"{head}   not recomputed: k={k} exceeds the samples of some problems")
             continue
-        same, exact = peer_lib.recompute(entry["method"], subset, k)
+        method = peer_lib.PEER_METHODS[entry["method"]]
+        same, exact = method.peer(subset, k), method.exact(subset, k)
         sizes = {len(p.labels) for p in subset}
         shown = k or (sizes.pop() if len(sizes) == 1 else "n")  # k None: every sample
-        label, exact_label = (s.format(k=shown) for s in peer_lib.LABELS[entry["method"]])
-        lines.append(f"{head}   marginal: {label} {100 * same:.1f}%, {exact_label} {100 * exact:.1f}%")
+        lines.append(f"{head}   marginal: {method.label.format(k=shown)} {100 * same:.1f}%, "
+                     f"{method.exact_label.format(k=shown)} {100 * exact:.1f}%")
     return lines
 
 

@@ -19,6 +19,7 @@ from analysis.errors import MarginalError
 
 
 PARQUET_BATCH = 1024  # rows decoded at once when a Parquet file is read
+GSM8K_GOLD = r"####\s*(.+?)\s*$"  # GSM8K's last solution line, '#### N': group 1 is the gold (conf/dataset/gsm8k.yaml)
 
 
 class DatasetError(MarginalError, ValueError):
@@ -123,27 +124,31 @@ def as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def gold_in(answer: str, pattern: Optional[str]) -> Optional[str]:
+    """The gold a recorded answer holds, stripped: group 1 of `pattern` (None where it does not match), or
+    without a pattern the whole answer."""
+    if not pattern:
+        return answer.strip()
+    match = re.search(pattern, answer, re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
 def _file_problems(path: Path, cfg: DictConfig) -> Iterator[Problem]:
-    gold_pattern = re.compile(cfg.gold_pattern, re.MULTILINE) if cfg.gold_pattern else None
     count = 0
     for number, record in records(path):
         where = f"{path}:{number}"
         question = " ".join(as_text(record_field(record, key, where)).strip() for key in cfg.question_fields)
         if not question:
             raise DatasetError(f"{where}: empty question")
-        answer = as_text(record_field(record, cfg.answer_field, where))
-        gold = answer
-        if gold_pattern:
-            match = gold_pattern.search(answer)
-            if not match:
-                raise DatasetError(f"{where}: field {cfg.answer_field!r} does not match {cfg.gold_pattern!r}")
-            gold = match.group(1)
-        if not gold.strip():
+        gold = gold_in(as_text(record_field(record, cfg.answer_field, where)), cfg.gold_pattern)
+        if gold is None:
+            raise DatasetError(f"{where}: field {cfg.answer_field!r} does not match {cfg.gold_pattern!r}")
+        if not gold:
             raise DatasetError(f"{where}: empty gold answer in field {cfg.answer_field!r}")
         problem_id = as_text(record_field(record, cfg.id_field, where)) if cfg.id_field else f"{cfg.name}/{count}"
         solution = record.get(cfg.solution_field) if cfg.solution_field else None
         count += 1
-        yield Problem(problem_id, question, gold.strip(), solution)
+        yield Problem(problem_id, question, gold, solution)
     if count == 0:
         raise DatasetError(f"{path}: no problems in file")
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from omegaconf import DictConfig
 
-from problems.datasets import DatasetError, as_text, record_field, records
+from problems.datasets import DatasetError, as_text, gold_in, record_field, records
 
 DATE = r"\d{4}-\d{2}-\d{2}T[\d.\-]+"  # lm-eval's and lighteval's date_id: isoformat() with ':' as '-'
 LM_EVAL_SAMPLES = re.compile(rf"^samples_(?P<task>.+?)(?:_(?P<date>{DATE}))?\.jsonl$")
@@ -70,8 +70,8 @@ class PeerTally:
 def gold_of(raw: Any, cfg: DictConfig, where: str) -> str:
     """The recorded gold, or group 1 of `gold_pattern` where it matches (GSM8K's '#### N')."""
     text = as_text(raw).strip()
-    match = re.search(cfg.gold_pattern, text, re.MULTILINE) if cfg.gold_pattern else None
-    gold = match.group(1).strip() if match else text
+    gold = gold_in(text, cfg.gold_pattern)
+    gold = text if gold is None else gold
     if not gold:
         raise DatasetError(f"{where}: empty gold answer")
     return gold

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from actors.work import Prompt
 from analysis.errors import ConfigError
-from problems.datasets import Problem
+from problems.datasets import GSM8K_GOLD, Problem
 
 
 def exemplars(train: list[Problem], shots: int, seed: int) -> list[Problem]:
@@ -22,7 +22,7 @@ def exemplars(train: list[Problem], shots: int, seed: int) -> list[Problem]:
 
 def worked_answer(problem: Problem) -> str:
     """A train problem's solution, ending with the sentence the prompts ask for."""
-    solution = re.sub(r"\n?####\s*(.+?)\s*$", "", problem.solution or "").strip()  # GSM8K's final line
+    solution = re.sub(rf"\n?{GSM8K_GOLD}", "", problem.solution or "").strip()  # GSM8K's final line
     solution = re.sub(r"<<[^>]*>>", "", solution)  # GSM8K's calculator annotations
     if f"The answer is {problem.gold}" in solution:
         return solution

@@ -49,10 +49,11 @@ TRACE_SCHEMA = pa.schema(
     ]
 )
 REQUIRED_COLUMNS = ("problem_id", "sample_idx", "text", "gold")
+SAMPLE_ORDER = ("problem_id", "sample_idx")  # the order a run's rows are read in: by problem, then by sample
 IGNORED_PREFIXES = (".", "_")  # what pyarrow.dataset skips: temp files of writes, the quarantine
 QUARANTINE = ".quarantine"  # traces/.quarantine/: where a resume moves the shards it cannot read whole
 MANIFEST, OUTPUT = "_compact-{}.json", "compact-{}.parquet"  # a compaction's manifest and output (storage.compaction)
-# Reads verify the page checksums that write_shard stores (shards written without them are read as before).
+# Reads verify the page checksums that write_shard stores; a shard written without them is read unverified.
 PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
 
 
@@ -94,15 +95,17 @@ def write_shard(rows: list[dict[str, Any]], run_dir: str, name: str) -> str:
     fs, root = filesystem(traces_dir(run_dir))
     final, tmp = f"{root}/{name}.parquet", f"{root}/.{name}.{uuid.uuid4().hex}.tmp"
     table = pa.Table.from_pylist(rows, schema=TRACE_SCHEMA)
+    moved = False
     try:
         fs.create_dir(root, recursive=True)
         pq.write_table(table, tmp, filesystem=fs, compression="zstd", write_page_checksum=True)
         fs.move(tmp, final)
-    except BaseException as error:
-        delete_quietly(fs, tmp)
-        if isinstance(error, OSError):
-            raise RunDirError(f"run_dir={run_dir}: cannot write shard {name}.parquet: {error}") from error
-        raise
+        moved = True
+    except OSError as error:
+        raise RunDirError(f"run_dir={run_dir}: cannot write shard {name}.parquet: {error}") from error
+    finally:
+        if not moved:  # whatever stopped the write (a full disk, an interrupt): no temporary file is left
+            delete_quietly(fs, tmp)
     return final
 
 
@@ -292,9 +295,13 @@ class ShardIndex:
 
 
 def read_columns(run_dir: str, columns: Iterable[str], filter: Optional[ds.Expression] = None) -> pa.Table:
-    """Selected columns of all traces, sorted by (problem_id, sample_idx)."""
-    table = _to_table(open_traces(run_dir), list(columns), filter)
-    return table.sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
+    """Selected columns of all traces, in sample order."""
+    return in_sample_order(_to_table(open_traces(run_dir), list(columns), filter))
+
+
+def in_sample_order(table: pa.Table) -> pa.Table:
+    """`table` sorted by SAMPLE_ORDER: problem_id, then sample_idx."""
+    return table.sort_by([(column, "ascending") for column in SAMPLE_ORDER])
 
 
 def _to_table(dataset: ds.Dataset, columns: list[str], filter: Optional[ds.Expression]) -> pa.Table:

@@ -22,8 +22,8 @@ from analysis.answers import (
     extract_answer,
     grade,
     is_equivalent,
-    question_options,
 )
+from analysis.words import question_options
 from jobs.cli import compose
 
 TIME_BOUND_S = 10.0

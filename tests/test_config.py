@@ -16,7 +16,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from analysis.confidence import trace_confidence, trace_score
 from analysis.errors import ConfigError
 from jobs import config
-from jobs.aggregate import aggregate_run, greedy_correct, read_answers
+from jobs.aggregate import aggregate_run, answers_from_traces, greedy_correct
 from jobs.cli import compose
 from jobs.config import SAVED_ANSWER_FALLBACK, resolved, saved_answer, validate
 from jobs.evaluate import greedy_config
@@ -109,7 +109,7 @@ def test_the_greedy_baseline_is_the_run_with_what_sampling_greedy_yaml_changes()
 
 # Functions that take answer.confidence (or a trace score's method, which it names): conf/answer/default.yaml
 # declares its default, so none of them may.
-CONFIDENCE_PARAMETERS = [(aggregate_run, "confidence"), (read_answers, "confidence"), (greedy_correct, "confidence"),
+CONFIDENCE_PARAMETERS = [(aggregate_run, "confidence"), (answers_from_traces, "confidence"), (greedy_correct, "confidence"),
                          (trace_score, "method"), (trace_confidence, "method")]
 
 
