@@ -37,7 +37,7 @@ def read_answers(run_dir: str) -> pa.Table:
     """A run's answers (problem_id, sample_idx, canonical, gold_key), sorted; fails clearly before aggregation."""
     table = rundir.read_table(run_dir, "answers.parquet", None)
     if table is None or "gold_key" not in table.column_names:
-        state = "no answers.parquet" if table is None else "answers.parquet from before typed answers (no gold_key)"
+        state = "no answers.parquet" if table is None else "answers.parquet without a gold_key column"
         raise EnsembleError(f"{run_dir}: {state}; run `python -m jobs.aggregate run_dir={run_dir}` first")
     return in_sample_order(table.select(["problem_id", "sample_idx", "canonical", "gold_key"]))
 

@@ -134,5 +134,5 @@ def test_ensemble_grades_against_the_gold_key_of_the_aggregation(tmp_path):
     rows = ensemble([a, b], "choice", None, seed=0)
     assert next(r for r in rows if r["run"] == "ensemble" and r["k"] == 4)["accuracy"] == 1.0
     old = write_answers(tmp_path / "old", {"p1": ["5"]}, gold_key=None)
-    with pytest.raises(EnsembleError, match=r"answers.parquet from before typed answers \(no gold_key\); run `python -m jobs.aggregate"):
+    with pytest.raises(EnsembleError, match=r"answers.parquet without a gold_key column; run `python -m jobs.aggregate"):
         ensemble([a, old], "choice", None, seed=0)
