@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, OutOfMemoryError, RayActorError, RayTaskError
 
 from actors.work import ReplicaStartError, WorkUnit
+
+# A replica is gone: it died, or Ray's memory monitor killed it (then its calls raise OutOfMemoryError).
+REPLICA_GONE = (RayActorError, OutOfMemoryError)
 
 TICK_S = 2.0  # how often pool.run asks the replicas what they are doing and the caller what comes next
 ACTIVITY_S = 1.0  # how long it waits for their answers
@@ -46,7 +49,7 @@ def start(create: Callable[[], Any], count: int, timeout_s: float,
             f"{count} replica(s) not ready after {timeout_s:.0f}s (cluster.startup_timeout_s): "
             f"the cluster lacks the resources they ask for, or the engine hangs while loading"
         ) from None
-    except RayActorError as error:
+    except REPLICA_GONE as error:
         for handle in handles:
             ray.kill(handle)
         raise ReplicaStartError(f"a replica failed to start: {_cause(error)}") from None
@@ -72,7 +75,7 @@ def activity(replicas: dict[int, Any], seen: dict[int, int]) -> dict[str, dict[s
     for ref in ready:
         try:
             report = ray.get(ref)
-        except RayActorError:
+        except REPLICA_GONE:
             continue
         seen[refs[ref]] = seen.get(refs[ref], 0) + len(report["shards"])
         reports[report.pop("replica")] = report
@@ -119,7 +122,7 @@ def run(create: Callable[[], Any], units: Iterable[WorkUnit], options: PoolOptio
         load[slot] -= 1
         try:
             yield ray.get(ref)
-        except RayActorError as error:
+        except REPLICA_GONE as error:
             again = redo(unit) if redo else unit  # the replica is dead: what it kept of the unit is all there is
             if again is not None:
                 queued.appendleft(again)

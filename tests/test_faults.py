@@ -97,6 +97,29 @@ def test_a_replica_dead_after_keeping_part_of_a_unit_has_only_the_rest_redone_an
     assert len(set(by_replica) - {crashed}) == 2  # the other first replica and the one started in the dead one's place
 
 
+def test_a_replica_the_memory_monitor_killed_is_replaced_like_a_dead_one(local_ray, double_run, tmp_path, monkeypatch):
+    """Ray's memory monitor kills a worker and its calls raise OutOfMemoryError, not RayActorError."""
+    import ray
+    from ray.exceptions import OutOfMemoryError, RayActorError
+
+    real_get = ray.get
+
+    def get_as_if_oom(refs, **kwargs):
+        try:
+            return real_get(refs, **kwargs)
+        except RayActorError as error:
+            raise OutOfMemoryError("1 worker(s) were killed due to the node running low on memory.") from error
+
+    monkeypatch.setattr("actors.pool.ray.get", get_as_if_oom)
+    marker = tmp_path / "crashed"
+    cfg = double_run("+cluster.engine.crash_on_unit=2", f"+cluster.engine.crash_marker={marker}", "cluster.max_inflight=1")
+    [summary] = sample_runs([cfg], replica_class=EngineDouble)
+    keys = sample_keys(cfg.run_dir)
+    assert len(keys) == len(set(keys)) and set(keys) == expected_keys(cfg) and summary.samples == 48
+    by_replica = Counter(open_traces(cfg.run_dir).to_table(columns=["replica"])["replica"].to_pylist())
+    assert len(set(by_replica) - {marker.read_text()}) == 2  # the other first replica and the one in its place
+
+
 def test_a_small_run_is_split_so_that_every_replica_gets_work(local_ray, double_run):
     cfg = double_run("cluster.unit_size=256")  # 48 samples, 2 replicas: two units of 24, not one of 48
     [summary] = sample_runs([cfg], replica_class=EngineDouble)
