@@ -17,10 +17,10 @@ from typing import Any, Iterator, Optional
 
 import ray
 
+from actors.decodings import DECODINGS
 from actors.engine_loop import EngineLoop
 from actors.precision import resolved_engine_kwargs
 from actors.shard_writer import Flush, ShardWriter
-from actors.decodings import DECODINGS
 from actors.work import Prompt, Request, SamplingSpec, WorkUnit
 from actors.work_left import Lengths
 from analysis.answer_confidence import answer_confidence, token_offsets

@@ -28,8 +28,8 @@ from analysis import confidence as conf_lib
 from analysis.adaptive import Schedule, budget_replay, replay, rules_table, summarize
 from analysis.answers import answer_format, answer_type, canonicalize
 from analysis.curves import DELTA_SUFFIX, Curves, Estimates, Votes, majority_vote, paired_deltas
-from analysis.grading import audit, grading_report
 from analysis.errors import ConfigError
+from analysis.grading import audit, grading_report
 from analysis.methods import registry, scaling_curves
 from analysis.plots import curves_figure, frontier_figure, tokens_figure
 from analysis.stopping import variants

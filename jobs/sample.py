@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from omegaconf import DictConfig, OmegaConf
 
+from actors.decodings import DECODINGS
 from actors.embedded_model import check_model, resolve_model_path
 from actors.progress import Progress
-from actors.decodings import DECODINGS
 from actors.work import Prompt, Request, RunColumns, SamplingSpec, WorkUnit
 from jobs import cli
 from jobs import config as config_module
