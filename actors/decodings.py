@@ -22,10 +22,10 @@ class Decoding:
     name_keys: tuple[str, ...]  # the settings that describe one of its runs (tracking.runinfo)
 
 
+SAMPLE = "sample"  # independent samples: the default decoding, and what an imported run's rows are
 DECODINGS: dict[str, Decoding] = {
-    "sample": Decoding("n", greedy=False, branched=False, min_tokens=1, adaptive=True, name_keys=SAMPLE_KEYS),
+    SAMPLE: Decoding("n", greedy=False, branched=False, min_tokens=1, adaptive=True, name_keys=SAMPLE_KEYS),
     # CoT-decoding (Wang & Zhou 2024): each of the first token's top-k, continued greedily
     "cot_decoding": Decoding("top_k_branches", greedy=True, branched=True, min_tokens=2, adaptive=False,
                              name_keys=("sampling.top_k_branches", "sampling.max_tokens", "sampling.logprobs")),
 }
-SAMPLE = "sample"  # what an imported run's rows are: independent samples

@@ -85,7 +85,7 @@ class Progress:
             if self.bar:
                 self.bar.update(kept - self.bar.n)
                 self.bar.set_postfix_str(self._rates())
-            elif moved and (time.monotonic() - self.last_line >= self.min_interval_s or kept == self.total):
+            elif moved and (now - self.last_line >= self.min_interval_s or kept == self.total):
                 self._print()
 
     def line(self) -> str:

@@ -74,7 +74,8 @@ class EngineReplica:
         the driver counts as kept."""
         tokens_left, sample_tokens = self.lengths.left(self.engine.running())
         return {"replica": self.name, **self.engine.activity(), "tokens_left": tokens_left,
-                "sample_tokens": sample_tokens, "pending": self.writer.added - self.writer.written, "shards": self.writer.shards_since(seen)}
+                "sample_tokens": sample_tokens, "pending": self.writer.added - self.writer.written,
+                "shards": self.writer.shards_since(seen)}
 
     def run(self, unit: WorkUnit) -> dict[str, Any]:
         """Generate every sample of `unit`, keeping each row as it finishes; return once all are on disk, with
