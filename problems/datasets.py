@@ -43,15 +43,15 @@ def load_problems(cfg: DictConfig, split: str = "test") -> list[Problem]:
         if not path:
             raise DatasetError(f"dataset={cfg.name}: no path for the {split} split (dataset.path / dataset.train_path)")
         if cfg.source and not Path(path).is_file():
-            raise DatasetError(missing_file_message(cfg, path, split))
+            raise DatasetError(missing_file_message(cfg, path))
         problems = list(_file_problems(Path(path), cfg))
     _check_unique(problems, cfg.name)
     return problems[: cfg.limit] if cfg.limit and split == "test" else problems  # exemplars come from the whole train split
 
 
-def missing_file_message(cfg: DictConfig, path: str, split: str) -> str:
+def missing_file_message(cfg: DictConfig, path: str) -> str:
     """Where a named dataset's missing file goes, and where the public file comes from."""
-    return (f"dataset={cfg.name}: {path}: no such file. Put the {split} split there as {Path(path).name} "
+    return (f"dataset={cfg.name}: {path}: no such file. Put {Path(path).name} there "
             f"(the folder above {Path(path).parent.name}/ is data_dir: set data_dir=DIR or MARGINAL_DATA_DIR); "
             f"the public file: {cfg.source}")
 
