@@ -3,7 +3,8 @@
 A job joins a cluster only when given an address (cluster.address or RAY_ADDRESS), else starts its own
 local Ray. On GPU a replica takes `gpus_per_replica` GPUs, or with tensor parallelism a placement group of
 `tensor_parallel_size` one-GPU bundles that vLLM's workers fill (`replica_resources`). On CPU a replica
-takes `cpus_per_replica` cores and the engine runs in-process (env from the cluster config).
+takes `cpus_per_replica` cores and the engine runs in-process (env from the cluster config). A replica whose
+engine is a client of a server elsewhere (`runs_model` false) takes one CPU and no GPU.
 """
 
 from __future__ import annotations
@@ -81,9 +82,13 @@ class ReplicaResources:
         return {"CPU": self.cpus, "GPU": self.gpus}[resource]
 
 
-def replica_resources(cpus_per_replica: float, gpus_per_replica: float, tensor_parallel: int) -> ReplicaResources:
+def replica_resources(cpus_per_replica: float, gpus_per_replica: float, tensor_parallel: int,
+                      runs_model: bool = True) -> ReplicaResources:
     """One replica's resources. On GPU with tensor parallelism, as Ray's vLLMEngineStage: a bundle of one GPU
-    per worker (vLLM's Ray workers ask for one GPU and no CPU), the first also holding the actor's CPUs."""
+    per worker (vLLM's Ray workers ask for one GPU and no CPU), the first also holding the actor's CPUs. An
+    engine that only sends requests (`runs_model` false) takes one CPU, for its event loop."""
+    if not runs_model:
+        return ReplicaResources(1, 0)
     if tensor_parallel > 1 and gpus_per_replica:
         bundles = ({"GPU": 1, "CPU": cpus_per_replica},) + ({"GPU": 1},) * (tensor_parallel - 1)
         return ReplicaResources(cpus_per_replica, 0, bundles)
@@ -114,14 +119,11 @@ def check_resources(replicas: int, resources: ReplicaResources) -> None:
             )
 
 
-def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
+def replica_factory(cluster: Any, resources: ReplicaResources, engine: str, settings: dict[str, Any],
                     replica_class: type | None = None, groups: list[PlacementGroup] | None = None):
-    """A function that starts one replica actor (of `replica_class`, default the vLLM EngineReplica) with the
-    resources it needs; its placement groups go to `groups`."""
+    """A function that starts one replica actor (of `replica_class`, default EngineReplica) of engine `engine`
+    with `settings` and the resources it needs; its placement groups go to `groups`."""
     actor = ray.remote(replica_class or EngineReplica)
-    resources = replica_resources(cluster.cpus_per_replica, cluster.gpus_per_replica, tensor_parallel)
-    if resources.bundles:
-        engine_kwargs.setdefault("distributed_executor_backend", "ray")
     # Ray starts workers at niceness 15; a replica does the job's work, so it must not yield to every other process.
     env = {"env_vars": {**cluster.env, "RAY_worker_niceness": "0"}}
     groups = [] if groups is None else groups
@@ -130,24 +132,25 @@ def replica_factory(cluster: Any, tensor_parallel: int, model_path: str, engine_
         options = {**scheduling(resources, groups), "runtime_env": env, "max_restarts": 0,
                    "max_concurrency": cluster.max_inflight + 1}  # every queued unit runs, sharing the engine;
         # the one thread more answers `activity` while all of them run
-        return actor.options(**options).remote(model_path, engine_kwargs, Flush(cluster.flush_s, cluster.flush_rows))
+        return actor.options(**options).remote(engine, settings, Flush(cluster.flush_s, cluster.flush_rows))
 
     return create
 
 
-def serve(cluster: Any, replicas: int, tensor_parallel: int, model_path: str, engine_kwargs: dict[str, Any],
+def serve(cluster: Any, replicas: int, resources: ReplicaResources, engine: str, settings: dict[str, Any],
           units: Iterable[WorkUnit], replica_class: type | None = None,
           tick: Callable[[dict[str, dict[str, Any]]], Iterable[WorkUnit]] | None = None,
           redo: Callable[[WorkUnit], WorkUnit | None] | None = None,
           started: Callable[[dict[str, Any]], None] | None = None) -> Iterator[dict[str, Any]]:
-    """Run every unit on `replicas` replicas of `replica_class` (tests pass a double), yielding per-unit results;
+    """Run every unit on `replicas` replicas of `replica_class` (tests pass a double), each with `resources` and
+    engine `engine` built from `settings`, yielding per-unit results;
     `tick` gets the replicas' activity (and the shards they wrote) every few seconds and gives units to run next
     (adaptive rounds), `redo` trims a dead replica's unit to what is not on disk, `started` gets each replica's
     report once its engine is loaded (pool.run)."""
     connect(cluster.address, cluster.num_cpus, dict(cluster.env), cluster.join_timeout_s)
-    check_resources(replicas, replica_resources(cluster.cpus_per_replica, cluster.gpus_per_replica, tensor_parallel))
+    check_resources(replicas, resources)
     groups: list[PlacementGroup] = []
-    create = replica_factory(cluster, tensor_parallel, model_path, dict(engine_kwargs), replica_class, groups)
+    create = replica_factory(cluster, resources, engine, settings, replica_class, groups)
     options = pool.PoolOptions(replicas, cluster.max_inflight, cluster.max_replica_restarts, cluster.startup_timeout_s)
     try:
         yield from pool.run(create, units, options, tick, redo, started)

@@ -1,6 +1,6 @@
 """Decodings (`decoding=`): how a run draws a problem's samples, and what that means for planning, naming and
 voting them. A new decoding is one entry in DECODINGS; one that asks the engine for something new also adds
-its generation to `EngineReplica.generate`."""
+its generation to each engine's `generate` (actors.engines)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ request's seed: the gold answer 45% of the time, a wrong number 45%, no answer 1
 and its requests go through the real replica's engine loop, to a stand-in engine that finishes a request
 after one step per token.
 
-Options, read from `engine_kwargs` (vLLM's own keys there are ignored):
+Options, read from the vLLM engine's `args` (`++engine.args.delay_s=0.2`; vLLM's own keys there are ignored):
   delay_s        sleep this long before each unit (slow replicas, for scheduling tests)
   step_s         sleep this long in each engine step (default 0): lets long samples take longer than short ones
   crash_on_unit  exit the process abruptly (`os._exit`) after the delay of this unit (1-based), unwritten
@@ -26,11 +26,12 @@ from types import SimpleNamespace
 from typing import Any, Iterator
 
 from actors.engine_loop import EngineLoop
-from actors.precision import AUTO, Precision
-from actors.replica import EngineReplica, replica_name
-from actors.shard_writer import Flush, ShardWriter
-from actors.work import Request, SamplingSpec, WorkUnit
-from actors.work_left import Lengths
+from actors.precision import AUTO
+from actors.replica import EngineReplica
+from actors.rows import Completion, trace_row
+from actors.shard_writer import Flush
+from actors.vllm_engine import VllmEngine
+from actors.work import Ready, Request, SamplingSpec, WorkUnit
 
 CORRECT, WRONG = 45, 90  # seed % 100 below CORRECT: gold; below WRONG: a wrong number; else no answer
 WRONG_OFFSETS = (1, -1, 2, 10, -3)  # wrong answers cluster on a few near misses, as a model's do
@@ -42,19 +43,16 @@ class EngineDouble(EngineReplica):
 
     clock = staticmethod(time.process_time)  # CPU time: many doubles share few cores
 
-    def __init__(self, model_path: str, engine_kwargs: dict[str, Any], flush: Flush):
-        self.name = replica_name()
-        self.writer = ShardWriter(flush)
-        self.lengths = Lengths()
-        self.precision = Precision(str(engine_kwargs.get("dtype", AUTO)), "none")  # no model: the dtype as given
-        self.dtype = self.precision.dtype
-        self.delay_s = float(engine_kwargs.get("delay_s", 0))
-        self.crash_on_unit = engine_kwargs.get("crash_on_unit")
-        self.crash_after = int(engine_kwargs.get("crash_after", 0))
-        self.crash_marker = engine_kwargs.get("crash_marker")
+    def __init__(self, engine: str, settings: dict[str, Any], flush: Flush):
+        options = settings["args"]
+        self.engines = {engine: CannedEngine}
+        super().__init__(engine, settings, flush)
+        self.delay_s = float(options.get("delay_s", 0))
+        self.crash_on_unit = options.get("crash_on_unit")
+        self.crash_after = int(options.get("crash_after", 0))
+        self.crash_marker = options.get("crash_marker")
         self.units = 0
         self.units_lock = threading.Lock()
-        self.engine = EngineLoop(lambda: DoubleEngine(float(engine_kwargs.get("step_s", 0))), lambda _: MAX_BATCH)
 
     def run(self, unit: WorkUnit) -> dict[str, Any]:
         """Serve a unit like the real replica, after the configured delay or crash."""
@@ -64,7 +62,7 @@ class EngineDouble(EngineReplica):
         time.sleep(self.delay_s)
         if number == self.crash_on_unit and self._claim_crash():
             if self.crash_after:  # mid-unit, once part of it is on disk
-                for row in itertools.islice(self.generate(unit.requests, unit.spec), self.crash_after):
+                for row in itertools.islice(self.engine.generate(unit.requests, unit.spec), self.crash_after):
                     self.keep(unit, row)
                 self.writer.sync()
             os._exit(1)
@@ -82,12 +80,35 @@ class EngineDouble(EngineReplica):
         os.close(marker)
         return True
 
+
+class CannedEngine:
+    """The engine of the double: canned completions through the real engine loop, to a stand-in LLMEngine."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.dtype = str(settings["args"].get("dtype", AUTO))  # no model: the dtype as given
+        self.loop = EngineLoop(lambda: DoubleEngine(float(settings["args"].get("step_s", 0))), lambda _: MAX_BATCH)
+
+    def ready(self) -> Ready:
+        return Ready(f"dtype {self.dtype}, a test double", VllmEngine.supports, None,
+                     {"dtype": self.dtype, "isa": "none"})
+
+    def activity(self) -> dict[str, int]:
+        return self.loop.activity()
+
+    def running(self) -> list[tuple[int, int]]:
+        return self.loop.running()
+
+    def mean_batch(self) -> float:
+        return self.loop.mean_batch()
+
     def generate(self, requests: list[Request], spec: SamplingSpec) -> Iterator[dict[str, Any]]:
         """One row per request as it finishes, its text drawn from the request's seed, by the stand-in engine."""
         completions = [completion(r.seed, r.gold, spec.max_tokens) for r in requests]
         params = [SimpleNamespace(max_tokens=spec.max_tokens)] * len(requests)
-        for index, out in self.engine.stream(completions, params):
-            yield self._row(requests[index], spec, len(requests[index].question) // 4, out.outputs[0])
+        for index, out in self.loop.stream(completions, params):
+            request, done = requests[index], out.outputs[0]
+            yield trace_row(request, spec, len(request.question) // 4,
+                            Completion(done.text, done.num_tokens, done.finish_reason, done.cumulative_logprob))
 
 
 class DoubleEngine:
@@ -100,7 +121,7 @@ class DoubleEngine:
         self.running: dict[str, list[Any]] = {}  # request id -> [completion, steps left]; oldest first
 
     def add_request(self, request_id: str, prompt: SimpleNamespace, params: Any) -> None:
-        self.running[request_id] = [prompt, max(1, len(prompt.token_ids)) if self.step_s else 1]
+        self.running[request_id] = [prompt, max(1, prompt.num_tokens) if self.step_s else 1]
 
     def abort_request(self, request_ids: list[str]) -> None:
         for request_id in request_ids:
@@ -121,7 +142,7 @@ class DoubleEngine:
 
 
 def completion(seed: int, gold: str, max_tokens: int) -> SimpleNamespace:
-    """A CoT-like completion fixed by `seed`, shaped like a vLLM CompletionOutput."""
+    """A CoT-like completion fixed by `seed`."""
     outcome, steps, a, b = seed % 100, 2 + (seed >> 7) % 5, (seed >> 10) % 90 + 2, (seed >> 17) % 9 + 1
     lines = ["Let's think step by step."]
     lines += [f"Step {i + 1}: {a + i * b} + {b} = {a + (i + 1) * b}." for i in range(steps)]
@@ -132,13 +153,8 @@ def completion(seed: int, gold: str, max_tokens: int) -> SimpleNamespace:
         lines.append("Then we need to check the")
     text = "\n".join(lines)
     tokens = min(len(text) // 4, max_tokens) if outcome < WRONG else max_tokens  # a cut-off sample ran to the cap
-    return SimpleNamespace(
-        text=text,
-        token_ids=range(tokens),
-        finish_reason="stop" if outcome < WRONG else "length",
-        cumulative_logprob=-0.05 * tokens - (seed >> 40) % 100 / 10,
-        logprobs=None,
-    )
+    return SimpleNamespace(text=text, num_tokens=tokens, finish_reason="stop" if outcome < WRONG else "length",
+                           cumulative_logprob=-0.05 * tokens - (seed >> 40) % 100 / 10)
 
 
 def wrong_answer(gold: str, bits: int) -> str:

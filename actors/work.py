@@ -1,4 +1,5 @@
-"""What the driver sends a replica and what can go wrong starting one: plain data, importable without Ray or vLLM.
+"""What the driver sends a replica, what its engine can do, and what can go wrong starting one: plain data,
+importable without Ray or vLLM.
 
 `jobs/sample.py` plans `WorkUnit`s of `Request`s under one `SamplingSpec`; a replica (actors/replica.py)
 serves a unit and keeps its rows, each carrying the unit's `RunColumns`, in shards as they finish.
@@ -7,7 +8,7 @@ serves a unit and keeps its rows, each carrying the unit's `RunColumns`, in shar
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Union
+from typing import Optional, Union
 
 from analysis.errors import MarginalError
 
@@ -61,6 +62,28 @@ class WorkUnit:
     run: RunColumns
     spec: SamplingSpec
     requests: list[Request]
+
+
+@dataclass(frozen=True)
+class Supports:
+    """What an engine can do; a run asking for more is refused at start, by name."""
+
+    seeds: bool  # each sample's own seed is honoured (its text the same whichever batch draws it)
+    logprobs: bool  # the sampled tokens' logprobs (sampling.logprobs >= 1)
+    top_logprobs: bool  # each step's top-k logprobs (sampling.logprobs >= 2)
+    branches: bool  # CoT-decoding: the first token's top-k, each continued greedily
+    prompt_ids: bool  # prompts sent as token ids, counted before they are sent
+
+
+@dataclass(frozen=True)
+class Ready:
+    """An engine's report once built: a line saying what it runs, what it supports, a warning if it will be slow
+    or unfaithful, and the dtype and ISA it computes in (None for a server: those are the server's)."""
+
+    line: str
+    supports: Supports
+    warning: Optional[str] = None
+    precision: Optional[dict[str, str]] = None  # {"dtype": ..., "isa": ...}, recorded in the run's config.yaml
 
 
 class ReplicaStartError(MarginalError, RuntimeError):

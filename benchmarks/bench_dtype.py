@@ -35,10 +35,12 @@ def measure(cfg: DictConfig, model_path: str, dtype: str, samples: int, tokens: 
     from vllm.inputs import TokensPrompt
 
     from actors.precision import cpu_isa, resolved_engine_kwargs
+    from actors.vllm_engine import engine_args
     from analysis.answers import extract_answer, grade
-    from jobs.sample import engine_kwargs, prepare_problems
+    from jobs.config import resolved
+    from jobs.sample import prepare_problems
 
-    kwargs, precision = resolved_engine_kwargs({**engine_kwargs(cfg), "dtype": dtype})
+    kwargs, precision = resolved_engine_kwargs({**engine_args(resolved(cfg)), "dtype": dtype})
     start = time.monotonic()
     llm = LLM(model=model_path, **kwargs)
     load_s = time.monotonic() - start

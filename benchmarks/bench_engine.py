@@ -4,6 +4,7 @@
     python -m benchmarks.bench_engine --workload long_tail model=smollm2_135m cluster.unit_size=96
     python -m benchmarks.bench_engine --workload gsm8k      # the default model's natural lengths, max_tokens 1024
     python -m benchmarks.bench_engine --repeats 2           # direct, job, then job, direct: cancels the machine's drift
+    python -m benchmarks.bench_engine --engine openai       # through vLLM's OpenAI server (benchmarks/bench_server.py)
 
 Workloads: `default` (the prompts and settings of the run, samples end where the model stops);
 `long_tail` (every sample's length forced, from its seed, to a lognormal draw of mean about 103 and at
@@ -41,7 +42,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from actors.replica import EngineReplica, sampling_params
+from actors.engines import ENGINES
+from actors.replica import EngineReplica
+from actors.vllm_engine import VllmEngine, sampling_params
 from actors.work import SamplingSpec
 
 LONG_TAIL_MU, LONG_TAIL_SIGMA, LONG_TAIL_CAP = math.log(103) - 0.5, 1.0, 512  # lognormal: mean 103 before the cap
@@ -64,10 +67,16 @@ def forced_params(spec: SamplingSpec, seed: int, max_tokens: int):
     return params
 
 
-class LongTailReplica(EngineReplica):
-    """The replica, each sample's length forced as `forced_params` says."""
+class LongTailEngine(VllmEngine):
+    """The vLLM engine, each sample's length forced as `forced_params` says."""
 
     params = staticmethod(forced_params)
+
+
+class LongTailReplica(EngineReplica):
+    """The replica, with the long-tail engine."""
+
+    engines = {**ENGINES, "vllm": LongTailEngine}
 
 
 def metered(llm: Any) -> dict[str, float]:
@@ -99,14 +108,15 @@ def planned_requests(cfg: DictConfig) -> list[Any]:
 def run_direct(cfg: DictConfig, model_path: str, spec: SamplingSpec, params_of=sampling_params) -> dict[str, Any]:
     """Import vLLM, load vllm.LLM here and generate every sample in one call."""
     from actors.precision import resolved_engine_kwargs
-    from jobs.sample import engine_kwargs
+    from actors.vllm_engine import engine_args
+    from jobs.config import resolved
 
     assert "vllm" not in sys.modules, "vLLM must be imported inside the timing, as the replica does"
     start = time.monotonic()
     from vllm import LLM
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=model_path, **resolved_engine_kwargs(engine_kwargs(cfg))[0])
+    llm = LLM(model=model_path, **resolved_engine_kwargs(engine_args(resolved(cfg)))[0])
     meter = metered(llm)
     loaded = time.monotonic()
     tokenizer = llm.get_tokenizer()
@@ -183,6 +193,9 @@ def pooled_rate(runs: list[dict[str, Any]]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=WORKLOADS, default="default")
+    parser.add_argument("--engine", choices=("vllm", "openai"), default="vllm",
+                        help="openai: the job through vLLM's OpenAI-compatible server against a plain concurrent "
+                             "client of it (benchmarks/bench_server.py)")
     parser.add_argument("--problems", type=int, help="default: the workload's")
     parser.add_argument("--samples", type=int, help="default: the workload's")
     parser.add_argument("--max-tokens", type=int, help="default: the workload's")
@@ -195,6 +208,11 @@ def main() -> None:
     problems, samples, max_tokens, workload_overrides = WORKLOADS[args.workload]
     problems, samples, max_tokens = args.problems or problems, args.samples or samples, args.max_tokens or max_tokens
     long_tail = args.workload == "long_tail"
+    if args.engine == "openai":
+        from benchmarks.bench_server import compare
+
+        compare([*workload_overrides, *args.overrides], problems, samples, max_tokens, args.repeats, long_tail)
+        return
 
     from actors.embedded_model import check_model, resolve_model_path
     from jobs.cli import compose

@@ -87,12 +87,13 @@ def write_problems(cfg: DictConfig, data: Path) -> None:
             out.write(json.dumps({"id": p.problem_id, "prompt": message["content"], "answer": p.gold}) + "\n")
 
 
-def engine_args(cfg: DictConfig, model_path: str) -> str:
+def model_args(cfg: DictConfig, model_path: str) -> str:
     """lm-eval's --model_args: the job's engine arguments, the dtype resolved as the replica resolves it."""
     from actors.precision import resolved_engine_kwargs
-    from jobs.sample import engine_kwargs
+    from actors.vllm_engine import engine_args
+    from jobs.config import resolved
 
-    args = {"pretrained": model_path, **resolved_engine_kwargs(engine_kwargs(cfg))[0]}
+    args = {"pretrained": model_path, **resolved_engine_kwargs(engine_args(resolved(cfg)))[0]}
     args.pop("tensor_parallel_size")
     return ",".join(f"{k}={v}" for k, v in args.items())
 
@@ -176,7 +177,7 @@ def main() -> None:
         (tmp / "tasks" / f"{TASK}.yaml").write_text(task_yaml(tmp / "problems.jsonl", cfg))
         env = {**os.environ, **cfg.cluster.env, "HF_DATASETS_OFFLINE": "1"}
         peer_s = timed([str(args.venv / "bin" / "lm-eval"), "run", "--model", "vllm",
-                        "--model_args", engine_args(cfg, model_path), "--tasks", TASK,
+                        "--model_args", model_args(cfg, model_path), "--tasks", TASK,
                         "--include_path", str(tmp / "tasks"), "--apply_chat_template", "--batch_size", "auto",
                         "--log_samples", "--output_path", str(tmp / "lm-eval"), "--seed", str(cfg.sampling.seed)],
                        env, tmp / "lm-eval.log")

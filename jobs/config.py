@@ -88,8 +88,28 @@ class ClusterConfig:  # conf/cluster/local.yaml, gpu.yaml
     max_inflight: int = MISSING
     max_replica_restarts: int = MISSING
     startup_timeout_s: float = MISSING
-    engine: dict[str, Any] = MISSING
     env: dict[str, str] = MISSING
+
+
+@dataclass
+class VllmEngineConfig:  # conf/engine/vllm.yaml
+    name: str = MISSING
+    args: dict[str, Any] = MISSING  # vllm.LLM arguments on every device
+    cpu: dict[str, Any] = MISSING  # ... and on CPU only
+    gpu: dict[str, Any] = MISSING  # ... and on GPU only
+
+
+@dataclass
+class OpenAIEngineConfig:  # conf/engine/openai.yaml
+    name: str = MISSING
+    base_url: str = MISSING
+    model: Optional[str] = MISSING
+    api: str = MISSING  # completions | chat
+    api_key_env: Optional[str] = MISSING  # an environment variable's name: the key itself is in no config
+    max_concurrency: int = MISSING
+    timeout_s: float = MISSING
+    retries: int = MISSING
+    tokenizer: Optional[str] = MISSING
 
 
 @dataclass
@@ -126,6 +146,7 @@ class Config:  # conf/config.yaml
     prompt: PromptConfig = MISSING
     sampling: SamplingConfig = MISSING
     cluster: ClusterConfig = MISSING
+    engine: Any = MISSING  # conf/engine/<name>.yaml, checked by its own schema (ENGINE_SCHEMAS)
     tracking: TrackingConfig = MISSING
     answer: AnswerConfig = MISSING
     adaptive: AdaptiveConfig = MISSING  # online stopping rules (conf/adaptive/); none: every problem gets sampling.n
@@ -213,6 +234,9 @@ def xdg_data_home() -> str:
 
 OmegaConf.register_new_resolver("xdg_data_home", xdg_data_home, replace=True)
 ConfigStore.instance().store(name="schema", node=Config)
+ENGINE_SCHEMAS = {"vllm": VllmEngineConfig, "openai": OpenAIEngineConfig}  # one per actors.engines.ENGINES
+for engine_name, schema in ENGINE_SCHEMAS.items():
+    ConfigStore.instance().store(group="engine", name=f"{engine_name}_schema", node=schema)
 ConfigStore.instance().store(name="ingest_schema", node=IngestConfig)
 ConfigStore.instance().store(name="aggregate_schema", node=AggregateConfig)
 ConfigStore.instance().store(name="export_schema", node=ExportConfig)

@@ -1,4 +1,4 @@
-"""Sample `sampling.n` responses per problem on a pool of vLLM replicas, streaming Parquet traces.
+"""Sample `sampling.n` responses per problem on a pool of engine replicas (`engine=`), streaming Parquet traces.
 
     python -m jobs.sample dataset.limit=8 sampling.n=8 run_dir=runs/demo
 
@@ -22,9 +22,9 @@ import pyarrow.dataset as ds
 from omegaconf import DictConfig, OmegaConf
 
 from actors.decodings import DECODINGS
-from actors.embedded_model import check_model, resolve_model_path
+from actors.engines import ENGINES
 from actors.progress import Progress
-from actors.work import Prompt, Request, RunColumns, SamplingSpec, WorkUnit
+from actors.work import Prompt, Ready, Request, RunColumns, SamplingSpec, WorkUnit
 from jobs import cli
 from jobs import config as config_module
 from problems.datasets import Problem, load_problems
@@ -126,17 +126,6 @@ def sampling_spec(cfg: DictConfig) -> SamplingSpec:
     )
 
 
-def engine_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """vllm.LLM arguments: the model's, then the cluster's engine settings."""
-    return {
-        "dtype": cfg.model.dtype,
-        "max_model_len": cfg.model.max_model_len,
-        "tensor_parallel_size": cfg.model.tensor_parallel_size,
-        "seed": cfg.sampling.seed,
-        **dict(cfg.cluster.engine),
-    }
-
-
 def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit], Optional["Rounds"]]:
     """Prepare one run's directory; its summary so far, the samples missing (with adaptive rounds: at most),
     their work units and, for an adaptive run, the rounds that plan its next units."""
@@ -182,6 +171,17 @@ def report_quarantined(cfg: DictConfig, damaged: list[DamagedShardError]) -> Non
               f"{traces_dir(cfg.run_dir)}/{QUARANTINE}/, its samples are sampled again", file=sys.stderr)
 
 
+def check_supported(cfg: DictConfig, ready: Ready) -> None:
+    """Raise ConfigError naming what `cfg` asks of its engine that the engine, as built, cannot do."""
+    can, asked = ready.supports, cfg.sampling.logprobs
+    config_module.check_key(can.logprobs or not asked, "sampling.logprobs", asked,
+                            f"the engine ({ready.line}) gives no logprobs: set sampling.logprobs=0")
+    config_module.check_key(can.top_logprobs or asked < 2, "sampling.logprobs", asked,
+                            f"the engine ({ready.line}) gives no top-k logprobs: set sampling.logprobs=1 or 0")
+    config_module.check_key(can.branches or not DECODINGS[cfg.decoding].branched, "decoding", cfg.decoding,
+                            f"the engine ({ready.line}) cannot branch on the first token's top-k")
+
+
 def capped_unit_size(largest: int, missing: int, replicas: int) -> int:
     """`cluster.unit_size`, or less when a run has too few samples to give every replica a unit of it."""
     return max(1, min(largest, -(-missing // replicas)))
@@ -190,15 +190,15 @@ def capped_unit_size(largest: int, missing: int, replicas: int) -> int:
 def sample_runs(runs: list[DictConfig], replica_class: type | None = None) -> list[SampleSummary]:
     """Sample every missing (problem, sample_idx) of several runs of one model on one pool of replicas.
 
-    `replica_class` replaces the vLLM replica (tests and benchmarks pass actors.double.EngineDouble). Each
+    `replica_class` replaces the replica (tests and benchmarks pass actors.double.EngineDouble). Each
     run_dir is leased meanwhile: a job already sampling one fails this call at once (storage.lease).
     """
-    model_path = check_model(resolve_model_path(runs[0].model.path))  # before any run_dir is written
+    settings = ENGINES[runs[0].engine.name].settings(config_module.resolved(runs[0]))  # before any run_dir is written
     with RunLeases([cfg.run_dir for cfg in runs]) as leases:
-        return _sample_leased(runs, model_path, replica_class, leases)
+        return _sample_leased(runs, settings, replica_class, leases)
 
 
-def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type | None,
+def _sample_leased(runs: list[DictConfig], settings: dict[str, Any], replica_class: type | None,
                    leases: RunLeases) -> list[SampleSummary]:
     """sample_runs once every run_dir is leased; no unit is sent after a lease is lost."""
     from actors import cluster  # Ray takes seconds to import: only once there is something to sample
@@ -247,21 +247,27 @@ def _sample_leased(runs: list[DictConfig], model_path: str, replica_class: type 
         return replace(unit, requests=left) if left else None
 
     def started(report: dict[str, Any]) -> None:
-        """Print what a replica runs (and any warning about it), and record it in every run's config.yaml."""
+        """Print what a replica runs (and any warning about it), refuse a run it cannot serve, and record its
+        precision in every run's config.yaml."""
         progress.engines_loaded()
-        print(f"[sample] replica {report['replica']}: dtype {report['dtype']} (model.dtype={cfg.model.dtype}), "
-              f"CPU {report['isa']}", file=sys.stderr)
-        if report["warning"]:
-            print(f"[sample] warning: {report['warning']}", file=sys.stderr)
-        for run_dir in summaries:
-            rundir.record_precision(run_dir, report)
+        ready = report["ready"]
+        print(f"[sample] replica {report['replica']}: {ready.line}", file=sys.stderr)
+        for run in runs:
+            check_supported(run, ready)
+        if ready.warning:
+            print(f"[sample] warning: {ready.warning}", file=sys.stderr)
+        for run_dir in summaries if ready.precision else ():
+            rundir.record_precision(run_dir, ready.precision)
 
     start, tokens = time.monotonic(), 0
     batches: dict[str, float] = {}  # replica -> its engine's mean running batch, as last reported
     writes: dict[str, float] = {}  # replica -> its CPU seconds writing shards, as last reported
     with Progress(todo) as progress:
-        for result in cluster.serve(cfg.cluster, cfg.replicas, cfg.model.tensor_parallel_size, model_path,
-                                    engine_kwargs(cfg), units, replica_class, tick, redo, started):
+        engine = cfg.engine.name
+        resources = cluster.replica_resources(cfg.cluster.cpus_per_replica, cfg.cluster.gpus_per_replica,
+                                              cfg.model.tensor_parallel_size, ENGINES[engine].runs_model)
+        for result in cluster.serve(cfg.cluster, cfg.replicas, resources, engine, settings, units, replica_class,
+                                    tick, redo, started):
             summary = summaries[result["run_dir"]]
             summary.tokens += result["tokens"]
             summary.errors += result["errors"]

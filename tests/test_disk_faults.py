@@ -342,7 +342,7 @@ def kill_at_its_first_shard(job: subprocess.Popen, run: Path) -> None:
 
 def test_two_concurrent_jobs_on_one_run_dir_one_samples_and_the_other_is_refused_naming_it(tmp_path, model):
     run = tmp_path / "run"
-    jobs = [start_job(run, model, "++cluster.engine.delay_s=0.2") for _ in range(2)]
+    jobs = [start_job(run, model, "++engine.args.delay_s=0.2") for _ in range(2)]
     try:
         outcomes = [(job.wait(timeout=600), job.stderr.read()) for job in jobs]
     finally:
@@ -359,7 +359,7 @@ def test_two_concurrent_jobs_on_one_run_dir_one_samples_and_the_other_is_refused
 
 def test_a_job_sigkilled_while_holding_the_lease_is_resumed_by_the_next(local_ray, tmp_path, model):
     run = tmp_path / "run"
-    job = start_job(run, model, "cluster.unit_size=2", "++cluster.engine.delay_s=0.3")
+    job = start_job(run, model, "cluster.unit_size=2", "++engine.args.delay_s=0.3")
     kill_at_its_first_shard(job, run)
     [left] = lease_files(run).values()
     assert left["pid"] == job.pid and not left["released"]  # killed: no release
@@ -381,7 +381,7 @@ def test_a_driver_sigkilled_mid_unit_leaves_what_its_replicas_kept_and_the_rerun
         local_ray, tmp_path, model):
     run = tmp_path / "run"
     # two units of 24; a sample without an answer runs 400 steps (4 s), the others under 1 s: kept every 0.3 s
-    slow = ("cluster.unit_size=24", "cluster.flush_s=0.3", "sampling.max_tokens=400", "++cluster.engine.step_s=0.01")
+    slow = ("cluster.unit_size=24", "cluster.flush_s=0.3", "sampling.max_tokens=400", "++engine.args.step_s=0.01")
     job = start_job(run, model, *slow)
     kill_at_its_first_shard(job, run)
     finished = {p.name: p.read_bytes() for p in (run / "traces").glob("*.parquet")}

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import ray
 
-from actors.cluster import replica_factory
+from actors.cluster import ReplicaResources, replica_factory
 from actors.double import DoubleEngine, EngineDouble, completion
 from actors.engine_loop import EngineLoop
 from actors.work import Request, RunColumns, SamplingSpec, WorkUnit
@@ -17,7 +17,7 @@ from storage.traces import open_traces
 
 
 def text(tokens: int) -> SimpleNamespace:
-    return SimpleNamespace(text="x", token_ids=range(tokens))
+    return SimpleNamespace(text="x", token_ids=range(tokens), num_tokens=tokens)
 
 
 class SteppedEngine(DoubleEngine):
@@ -140,10 +140,10 @@ def unit(tmp_path: Path, name: str, seed_list: list[int]) -> WorkUnit:
 
 def test_a_replica_keeps_a_short_unit_s_rows_while_a_long_unit_sent_before_it_still_runs(local_ray, tmp_path):
     cluster = compose("cluster.cpus_per_replica=1", "cluster.max_inflight=2").cluster
-    replica = replica_factory(cluster, 1, "unused", {"step_s": 0.005}, EngineDouble)()
+    replica = replica_factory(cluster, ReplicaResources(1, 0), "vllm", {"args": {"step_s": 0.005}}, EngineDouble)()
     long_unit = unit(tmp_path, "long", seeds(range(90, 100), 8))  # no answer: each runs to max_tokens, 600 steps
     short_unit = unit(tmp_path, "short", seeds(range(0, 45), 8))
-    assert all(len(completion(r.seed, r.gold, 600).token_ids) < 60 for r in short_unit.requests)
+    assert all(completion(r.seed, r.gold, 600).num_tokens < 60 for r in short_unit.requests)
     long_ref = replica.run.remote(long_unit)
     short_ref = replica.run.remote(short_unit)
     [first], _ = ray.wait([long_ref, short_ref], num_returns=1)

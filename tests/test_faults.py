@@ -77,7 +77,7 @@ def double_run(tmp_path):
     def make(*overrides: str):
         return compose(f"run_dir={tmp_path}/run", f"model.path={model}", "tracking=none", "dataset.limit=6",
                            "sampling.n=8", "replicas=2", "cluster.cpus_per_replica=1", "cluster.unit_size=4",
-                           "++cluster.engine.delay_s=0.05", *overrides)
+                           "++engine.args.delay_s=0.05", *overrides)
 
     return make
 
@@ -85,7 +85,7 @@ def double_run(tmp_path):
 def test_a_replica_dead_after_keeping_part_of_a_unit_has_only_the_rest_redone_and_every_sample_is_written_once(
         local_ray, double_run, tmp_path):
     marker = tmp_path / "crashed"
-    cfg = double_run("+cluster.engine.crash_on_unit=2", "+cluster.engine.crash_after=3", f"+cluster.engine.crash_marker={marker}",
+    cfg = double_run("+engine.args.crash_on_unit=2", "+engine.args.crash_after=3", f"+engine.args.crash_marker={marker}",
                      "cluster.max_inflight=1")  # one unit at a time: the dead replica kept its first unit, then 3
     [summary] = sample_runs([cfg], replica_class=EngineDouble)
     keys = sample_keys(cfg.run_dir)
@@ -112,7 +112,7 @@ def test_a_replica_the_memory_monitor_killed_is_replaced_like_a_dead_one(local_r
 
     monkeypatch.setattr("actors.pool.ray.get", get_as_if_oom)
     marker = tmp_path / "crashed"
-    cfg = double_run("+cluster.engine.crash_on_unit=2", f"+cluster.engine.crash_marker={marker}", "cluster.max_inflight=1")
+    cfg = double_run("+engine.args.crash_on_unit=2", f"+engine.args.crash_marker={marker}", "cluster.max_inflight=1")
     [summary] = sample_runs([cfg], replica_class=EngineDouble)
     keys = sample_keys(cfg.run_dir)
     assert len(keys) == len(set(keys)) and set(keys) == expected_keys(cfg) and summary.samples == 48
@@ -128,7 +128,7 @@ def test_a_small_run_is_split_so_that_every_replica_gets_work(local_ray, double_
 
 
 def test_when_every_replica_dies_the_run_fails_with_the_cause_and_keeps_its_shards(local_ray, double_run):
-    cfg = double_run("+cluster.engine.crash_on_unit=3", "cluster.max_replica_restarts=1", "cluster.max_inflight=1")
+    cfg = double_run("+engine.args.crash_on_unit=3", "cluster.max_replica_restarts=1", "cluster.max_inflight=1")
     with pytest.raises(RuntimeError, match=r"every replica died \(1 replaced, cluster.max_replica_restarts=1\).*rerun to resume"):
         sample_runs([cfg], replica_class=EngineDouble)
     finished = sample_keys(cfg.run_dir)
@@ -152,7 +152,8 @@ def test_in_flight_work_is_bounded_by_replicas_times_max_inflight(local_ray, dou
             yield unit
 
     done, most = 0, 0
-    for _ in cluster.serve(cfg.cluster, 2, 1, cfg.model.path, {"delay_s": 0.02}, units(), EngineDouble):
+    for _ in cluster.serve(cfg.cluster, 2, cluster.ReplicaResources(1, 0), "vllm", {"args": {"delay_s": 0.02}}, units(),
+                            EngineDouble):
         done += 1
         most = max(most, pulled - done)
     assert done == pulled == 40 and most <= 2 * 3
@@ -162,13 +163,13 @@ def test_replicas_run_at_normal_priority_not_rays_worker_niceness(local_ray, dou
     from actors import cluster, pool
 
     cfg = double_run()
-    [replica] = pool.start(cluster.replica_factory(cfg.cluster, 1, cfg.model.path, {}, EngineDouble), 1, 60)
+    [replica] = pool.start(cluster.replica_factory(cfg.cluster, cluster.ReplicaResources(1, 0), "vllm", {"args": {}}, EngineDouble), 1, 60)
     pid = int(ray_get(replica.ready.remote())["replica"].rsplit(":", 1)[1])
     assert psutil.Process(pid).nice() == 0
 
 
 def test_a_run_dir_that_becomes_unwritable_stops_the_run_with_an_error_naming_it(local_ray, double_run, tmp_path):
-    cfg = double_run("cluster.unit_size=2", "++cluster.engine.delay_s=0.1")
+    cfg = double_run("cluster.unit_size=2", "++engine.args.delay_s=0.1")
     traces = Path(cfg.run_dir) / "traces"
     job, outcome = in_background(sample_runs, [cfg], replica_class=EngineDouble)
     wait_for(lambda: any(traces.glob("*.parquet")), timeout_s=60)

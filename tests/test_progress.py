@@ -100,7 +100,7 @@ def test_each_line_of_a_sampling_run_counts_exactly_what_is_on_disk(local_ray, t
     (model / "config.json").write_text("{}")
     cfg = compose(f"run_dir={tmp_path}/run", f"model.path={model}", "tracking=none", "dataset.limit=4",
                   "sampling.n=16", "cluster.cpus_per_replica=1", "cluster.unit_size=64", "cluster.flush_s=0.2",
-                  "sampling.max_tokens=400", "+cluster.engine.step_s=0.02")
+                  "sampling.max_tokens=400", "+engine.args.step_s=0.02")
     monkeypatch.setattr("jobs.sample.Progress", lambda total: Progress(total, min_interval_s=0.0))  # every move
     monkeypatch.setattr("actors.pool.TICK_S", 0.2)  # the driver lists the shards every 0.2 s
     sample_runs([cfg], replica_class=EngineDouble)  # one unit of 64, its samples from ~20 to 400 steps of 0.02 s

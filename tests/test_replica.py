@@ -1,4 +1,5 @@
-"""The vLLM replica's own code (admission, sampling, CoT-decoding branches, rows, its shard) on a fake engine.
+"""The vLLM engine's own code (admission, sampling, CoT-decoding branches, rows) and the replica's shard, on a fake
+engine.
 
 vLLM is replaced by a stand-in module of two plain constructors and the engine loop by a fake whose outputs are
 shaped like vLLM's, so these paths run in CI without the engine (the engine-marked tests run them on the real one).
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from actors.replica import EngineReplica
+from actors.vllm_engine import VllmEngine
 from actors.shard_writer import Flush, ShardWriter
 from actors.work import Request, RunColumns, SamplingSpec, WorkUnit
 from actors.work_left import Lengths
@@ -74,12 +76,14 @@ def replica(monkeypatch):
     vllm.inputs.TokensPrompt = lambda prompt_token_ids: SimpleNamespace(prompt_token_ids=prompt_token_ids)
     for module in (vllm, vllm.sampling_params, vllm.inputs):
         monkeypatch.setitem(sys.modules, module.__name__, module)
-    engine = EngineReplica.__new__(EngineReplica)  # everything __init__ sets, without loading a model
-    engine.engine, engine.tokenizer, engine.max_model_len, engine.name = FakeEngine(), FakeTokenizer(), 12, "node:1"
+    engine = VllmEngine.__new__(VllmEngine)  # everything __init__ sets, without loading a model
+    engine.loop, engine.tokenizer, engine.max_model_len = FakeEngine(), FakeTokenizer(), 12
     engine.tokenizer_lock = threading.Lock()
-    engine.writer = ShardWriter(Flush(seconds=60, rows=1000))
-    engine.lengths = Lengths()
-    return engine
+    replica = EngineReplica.__new__(EngineReplica)
+    replica.engine, replica.name = engine, "node:1"
+    replica.writer = ShardWriter(Flush(seconds=60, rows=1000))
+    replica.lengths = Lengths()
+    return replica
 
 
 def spec(**overrides) -> SamplingSpec:
@@ -90,9 +94,9 @@ def spec(**overrides) -> SamplingSpec:
 def test_samples_get_their_seed_their_logprobs_and_a_too_long_prompt_fails_alone(replica):
     requests = [Request("p", "q", "4", "two words", 0, 11), Request("p", "q", "4", "two words", 1, 12),
                 Request("long", "q", "4", " ".join(["w"] * 12), 0, 13)]
-    rows = {(r["problem_id"], r["sample_idx"]): r for r in replica.generate(requests, spec())}
+    rows = {(r["problem_id"], r["sample_idx"]): r for r in replica.engine.generate(requests, spec())}
     assert list(rows) == [("long", 0), ("p", 1), ("p", 0)]  # the refused prompt first, then as they finish
-    [params] = replica.engine.calls
+    [params] = replica.engine.loop.calls
     assert [(p.seed, p.max_tokens, p.logprobs) for p in params] == [(11, 8, 2), (12, 8, 2)]  # room: 12 - 2 >= 8
     assert all(p.output_kind == "final only" for p in params)  # the engine loop waits for finished outputs only
     assert rows["p", 0]["text"] == "".join(PIECES) and rows["p", 0]["num_tokens"] == 5
@@ -104,9 +108,9 @@ def test_samples_get_their_seed_their_logprobs_and_a_too_long_prompt_fails_alone
 
 def test_cot_decoding_branches_on_the_ranked_first_tokens_with_their_answer_confidence(replica):
     requests = [Request("p", "q", "4", "Q: two plus two", i, 0) for i in range(3)]
-    rows = sorted(replica.generate(requests, spec(decoding="cot_decoding", temperature=0.0, top_p=1.0)),
+    rows = sorted(replica.engine.generate(requests, spec(decoding="cot_decoding", temperature=0.0, top_p=1.0)),
                   key=lambda r: r["sample_idx"])
-    [first], rest = replica.engine.calls  # one prompt for the problem's first step, then its branches in one batch
+    [first], rest = replica.engine.loop.calls  # one prompt for the problem's first step, then its branches in one batch
     assert first.max_tokens == 1 and first.logprobs == 3
     assert [p.max_tokens for p in rest] == [7, 7, 7]  # the rest of the budget after the branched token
     assert [r["branch_rank"] for r in rows] == [r["sample_idx"] for r in rows] == [0, 1, 2]
