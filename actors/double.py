@@ -25,7 +25,7 @@ import time
 from types import SimpleNamespace
 from typing import Any, Iterator
 
-from actors.engine_loop import EngineLoop
+from actors.engine_loop import EngineLoop, Looped
 from actors.precision import AUTO
 from actors.replica import EngineReplica
 from actors.rows import Completion, trace_row
@@ -81,7 +81,7 @@ class EngineDouble(EngineReplica):
         return True
 
 
-class CannedEngine:
+class CannedEngine(Looped):
     """The engine of the double: canned completions through the real engine loop, to a stand-in LLMEngine."""
 
     def __init__(self, settings: dict[str, Any]):
@@ -91,15 +91,6 @@ class CannedEngine:
     def ready(self) -> Ready:
         return Ready(f"dtype {self.dtype}, a test double", VllmEngine.supports, None,
                      {"dtype": self.dtype, "isa": "none"})
-
-    def activity(self) -> dict[str, int]:
-        return self.loop.activity()
-
-    def running(self) -> list[tuple[int, int]]:
-        return self.loop.running()
-
-    def mean_batch(self) -> float:
-        return self.loop.mean_batch()
 
     def generate(self, requests: list[Request], spec: SamplingSpec) -> Iterator[dict[str, Any]]:
         """One row per request as it finishes, its text drawn from the request's seed, by the stand-in engine."""

@@ -152,3 +152,18 @@ class EngineLoop:
     @staticmethod
     def _fail(batch: _Batch, error: BaseException) -> None:
         batch.finished.put(error)
+
+
+class Looped:
+    """An engine's counters, for an engine whose requests go through an EngineLoop (`self.loop`)."""
+
+    loop: EngineLoop
+
+    def activity(self) -> dict[str, int]:
+        return self.loop.activity()
+
+    def running(self) -> list[tuple[int, int]]:
+        return self.loop.running()
+
+    def mean_batch(self) -> float:
+        return self.loop.mean_batch()

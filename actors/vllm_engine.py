@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 from actors.decodings import DECODINGS
 from actors.embedded_model import check_model, resolve_model_path
-from actors.engine_loop import EngineLoop
+from actors.engine_loop import EngineLoop, Looped
 from actors.precision import resolved_engine_kwargs
 from actors.rows import Completion, trace_row
 from actors.work import Prompt, Ready, Request, SamplingSpec, Supports
@@ -52,7 +52,7 @@ def engine_args(config: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-class VllmEngine:
+class VllmEngine(Looped):
     """A vllm.LLM in the replica, for any number of concurrent `generate` calls (actors.engine_loop)."""
 
     runs_model = True
@@ -76,15 +76,6 @@ class VllmEngine:
     def ready(self) -> Ready:
         return Ready(f"dtype {self.dtype} (model.dtype={self.requested}), CPU {self.precision.isa}", self.supports,
                      self.precision.warning, {"dtype": self.dtype, "isa": self.precision.isa})
-
-    def activity(self) -> dict[str, int]:
-        return self.loop.activity()
-
-    def running(self) -> list[tuple[int, int]]:
-        return self.loop.running()
-
-    def mean_batch(self) -> float:
-        return self.loop.mean_batch()
 
     def generate(self, requests: list[Request], spec: SamplingSpec) -> Iterator[dict[str, Any]]:
         """One trace row per request, as each finishes; a prompt too long for the model fails alone, with its reason."""
