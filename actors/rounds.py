@@ -18,9 +18,9 @@ import pyarrow as pa
 from actors.work import WorkUnit
 from analysis import confidence as conf_lib
 from analysis.adaptive import Schedule, checkpoints
-from analysis.stopping import Rule
+from analysis.stopping import FITS, Rule
 from analysis.voting import extract_all, group_answers
-from storage.traces import ShardIndex, read_columns
+from storage.traces import ShardIndex, in_sample_order, read_columns
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Tally:
     stopped: bool = False
     asked: int = 0  # samples asked for so far: its batch is all in when it holds this many
     early: dict[int, tuple[Optional[str], float]] = field(default_factory=dict)  # kept before an earlier index
+    grouped: Optional[np.ndarray] = None  # the answer classes of `keys`, once computed for them
 
 
 class Rounds:
@@ -41,10 +42,15 @@ class Rounds:
 
     def __init__(self, rule: Rule, params: dict[str, Any], schedule: Schedule, budget: int, fmt: str, confidence: str,
                  weighted: bool, run_dir: str, unit_size: int, problem_ids: list[str],
-                 new_unit: Callable[[list[tuple[str, int]]], WorkUnit]):
+                 new_unit: Callable[[list[tuple[str, int]]], WorkUnit], prior: Any = None):
         """`rule` with `params` asked at `schedule`'s checkpoints up to `budget` samples; answers read in `fmt`,
-        weighted by `confidence` when `weighted`; new units of about `unit_size` (problem_id, sample_idx) pairs."""
+        weighted by `confidence` when `weighted`; new units of about `unit_size` (problem_id, sample_idx) pairs.
+        A rule with a fit (stopping.FITS) gets `prior` (fitted on another run), else one refitted on every
+        problem's answers each time new samples are graded."""
         self.rule, self.params, self.budget = rule, params, budget
+        self.fit = FITS.get(rule) if prior is None else None
+        if rule in FITS:
+            self.params = {**params, "prior": prior if prior is not None else FITS[rule]([])}
         self.asks = [int(t) for t in checkpoints(schedule, budget)]
         self.fmt, self.confidence, self.weighted = fmt, confidence, weighted
         self.run_dir, self.unit_size, self.new_unit = run_dir, unit_size, new_unit
@@ -55,6 +61,7 @@ class Rounds:
         """Units of every problem's next batch; `resumed`: first read back the samples an earlier call wrote."""
         if resumed:
             self._grade(read_columns(self.run_dir, self._columns()))
+            self._refit()
         return self._units(self.state.values())
 
     def seen(self, shards: Iterable[str]) -> None:
@@ -70,6 +77,7 @@ class Rounds:
         self.graded.update(new)
         table = index.read(new, self._columns())
         self._grade(table)
+        self._refit()
         return self._units([self.state[pid] for pid in dict.fromkeys(table["problem_id"].to_pylist())])
 
     def report(self) -> str:
@@ -98,15 +106,25 @@ class Rounds:
                 s.keys.append(key)
                 s.weights.append(weight)
 
+    def _refit(self) -> None:
+        """A rule learning from the run: its prior fitted anew on every problem's answers so far."""
+        if self.fit is not None:
+            self.params["prior"] = self.fit([self._labels(s) for s in self.state.values()])
+
+    def _labels(self, s: Tally) -> np.ndarray:
+        """A problem's answer classes in sample order, grouped again only when it has new answers."""
+        if s.grouped is None or len(s.grouped) != len(s.keys):
+            s.grouped = group_answers(s.keys, self.fmt)[0]
+        return s.grouped
+
     def _decide(self, s: Tally) -> bool:
         """Whether a problem is done: its rule stopped it at a checkpoint, or it holds the budget."""
         t = len(s.keys)
         if t >= self.budget:
             s.stopped = True
         elif t in self.asks:
-            labels, _ = group_answers(s.keys, self.fmt)
             weights = np.asarray(s.weights) if self.weighted else None
-            s.stopped = bool(self.rule(labels, weights, budget=self.budget, **self.params))
+            s.stopped = bool(self.rule(self._labels(s), weights, budget=self.budget, **self.params))
         return s.stopped
 
     def _units(self, tallies: Iterable[Tally]) -> list[WorkUnit]:
@@ -123,3 +141,15 @@ class Rounds:
                 units.append(self.new_unit(batch))
                 batch = []
         return units + ([self.new_unit(batch)] if batch else [])
+
+
+def answer_labels(run_dir: str, fmt: str) -> list[np.ndarray]:
+    """Each problem's answer classes in sample order (-1: no answer), as online rounds grade them: what a rule's
+    prior is fitted on when adaptive.prior_run names this run."""
+    table = in_sample_order(read_columns(run_dir, ["problem_id", "sample_idx", "text", "question"]))
+    data = table.to_pydict()
+    keys = [key for _, key in extract_all(data["text"], fmt, questions=data["question"])]
+    by_problem: dict[str, list[Optional[str]]] = {}
+    for pid, key in zip(data["problem_id"], keys):
+        by_problem.setdefault(pid, []).append(key)
+    return [group_answers(k, fmt)[0] for k in by_problem.values()]

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from analysis.curves import Votes, bootstrap_ci
-from analysis.stopping import Rule, beta_probability
+from analysis.stopping import FITS, Rule, beta_probability
 
 
 @dataclass(frozen=True)
@@ -74,18 +74,34 @@ def replay_problem(problem: Votes, rule: Rule, params: dict[str, Any], schedule:
     return used, scores[np.arange(len(order_rows)), used], float(scores[0, budget])
 
 
+def fitted(rule: Rule, params: dict[str, Any], problems: Sequence[Votes],
+           reference: Optional[Sequence[np.ndarray]]) -> Callable[[int], dict[str, Any]]:
+    """A rule's parameters for problem i. A rule with a fit (stopping.FITS) gets its prior: fitted on `reference`
+    (another run's answer labels, one array per problem) when given, else on the other half of `problems` (those
+    of the other index parity), so that no problem's own samples shape the prior it is stopped by."""
+    fit = FITS.get(rule)
+    if fit is None:
+        return lambda index: params
+    if reference is not None:
+        prior = fit(reference)
+        return lambda index: {**params, "prior": prior}
+    halves = [fit([p.labels for j, p in enumerate(problems) if j % 2 != parity]) for parity in (0, 1)]
+    return lambda index: {**params, "prior": halves[index % 2]}
+
+
 def replay(problems: Sequence[Votes], rules: Sequence[tuple[str, Rule, dict[str, Any]]], schedule: Schedule,
-           orders: int, seed: int) -> list[dict[str, Any]]:
+           orders: int, seed: int, reference: Optional[Sequence[np.ndarray]] = None) -> list[dict[str, Any]]:
     """One row per (rule, problem index): samples_used and correct averaged over `orders` random orders,
     the same on the stored order (samples_used_stored, correct_stored), the full budget's vote score
     (correct_full) and n. Every rule sees the same orders (seeded per problem), so differences between
-    rules are paired."""
+    rules are paired. A rule with a prior gets it from `reference`, else from the other half (`fitted`)."""
     rows = []
+    params_of = [fitted(rule, params, problems, reference) for _, rule, params in rules]
     for index, problem in enumerate(problems):
         n = len(problem.labels)
         order_rows = sample_orders(n, orders, np.random.default_rng([seed, index]))
-        for label, rule, params in rules:
-            used, correct, full = replay_problem(problem, rule, params, schedule, order_rows)
+        for (label, rule, _), params in zip(rules, params_of):
+            used, correct, full = replay_problem(problem, rule, params(index), schedule, order_rows)
             rows.append({"rule": label, "problem": index, "samples_used": float(used[1:].mean()),
                          "correct": float(correct[1:].mean()), "samples_used_stored": int(used[0]),
                          "correct_stored": float(correct[0]), "correct_full": full, "n": n})
@@ -142,19 +158,32 @@ def allocate(problems: Sequence[Votes], total: int, min_samples: int, batch: int
 
 def budget_replay(problems: Sequence[Votes], total: int, min_samples: int, batch: int, orders: int,
                   seed: int) -> dict[str, float]:
-    """Accuracy at a total budget of `total` samples, allocated by `allocate`, against the uniform
-    maj@k with k = total // problems on the same orders (means over random orders, and the stored order)."""
+    """Accuracy at a total budget of `total` samples, allocated by `allocate`, against the uniform maj@k with
+    k = total // problems on the same orders (means over random orders, and the stored order), and the change
+    (`delta`) with its paired bootstrap 95% interval over problems (`delta_low`, `delta_high`)."""
     order_rows = [sample_orders(len(p.labels), orders, np.random.default_rng([seed, i])) for i, p in enumerate(problems)]
     scores = [vote_scores(p.labels[rows], p.correct_class) for p, rows in zip(problems, order_rows)]
     k = np.minimum(total // len(problems), [len(p.labels) for p in problems])
-    allocated, uniform = np.empty(orders + 1), np.empty(orders + 1)
+    allocated, uniform = np.empty((orders + 1, len(problems))), np.empty((orders + 1, len(problems)))
     for order in range(orders + 1):
         used = allocate(problems, total, min_samples, batch, order_rows, order)
-        allocated[order] = np.mean([s[order, u] for s, u in zip(scores, used)])
-        uniform[order] = np.mean([s[order, kk] for s, kk in zip(scores, k)])
-    return {"budget": float(total), "uniform_k": float(total // len(problems)), "accuracy": float(allocated[1:].mean()),
-            "uniform_accuracy": float(uniform[1:].mean()), "accuracy_stored": float(allocated[0]),
-            "uniform_accuracy_stored": float(uniform[0])}
+        allocated[order] = [s[order, u] for s, u in zip(scores, used)]
+        uniform[order] = [s[order, kk] for s, kk in zip(scores, k)]
+    change = (allocated[1:] - uniform[1:]).mean(axis=0)[:, None]  # per problem, over the random orders
+    (low,), (high,) = bootstrap_ci(change, seed=seed)
+    return {"budget": float(total), "samples_per_problem": total / len(problems), "uniform_k": float(total // len(problems)),
+            "accuracy": float(allocated[1:].mean()), "uniform_accuracy": float(uniform[1:].mean()),
+            "delta": float(change.mean()), "delta_low": float(low), "delta_high": float(high),
+            "accuracy_stored": float(allocated[0].mean()), "uniform_accuracy_stored": float(uniform[0].mean())}
+
+
+def budget_line(b: dict[str, float]) -> str:
+    """One budget's result: the allocator against uniform maj@k, and the paired change."""
+    return (f"budget {b['budget']:.0f} samples ({b['samples_per_problem']:.2f} per problem): least decided first "
+            f"{100 * b['accuracy']:.1f}%, uniform maj@{b['uniform_k']:.0f} {100 * b['uniform_accuracy']:.1f}%, "
+            f"change {100 * b['delta']:+.1f} points [paired 95% CI {100 * b['delta_low']:+.1f}, "
+            f"{100 * b['delta_high']:+.1f}] (stored order: {100 * b['accuracy_stored']:.1f}% vs "
+            f"{100 * b['uniform_accuracy_stored']:.1f}%)")
 
 
 def rules_table(summary: list[dict[str, Any]], maj: list[dict[str, Any]]) -> str:

@@ -70,9 +70,11 @@ def tokens_figure(rows: Sequence[Mapping[str, Any]], tokens_per_sample: float, t
     return _labelled(fig, ax, "generated tokens per problem", title)
 
 
-def frontier_figure(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mapping[str, Any]], title: str) -> Figure:
+def frontier_figure(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mapping[str, Any]], title: str,
+                    budgets: Sequence[Mapping[str, Any]] = ()) -> Figure:
     """Accuracy (%) against mean samples per problem: one point per stopping rule variant (its "rule" label,
-    "samples_per_problem", "accuracy"; a rule's variants joined), beside the maj@k curve ("k", "accuracy")."""
+    "samples_per_problem", "accuracy"; a rule's variants joined), the budget-fixed allocator at each budget
+    ("samples_per_problem", "accuracy"), beside the uniform maj@k curve ("k", "accuracy")."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     line = sorted(maj_rows, key=lambda r: r["k"])
     ax.plot([r["k"] for r in line], [100 * r["accuracy"] for r in line], marker="o", color="gray",
@@ -84,6 +86,10 @@ def frontier_figure(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mapp
         mine = sorted(mine, key=lambda p: p["samples_per_problem"])
         ax.plot([p["samples_per_problem"] for p in mine], [100 * p["accuracy"] for p in mine], marker="*",
                 markersize=11, linestyle=":", label=family, zorder=3)
+    if budgets:
+        mine = sorted(budgets, key=lambda b: b["samples_per_problem"])
+        ax.plot([b["samples_per_problem"] for b in mine], [100 * b["accuracy"] for b in mine], marker="D",
+                linestyle="--", color="black", label="fixed budget, least decided first", zorder=3)
     return _labelled(fig, ax, "mean samples per problem", title)
 
 

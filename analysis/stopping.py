@@ -5,14 +5,21 @@ classes of the samples drawn so far, in sample order (equivalence-merged classes
 a vote), `weights` their confidences (DeepConf scores, or None), `budget` the most samples the problem
 may get (adaptive.max_samples); the other parameters come from conf/adaptive/<rule>.yaml. True means
 stop. A new rule is one function here and one line in RULES.
+
+A rule that learns from other problems also has a fit in FITS: `fit(labels of each problem) -> prior`, a
+plain frozen value passed to the rule as `prior=`. Only answers go into a fit, never a gold answer. Fitted on
+another run (`adaptive.prior_run`), the prior is the same for the replay (analysis/adaptive.py) and online
+rounds (actors/rounds.py), which then stop at the same points; otherwise the replay fits it on the other half
+of the run's problems, and online rounds on every problem's answers so far.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy.special import betainc
@@ -97,7 +104,66 @@ def confident(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int,
     return beta_probability(counts[0], runner_up) > threshold
 
 
-RULES: dict[str, Rule] = {"esc": esc, "beta": beta, "dirichlet": dirichlet, "confident": confident}
+@dataclass(frozen=True)
+class SharePrior:
+    """A prior over θ, the leading answer's share of the two most voted answers' (θ >= 1/2): weights on a grid,
+    fitted across a run's problems (fit_share_prior)."""
+
+    shares: tuple[float, ...]
+    weights: tuple[float, ...]
+
+
+SHARES = tuple(np.r_[np.linspace(0.525, 0.975, 19), 0.99, 0.999])  # the grid the prior is fitted on
+
+
+def _top_two(labels: np.ndarray) -> tuple[float, float]:
+    """Votes of the two most voted answers (0 where there are fewer)."""
+    votes = _votes(labels)
+    return (float(votes[0]) if len(votes) else 0.0), (float(votes[1]) if len(votes) > 1 else 0.0)
+
+
+def _pair_likelihood(shares: np.ndarray, a: float, b: float) -> np.ndarray:
+    """P(the top two answers got a and b votes | θ), either of them the likelier one (θ on each grid point)."""
+    return shares**a * (1 - shares) ** b + shares**b * (1 - shares) ** a
+
+
+def fit_share_prior(problems: Sequence[np.ndarray], iterations: int = 200) -> SharePrior:
+    """The weights on SHARES that maximize the likelihood of every problem's top-two votes (EM, each problem one
+    draw of θ). Problems with under two answers say nothing and are left out; none at all gives equal weights."""
+    shares = np.array(SHARES)
+    weights = np.full(len(shares), 1 / len(shares))
+    pairs = [ab for ab in map(_top_two, problems) if sum(ab) >= 2]
+    if pairs:
+        likelihood = np.array([_pair_likelihood(shares, a, b) for a, b in pairs])
+        for _ in range(iterations):
+            joint = likelihood * weights
+            weights = (joint / joint.sum(axis=1, keepdims=True)).mean(axis=0)
+    return SharePrior(SHARES, tuple(float(w) for w in weights))
+
+
+def share_probability(a: float, b: float, prior: SharePrior) -> float:
+    """P(p1 > p2 | a votes for the leader, b for the runner-up) when the pair's split θ is drawn from `prior`
+    (either answer the likelier one): the Beta criterion with a fitted prior instead of the uniform one."""
+    shares, weights = np.array(prior.shares), np.array(prior.weights)
+    lead = weights * shares**a * (1 - shares) ** b
+    return float(lead.sum() / (weights * _pair_likelihood(shares, a, b)).sum())
+
+
+def eb(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, threshold: float, prior: SharePrior) -> bool:
+    """marginal's empirical-Bayes rule: stop when the leader cannot be overtaken within the budget, or when
+    Adaptive-Consistency's P(p1 > p2 | a, b) exceeds `threshold` under a prior on the top two answers' split
+    learnt from the run's other problems (FITS) instead of a uniform one: in a run where most problems' samples
+    agree, two or three agreeing samples are enough evidence. No-answer samples use budget and never vote."""
+    a, b = _top_two(labels)
+    if a == 0:
+        return False
+    if a > b + (budget - len(labels)):
+        return True
+    return share_probability(a, b, prior) > threshold
+
+
+RULES: dict[str, Rule] = {"esc": esc, "beta": beta, "dirichlet": dirichlet, "confident": confident, "eb": eb}
+FITS: dict[Rule, Callable[[Sequence[np.ndarray]], Any]] = {eb: fit_share_prior}  # rules with a prior from the run
 
 
 def variants(rules: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Rule, dict[str, Any]]]:
@@ -112,8 +178,9 @@ def variants(rules: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Rule, di
         swept = {k: list(v) for k, v in params.items() if isinstance(v, (list, tuple))}
         for values in itertools.product(*swept.values()):
             chosen = {**params, **dict(zip(swept, values))}
+            fitted = {"prior": None} if RULES[name] in FITS else {}
             try:
-                inspect.signature(RULES[name]).bind(None, None, budget=0, **chosen)
+                inspect.signature(RULES[name]).bind(None, None, budget=0, **fitted, **chosen)
             except TypeError as error:
                 raise ValueError(f"adaptive.rules.{name}: {error} (its parameters: "
                                  f"{list(inspect.signature(RULES[name]).parameters)[3:]})") from None

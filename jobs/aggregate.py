@@ -24,8 +24,9 @@ import pyarrow.compute as pc
 from omegaconf import DictConfig, OmegaConf
 
 from actors.decodings import DECODINGS
+from actors.rounds import answer_labels
 from analysis import confidence as conf_lib
-from analysis.adaptive import Schedule, budget_replay, replay, rules_table, summarize
+from analysis.adaptive import Schedule, budget_line, budget_replay, replay, rules_table, summarize
 from analysis.answers import answer_format, answer_type, canonicalize
 from analysis.curves import DELTA_SUFFIX, Curves, Estimates, Votes, majority_vote, paired_deltas
 from analysis.errors import ConfigError
@@ -335,43 +336,52 @@ def track(cfg: DictConfig, result: Evaluation, config: dict[str, Any], name: str
                                    tags, result.figures)
 
 
-def replay_adaptive(cfg: DictConfig, result: Evaluation) -> tuple[dict[str, float], str]:
-    """Replay `cfg` (the adaptive node, checked by jobs.config.check_adaptive: its rules, its budget) on an
-    evaluation's votes; files join result.files. Without rules or budget (adaptive=none) nothing is replayed."""
+def replay_adaptive(cfg: DictConfig, result: Evaluation, fmt: str) -> tuple[dict[str, float], str]:
+    """Replay `cfg` (the adaptive node, checked by jobs.config.check_adaptive: its rules, its budgets) on an
+    evaluation's votes (answers read in `fmt`): adaptive.parquet, adaptive.png (joining result.files), metrics and
+    the text. A rule with a prior gets it from adaptive.prior_run's answers, as online rounds do, else from the
+    run's other half. Without rules or budget (adaptive=none) nothing is replayed."""
     rules = variants(OmegaConf.to_container(cfg.rules, resolve=True))
-    metrics, text = _replay_rules(rules, cfg, result) if rules else ({}, "")
-    if cfg.budget is None:
-        return metrics, text
-    try:
-        b = budget_replay(result.votes, cfg.budget, cfg.min_samples, cfg.batch, cfg.orders, cfg.seed)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    metrics.update({"adaptive/budget/accuracy": b["accuracy"], "adaptive/budget/uniform_accuracy": b["uniform_accuracy"]})
-    line = (f"budget {cfg.budget} samples ({cfg.budget / len(result.votes):.2f} per problem): least decided first "
-            f"{100 * b['accuracy']:.1f}%, uniform maj@{int(b['uniform_k'])} {100 * b['uniform_accuracy']:.1f}% "
-            f"(stored order: {100 * b['accuracy_stored']:.1f}% vs {100 * b['uniform_accuracy_stored']:.1f}%)")
-    return metrics, "\n".join(filter(None, [text, line]))
+    budgets = [] if cfg.budget is None else [cfg.budget] if isinstance(cfg.budget, int) else list(cfg.budget)
+    if not rules and not budgets:
+        return {}, ""
+    summary, metrics, lines = [], {}, []
+    if rules:
+        summary = _replay_rules(rules, cfg, result, fmt)
+        metrics = {f"adaptive/{s['rule']}/{key}": s[key] for s in summary for key in ("accuracy", "samples_per_problem",
+                                                                                      "savings")}
+        lines.append(rules_table(summary, [r for r in result.curves if r["method"] == "maj"]))
+    allocated = []
+    for total in budgets:
+        try:
+            b = budget_replay(result.votes, total, cfg.min_samples, cfg.batch, cfg.orders, cfg.seed)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        allocated.append(b)
+        metrics.update({f"adaptive/budget{total}/{key}": b[key] for key in ("accuracy", "uniform_accuracy", "delta")})
+        lines.append(budget_line(b))
+    maj = [r for r in result.curves if r["method"] == "maj"]
+    result.figures["adaptive.png"] = frontier_figure(summary, maj, result.title, allocated)
+    result.files.append(rundir.write_figure(result.figures["adaptive.png"], result.run_dir, "adaptive.png"))
+    return metrics, "\n".join(lines)
 
 
-def _replay_rules(rules: list, cfg: DictConfig, result: Evaluation) -> tuple[dict[str, float], str]:
-    """The stopping rules' replay: adaptive.parquet, adaptive.png, metrics and the table."""
+def _replay_rules(rules: list, cfg: DictConfig, result: Evaluation, fmt: str) -> list[dict[str, Any]]:
+    """The stopping rules' replay, written as adaptive.parquet; its summary per rule."""
     ids = result.problems["problem_id"].to_pylist()
     for pid, problem in zip(ids, result.votes):
         if cfg.max_samples is not None and cfg.max_samples > len(problem.labels):
             raise ConfigError(f"adaptive.max_samples={cfg.max_samples}: problem {pid} has only "
                               f"{len(problem.labels)} stored samples")
-    rows = replay(result.votes, rules, Schedule(cfg.min_samples, cfg.max_samples, cfg.batch), cfg.orders, cfg.seed)
+    reference = answer_labels(cfg.prior_run, fmt) if cfg.prior_run else None
+    rows = replay(result.votes, rules, Schedule(cfg.min_samples, cfg.max_samples, cfg.batch), cfg.orders, cfg.seed,
+                  reference)
     for row in rows:
         row["problem_id"] = ids[row.pop("problem")]
     columns = ["rule", "problem_id", "samples_used", "correct", "n", "samples_used_stored", "correct_stored", "correct_full"]
     result.files.append(rundir.write_table(pa.Table.from_pylist([{c: r[c] for c in columns} for r in rows]),
                                            result.run_dir, "adaptive.parquet"))
-    summary = summarize(rows, cfg.seed)
-    maj = [r for r in result.curves if r["method"] == "maj"]
-    result.figures["adaptive.png"] = frontier_figure(summary, maj, result.title)
-    result.files.append(rundir.write_figure(result.figures["adaptive.png"], result.run_dir, "adaptive.png"))
-    metrics = {f"adaptive/{s['rule']}/{key}": s[key] for s in summary for key in ("accuracy", "samples_per_problem", "savings")}
-    return metrics, rules_table(summary, maj)
+    return summarize(rows, cfg.seed)
 
 
 @cli.entry_point("aggregate")
@@ -385,7 +395,7 @@ def main(cfg: DictConfig) -> None:
     name = runinfo.run_name(config, resolved(cli.compose()), sweep.member_overrides()) or cfg.run_dir
     result = aggregate_run(cfg.run_dir, answer["format"], answer["confidence"], answer["seed"], title=name,
                            top_percent=answer["top_percent"])
-    adaptive_metrics, adaptive_table = replay_adaptive(cfg.adaptive, result)
+    adaptive_metrics, adaptive_table = replay_adaptive(cfg.adaptive, result, answer["format"])
     rules = ",".join(cfg.adaptive.rules) or None
     run_id = track(cfg, result, config, name, "aggregate", adaptive_metrics,
                    {"adaptive": rules, "adaptive.budget": cfg.adaptive.budget})

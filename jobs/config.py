@@ -136,7 +136,9 @@ class AdaptiveConfig:
     batch: int = 1  # samples per round: the rule is asked again after this many more
     orders: int = 50  # replay: random orders of each problem's samples (besides the stored order)
     seed: int = 0  # replay: seed of those orders
-    budget: Optional[int] = None  # replay: total samples for all problems, to the least decided first (null: off)
+    budget: Any = None  # replay: total samples for all problems, to the least decided first; a list: each (null: off)
+    prior_run: Optional[str] = None  # a run whose answers fit the prior of a rule that learns one (analysis.stopping
+    # FITS), the same for replay and online; null: the run itself (replay: the other half; online: answers so far)
 
 
 @dataclass
@@ -257,7 +259,9 @@ def check_adaptive(a: DictConfig) -> None:
     check_key(a.max_samples is None or a.max_samples >= 1, "adaptive.max_samples", a.max_samples, "must be >= 1 or null")
     check_key(a.batch >= 1, "adaptive.batch", a.batch, "must be >= 1")
     check_key(a.orders >= 50, "adaptive.orders", a.orders, "must be >= 50")
-    check_key(a.budget is None or a.budget >= 1, "adaptive.budget", a.budget, "must be >= 1 or null")
+    budgets = [] if a.budget is None else [a.budget] if isinstance(a.budget, int) else list(a.budget)
+    check_key(all(isinstance(b, int) and b >= 1 for b in budgets), "adaptive.budget", a.budget,
+              "must be an integer >= 1, a list of them, or null")
     from analysis.stopping import variants  # scipy: imported only by the jobs that aggregate
 
     try:

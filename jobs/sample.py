@@ -142,9 +142,9 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit], 
     missing = len(problems) * n - summary.skipped
     run, spec = RunColumns(run_id, cfg.model.name, cfg.prompt.name), sampling_spec(cfg)
     if cfg.adaptive.rules:
-        from actors.rounds import Rounds  # the stopping rules and answer grouping: imported only by adaptive runs
+        from actors.rounds import Rounds, answer_labels  # the stopping rules and answer grouping: adaptive runs only
         from analysis.adaptive import Schedule
-        from analysis.stopping import variants
+        from analysis.stopping import FITS, variants
 
         by_id = {p.problem_id: p for p in problems}
 
@@ -154,9 +154,10 @@ def _plan_run(cfg: DictConfig) -> tuple[SampleSummary, int, Iterator[WorkUnit], 
 
         a = cfg.adaptive
         [(_, rule, params)] = variants(OmegaConf.to_container(a.rules, resolve=True))
+        prior = FITS[rule](answer_labels(a.prior_run, cfg.answer.format)) if rule in FITS and a.prior_run else None
         rounds = Rounds(rule, params, Schedule(a.min_samples, a.max_samples, a.batch), a.max_samples or cfg.sampling.n,
                         cfg.answer.format, cfg.answer.confidence, cfg.sampling.logprobs > 0, cfg.run_dir,
-                        cfg.cluster.unit_size, list(by_id), new_unit)
+                        cfg.cluster.unit_size, list(by_id), new_unit, prior)
         units = rounds.first_units(resumed=summary.skipped > 0)
         return summary, missing if units else 0, iter(units), rounds
     units = plan_units(problems, prompts, n, cfg.sampling.seed, capped_unit_size(cfg.cluster.unit_size, missing, cfg.replicas),

@@ -155,6 +155,8 @@ def test_a_fixed_budget_goes_to_the_least_decided_problem_first():
     # uniform maj@4 on the random orders: p0 always 1; p1 scores 1 with three 1s of four, 1/2 on a 2-2 tie, else 0
     p1 = [(lambda c: 1.0 if c > 2 else 0.5 if c == 2 else 0.0)(int((problems[1].labels[r[:4]] == 1).sum())) for r in rows[1][1:]]
     assert result["uniform_accuracy"] == pytest.approx((1 + np.mean(p1)) / 2)
+    assert result["delta"] == pytest.approx(result["accuracy"] - result["uniform_accuracy"])  # paired, per problem
+    assert result["delta_low"] <= result["delta"] <= result["delta_high"]
     with pytest.raises(ValueError, match="adaptive.budget=3: below adaptive.min_samples=2"):
         budget_replay(problems, 3, 2, 1, orders=50, seed=0)
 
@@ -169,7 +171,7 @@ def test_aggregate_replays_rules_writes_adaptive_parquet_and_logs_metrics(tmp_pa
     run_dir, uri = str(tmp_path / "run"), f"sqlite:///{tmp_path}/mlflow.db"
     synthetic_run(run_dir, n=8)  # p0: 8 x right; p1: never right, 8 and 9 alternate; p2: 4 right then 8/9
     done = run_module("jobs.aggregate", f"run_dir={run_dir}", "adaptive=[esc,beta]", "adaptive.rules.esc.window=4",
-                      "adaptive.budget=12", f"tracking.uri={uri}", "tracking.experiment=adaptive")
+                      "adaptive.budget=[12,16]", f"tracking.uri={uri}", "tracking.experiment=adaptive")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pq.read_table(tmp_path / "run" / "adaptive.parquet").to_pylist()
     assert {k for k in rows[0]} >= {"rule", "problem_id", "samples_used", "correct", "n"}
@@ -189,7 +191,10 @@ def test_aggregate_replays_rules_writes_adaptive_parquet_and_logs_metrics(tmp_pa
         1 - np.mean([r["samples_used"] for r in rows if r["rule"] == "esc"]) / 8)
     assert "adaptive.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "budget 12 samples (4.00 per problem)" in done.stdout and "uniform maj@4" in done.stdout
-    assert 0 <= run.data.metrics["adaptive/budget/accuracy"] <= 1 and "adaptive/budget/uniform_accuracy" in run.data.metrics
+    assert "budget 16 samples (5.33 per problem)" in done.stdout and "paired 95% CI" in done.stdout
+    for budget in (12, 16):
+        assert 0 <= run.data.metrics[f"adaptive/budget{budget}/accuracy"] <= 1
+        assert f"adaptive/budget{budget}/delta" in run.data.metrics
 
 
 def test_aggregate_names_a_budget_above_the_stored_samples(tmp_path):
@@ -198,3 +203,33 @@ def test_aggregate_names_a_budget_above_the_stored_samples(tmp_path):
                       "tracking.enabled=false")
     assert done.returncode == 2 and "adaptive.max_samples=9: problem p0 has only 4 stored samples" in done.stderr
     assert not (tmp_path / "run" / "adaptive.parquet").exists()
+
+
+def test_eb_with_an_even_prior_is_the_beta_criterion_and_with_a_fitted_one_trusts_agreement_sooner():
+    from analysis.stopping import SharePrior, eb, fit_share_prior, share_probability
+
+    even = SharePrior(tuple(np.linspace(0.5005, 0.9995, 1000)), tuple(np.full(1000, 1e-3)))
+    for a, b in ((3, 0), (4, 1), (6, 2), (2, 2)):
+        assert share_probability(a, b, even) == pytest.approx(beta_probability(a, b), abs=1e-3)
+    rng = np.random.default_rng(0)  # 70% of problems agree 97.5% of the time, 30% split 60/40
+    runs = [rng.random(40) < (0.975 if i % 10 < 7 else 0.6) for i in range(300)]
+    prior = fit_share_prior([np.where(run, 0, 1) for run in runs])
+    mass = lambda low, high: sum(w for s, w in zip(prior.shares, prior.weights) if low <= s <= high)
+    assert 0.65 < mass(0.9, 1) < 0.75 and 0.25 < mass(0.55, 0.7) < 0.35  # the two kinds, in their proportions
+    assert first_stop("eb", [0] * 8, threshold=0.95, prior=prior) == 3  # beta needs 4 (1 - 2^-4 < 0.95)
+    split = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0]  # one dissent: as much evidence as beta asks for, no less
+    assert first_stop("eb", split, threshold=0.95, prior=prior) == first_stop("beta", split, threshold=0.95) == 7
+    assert first_stop("eb", [0, 0, 1], budget=3, threshold=0.999, prior=prior) == 2  # 2 > 0 + 1 left: decided
+
+
+def test_a_fitted_rule_s_replay_prior_comes_from_the_other_half_of_the_problems_only():
+    from analysis.adaptive import fitted
+    from analysis.stopping import RULES, fit_share_prior
+
+    problems = [Votes(np.array([0] * 8 if i % 2 else [0, 1] * 4), 0) for i in range(6)]
+    params = fitted(RULES["eb"], {"threshold": 0.9}, problems, None)
+    assert params(0)["prior"] == fit_share_prior([p.labels for p in problems[1::2]])  # the odd ones: all agree
+    assert params(1)["prior"] == fit_share_prior([p.labels for p in problems[0::2]])  # the even ones: split
+    reference = [np.array([0, 1, 2, 0])]
+    assert fitted(RULES["eb"], {}, problems, reference)(3)["prior"] == fit_share_prior(reference)
+    assert fitted(RULES["beta"], {"threshold": 0.9}, problems, None)(0) == {"threshold": 0.9}
