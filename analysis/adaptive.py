@@ -8,7 +8,7 @@ samples, then after every `batch` more, and sampling ends when it says stop or a
 among t classes that includes the right one scores 1/t, no answer at all scores 0.
 
 Budget-fixed mode (`budget_replay`): a total of B samples for the whole dataset goes, a batch at a
-time, to the problem whose vote is least decided, against uniform maj@(B / problems) on the same orders.
+time, round the problems whose vote is not yet decided, against uniform maj@(B / problems) on the same orders.
 """
 
 from __future__ import annotations
@@ -127,12 +127,16 @@ def summarize(rows: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, A
     return out
 
 
+DECIDED = 0.8  # budget mode: a vote is decided at Beta P(p1 > p2) > 0.8; chosen on held-apart runs (docs/adaptive.md)
+
+
 def allocate(problems: Sequence[Votes], total: int, min_samples: int, batch: int, order_rows: Sequence[np.ndarray],
              order: int) -> np.ndarray:
-    """Budget-fixed mode on one order (row `order` of each problem's order_rows): every problem gets
-    min_samples, then the least decided (lowest Beta criterion P(p1 > p2), ties to the first problem)
-    gets `batch` more, until `total` samples are spent or every problem has all its samples. Returns the
-    samples each problem got."""
+    """Budget-fixed mode on one order (row `order` of each problem's order_rows): every problem gets min_samples,
+    then `batch` more at a time go round the problems whose vote is not yet decided (Beta criterion P(p1 > p2) at
+    most DECIDED), fewest samples first, the least decided first among equals; decided problems get more only once
+    none is undecided. Ends when `total` samples are spent or every problem has all its samples. Returns the samples
+    each problem got."""
     sizes = np.array([len(p.labels) for p in problems])
     used = np.minimum(min_samples, sizes)
     spent = int(used.sum())
@@ -140,19 +144,21 @@ def allocate(problems: Sequence[Votes], total: int, min_samples: int, batch: int
         raise ValueError(f"adaptive.budget={total}: below adaptive.min_samples={min_samples} x {len(problems)} problems")
     labels = [p.labels[rows[order]] for p, rows in zip(problems, order_rows)]
 
-    def decided(i: int) -> float:
-        votes = np.sort(np.bincount(labels[i][: used[i]][labels[i][: used[i]] >= 0], minlength=2))[::-1]
-        return beta_probability(votes[0], votes[1])
+    def turn(i: int) -> tuple[bool, int, float, int]:  # the smallest takes the next batch
+        drawn = labels[i][: used[i]]
+        votes = np.sort(np.bincount(drawn[drawn >= 0], minlength=2))[::-1]
+        p = beta_probability(votes[0], votes[1])
+        return p > DECIDED, int(used[i]), p, i
 
-    heap = [(decided(i), i) for i in range(len(problems)) if used[i] < sizes[i]]
+    heap = [turn(i) for i in range(len(problems)) if used[i] < sizes[i]]
     heapq.heapify(heap)
     while spent < total and heap:
-        _, i = heapq.heappop(heap)
+        i = heapq.heappop(heap)[-1]
         more = min(batch, sizes[i] - used[i], total - spent)
         used[i] += more
         spent += more
         if used[i] < sizes[i]:
-            heapq.heappush(heap, (decided(i), i))
+            heapq.heappush(heap, turn(i))
     return used
 
 
@@ -179,7 +185,7 @@ def budget_replay(problems: Sequence[Votes], total: int, min_samples: int, batch
 
 def budget_line(b: dict[str, float]) -> str:
     """One budget's result: the allocator against uniform maj@k, and the paired change."""
-    return (f"budget {b['budget']:.0f} samples ({b['samples_per_problem']:.2f} per problem): least decided first "
+    return (f"budget {b['budget']:.0f} samples ({b['samples_per_problem']:.2f} per problem): undecided first "
             f"{100 * b['accuracy']:.1f}%, uniform maj@{b['uniform_k']:.0f} {100 * b['uniform_accuracy']:.1f}%, "
             f"change {100 * b['delta']:+.1f} points [paired 95% CI {100 * b['delta_low']:+.1f}, "
             f"{100 * b['delta_high']:+.1f}] (stored order: {100 * b['accuracy_stored']:.1f}% vs "

@@ -10,6 +10,8 @@ label_key=("run", "method") (or a ready "label" key).
 
 from __future__ import annotations
 
+import textwrap
+
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -74,7 +76,8 @@ def frontier_figure(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mapp
                     budgets: Sequence[Mapping[str, Any]] = ()) -> Figure:
     """Accuracy (%) against mean samples per problem: one point per stopping rule variant (its "rule" label,
     "samples_per_problem", "accuracy"; a rule's variants joined), the budget-fixed allocator at each budget
-    ("samples_per_problem", "accuracy"), beside the uniform maj@k curve ("k", "accuracy")."""
+    ("samples_per_problem", "accuracy") and uniform maj@k on the same orders ("uniform_k", "uniform_accuracy"),
+    beside the maj@k curve ("k", "accuracy")."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     line = sorted(maj_rows, key=lambda r: r["k"])
     ax.plot([r["k"] for r in line], [100 * r["accuracy"] for r in line], marker="o", color="gray",
@@ -89,7 +92,9 @@ def frontier_figure(points: Sequence[Mapping[str, Any]], maj_rows: Sequence[Mapp
     if budgets:
         mine = sorted(budgets, key=lambda b: b["samples_per_problem"])
         ax.plot([b["samples_per_problem"] for b in mine], [100 * b["accuracy"] for b in mine], marker="D",
-                linestyle="--", color="black", label="fixed budget, least decided first", zorder=3)
+                linestyle="--", color="black", label="fixed budget, undecided first", zorder=3)
+        ax.plot([b["uniform_k"] for b in mine], [100 * b["uniform_accuracy"] for b in mine], marker="x",
+                markersize=9, linestyle="none", color="black", label="uniform maj@k, the same orders", zorder=3)
     return _labelled(fig, ax, "mean samples per problem", title)
 
 
@@ -98,7 +103,7 @@ def _labelled(fig: Figure, ax: Any, xlabel: str, title: str) -> Figure:
     ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 70), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy.special import betainc
+from scipy.stats import binom
 
 Rule = Callable[..., bool]
 
@@ -34,6 +35,11 @@ def _votes(labels: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarr
     w = None if weights is None else np.asarray(weights, dtype=float)[answered]
     votes = np.bincount(labels[answered], weights=w) if answered.any() else np.zeros(0)
     return np.sort(votes[votes > 0])[::-1]
+
+
+def _lead(votes: np.ndarray) -> tuple[float, float]:
+    """The leader's and the runner-up's votes (0 where there are fewer classes)."""
+    return (float(votes[0]) if len(votes) else 0.0), (float(votes[1]) if len(votes) > 1 else 0.0)
 
 
 def beta_probability(a: float, b: float) -> float:
@@ -57,10 +63,8 @@ def beta(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, thre
     """Adaptive-Consistency's Beta criterion (Aggarwal et al., EMNLP 2023; BetaStoppingCriteria in
     github.com/Pranjal2041/AdaptiveConsistency): with a and b the counts of the two most common answers,
     stop when P(p1 > p2) = int_{1/2}^1 x^a (1-x)^b dx / int_0^1 x^a (1-x)^b dx exceeds `threshold`."""
-    votes = _votes(labels)
-    if len(votes) == 0:
-        return False
-    return beta_probability(votes[0], votes[1] if len(votes) > 1 else 0.0) > threshold
+    a, b = _lead(_votes(labels))
+    return a > 0 and beta_probability(a, b) > threshold
 
 
 @lru_cache(maxsize=65_536)
@@ -83,31 +87,34 @@ def dirichlet(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int,
     return dirichlet_probability(tuple(int(v) for v in votes), draws, seed) > threshold
 
 
+def _effective_votes(labels: np.ndarray, weights: Optional[np.ndarray]) -> np.ndarray:
+    """Votes per answered class, largest first: confidence-weighted with the weights scaled to mean 1 over the
+    answered samples, so they stay effective counts; plain counts without weights."""
+    labels = np.asarray(labels)
+    answered = labels >= 0
+    if weights is None or not answered.any() or np.asarray(weights, dtype=float)[answered].mean() <= 0:
+        return _votes(labels)
+    w = np.asarray(weights, dtype=float)
+    return _votes(labels, w / w[answered].mean())
+
+
 def confident(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, threshold: float) -> bool:
     """marginal's rule. Stop when the leader cannot be overtaken within the budget (its lead over the
     runner-up exceeds the samples left: the full-budget vote is already decided), or when the Beta
-    criterion, on confidence-weighted votes of the merged classes, exceeds `threshold`. Weights are
-    scaled to mean 1 over answered samples so they stay effective counts; no-answer samples use budget
-    but never vote, and without any answer the rule goes on."""
-    labels = np.asarray(labels)
-    answered = labels >= 0
-    if not answered.any():
+    criterion, on confidence-weighted votes of the merged classes (_effective_votes), exceeds `threshold`.
+    No-answer samples use budget but never vote, and without any answer the rule goes on."""
+    a, b = _lead(_votes(labels))
+    if a == 0:
         return False
-    counts = _votes(labels)
-    runner_up = counts[1] if len(counts) > 1 else 0.0
-    if counts[0] > runner_up + (budget - len(labels)):
+    if a > b + (budget - len(labels)):
         return True
-    if weights is not None and np.asarray(weights, dtype=float)[answered].mean() > 0:
-        w = np.asarray(weights, dtype=float)
-        counts = _votes(labels, w / w[answered].mean())
-        runner_up = counts[1] if len(counts) > 1 else 0.0
-    return beta_probability(counts[0], runner_up) > threshold
+    return beta_probability(*_lead(_effective_votes(labels, weights))) > threshold
 
 
 @dataclass(frozen=True)
 class SharePrior:
-    """A prior over θ, the leading answer's share of the two most voted answers' (θ >= 1/2): weights on a grid,
-    fitted across a run's problems (fit_share_prior)."""
+    """A prior over θ, the likelier answer's share of the two most voted answers' (θ >= 1/2): weights on a grid,
+    fitted across a run's problems (fit_share_prior). Hashable, so that vote_gain can cache on it."""
 
     shares: tuple[float, ...]
     weights: tuple[float, ...]
@@ -116,28 +123,23 @@ class SharePrior:
 SHARES = tuple(np.r_[np.linspace(0.525, 0.975, 19), 0.99, 0.999])  # the grid the prior is fitted on
 
 
-def _top_two(labels: np.ndarray) -> tuple[float, float]:
-    """Votes of the two most voted answers (0 where there are fewer)."""
-    votes = _votes(labels)
-    return (float(votes[0]) if len(votes) else 0.0), (float(votes[1]) if len(votes) > 1 else 0.0)
-
-
 def _pair_likelihood(shares: np.ndarray, a: float, b: float) -> np.ndarray:
     """P(the top two answers got a and b votes | θ), either of them the likelier one (θ on each grid point)."""
     return shares**a * (1 - shares) ** b + shares**b * (1 - shares) ** a
 
 
 def fit_share_prior(problems: Sequence[np.ndarray], iterations: int = 200) -> SharePrior:
-    """The weights on SHARES that maximize the likelihood of every problem's top-two votes (EM, each problem one
-    draw of θ). Problems with under two answers say nothing and are left out; none at all gives equal weights."""
+    """The weights on SHARES that maximize the posterior of every problem's top-two votes (EM, each problem one
+    draw of θ) under a Dirichlet(2, ..., 2) prior on the weights: one pseudo-problem per grid point, so that a
+    small run cannot rule a split out. Problems with under two answers say nothing and are left out."""
     shares = np.array(SHARES)
     weights = np.full(len(shares), 1 / len(shares))
-    pairs = [ab for ab in map(_top_two, problems) if sum(ab) >= 2]
+    pairs = [ab for ab in (_lead(_votes(p)) for p in problems) if sum(ab) >= 2]
     if pairs:
         likelihood = np.array([_pair_likelihood(shares, a, b) for a, b in pairs])
         for _ in range(iterations):
             joint = likelihood * weights
-            weights = (joint / joint.sum(axis=1, keepdims=True)).mean(axis=0)
+            weights = ((joint / joint.sum(axis=1, keepdims=True)).sum(axis=0) + 1) / (len(pairs) + len(shares))
     return SharePrior(SHARES, tuple(float(w) for w in weights))
 
 
@@ -149,17 +151,37 @@ def share_probability(a: float, b: float, prior: SharePrior) -> float:
     return float(lead.sum() / (weights * _pair_likelihood(shares, a, b)).sum())
 
 
-def eb(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, threshold: float, prior: SharePrior) -> bool:
-    """marginal's empirical-Bayes rule: stop when the leader cannot be overtaken within the budget, or when
-    Adaptive-Consistency's P(p1 > p2 | a, b) exceeds `threshold` under a prior on the top two answers' split
-    learnt from the run's other problems (FITS) instead of a uniform one: in a run where most problems' samples
-    agree, two or three agreeing samples are enough evidence. No-answer samples use budget and never vote."""
-    a, b = _top_two(labels)
+@lru_cache(maxsize=65_536)
+def vote_gain(a: float, b: float, left: int, prior: SharePrior) -> float:
+    """How much more likely the vote is to pick the likelier of the top two answers after `left` more samples
+    than now, when the leader has a votes and the runner-up b, θ drawn from `prior` and every further sample
+    going to one of the two (X ~ Binomial(left, θ) to the likelier one; a tie counts half)."""
+    shares, weights = np.array(prior.shares), np.array(prior.weights)
+    leader = weights * shares**a * (1 - shares) ** b  # posterior mass: the leader is the likelier answer
+    runner_up = weights * shares**b * (1 - shares) ** a  # ... the runner-up is
+    total = leader.sum() + runner_up.sum()
+    x = np.arange(left + 1)[:, None]
+    pmf = binom.pmf(x, left, shares[None, :])
+
+    def wins(mine: float, other: float) -> np.ndarray:  # P(the likelier answer leads at the end | θ)
+        return (((mine + x > other + left - x) + 0.5 * (mine + x == other + left - x)) * pmf).sum(axis=0)
+
+    later = (leader * wins(a, b)).sum() + (runner_up * wins(b, a)).sum()
+    return float((later - leader.sum()) / total)
+
+
+def eb(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, loss: float, prior: SharePrior) -> bool:
+    """marginal's empirical-Bayes rule: stop when sampling on to the budget would raise the chance that the vote
+    picks the likelier of the top two answers by less than `loss`, under a prior on their split learnt from the
+    run's other problems (FITS), on confidence-weighted votes where the samples have confidences (_effective_votes).
+    `loss` bounds the expected accuracy a stop gives up against the full budget's vote, if the likelier answer is
+    the right one. A decided vote (a > b + samples left) gains nothing and stops. In a run where most problems'
+    samples agree, fewer agreeing samples suffice than in one where many split. No-answer samples use budget and
+    never vote."""
+    a, b = _lead(_effective_votes(labels, weights))
     if a == 0:
         return False
-    if a > b + (budget - len(labels)):
-        return True
-    return share_probability(a, b, prior) > threshold
+    return vote_gain(round(a, 2), round(b, 2), budget - len(labels), prior) < loss  # rounded: cache hits
 
 
 RULES: dict[str, Rule] = {"esc": esc, "beta": beta, "dirichlet": dirichlet, "confident": confident, "eb": eb}

@@ -1,10 +1,12 @@
 """Synthetic run for replaying adaptive stopping rules (not a model's traces): problems x samples shards.
 
-    python -m benchmarks.bench_adaptive --out DIR [--problems 200] [--samples 16] [--seed 0]
+    python -m benchmarks.bench_adaptive --out DIR [--problems 200] [--samples 16] [--seed 0] [--mix default]
     python -m jobs.aggregate run_dir=DIR 'adaptive=[esc,beta,dirichlet,confident]' tracking.enabled=false
 
-Each problem is easy (60%: right with probability 0.9), medium (25%: 0.55) or hard (15%: 0.2); 5% of
-samples give no answer, the other wrong ones split over three wrong numbers. Every sample has token
+`--mix default`: each problem is easy (60%: right with probability 0.9), medium (25%: 0.55) or hard (15%: 0.2); 5%
+of samples give no answer, the other wrong ones split over three wrong numbers. `--mix agreeing`, a run where most
+problems' samples agree, as in released samples of strong models: 80% of problems right with a probability drawn
+from U(0.97, 1), 10% from U(0.5, 0.9), 10% from U(0.05, 0.4). Every sample has token
 logprobs, right ones a little more confident (token probabilities U(0.7, 0.95) against U(0.5, 0.85)), so
 the confidence-weighted rule has weights to use. The numbers in docs/adaptive.md come from this run.
 """
@@ -18,20 +20,24 @@ import numpy as np
 from storage import rundir
 from storage.traces import write_shard
 
-KINDS = ((0.60, 0.90), (0.25, 0.55), (0.15, 0.20))  # (share of problems, probability a sample is right)
+MIXES = {  # kinds of problem: (share of problems, lowest and highest probability that a sample is right)
+    "default": ((0.60, 0.90, 0.90), (0.25, 0.55, 0.55), (0.15, 0.20, 0.20)),
+    "agreeing": ((0.80, 0.97, 1.0), (0.10, 0.5, 0.9), (0.10, 0.05, 0.4)),
+}
 NO_ANSWER = 0.05
 TOKENS = 12
 
 
-def write_run(out: str, problems: int, samples: int, seed: int) -> None:
+def write_run(out: str, problems: int, samples: int, seed: int, mix: str = "default") -> None:
     """Write the synthetic run's config and one shard per problem into `out`."""
     rng = np.random.default_rng(seed)
     config = {"model": {"name": "synthetic"}, "dataset": {"name": "synthetic"}, "prompt": {"name": "cot"},
               "sampling": {"n": samples, "temperature": 0.7}, "answer": {"format": "number"}}
     run_id = rundir.prepare(out, config)
-    shares, rights = zip(*KINDS)
+    shares, lows, highs = zip(*MIXES[mix])
     for i in range(problems):
-        right = rights[rng.choice(len(KINDS), p=shares)]
+        kind = rng.choice(len(shares), p=shares)
+        right = lows[kind] if lows[kind] == highs[kind] else rng.uniform(lows[kind], highs[kind]) * (1 - NO_ANSWER)
         wrong = rng.dirichlet(np.ones(3)) * (1 - right - NO_ANSWER)
         outcome = rng.choice(5, size=samples, p=[right, NO_ANSWER, *wrong])  # 0 right, 1 none, 2-4 wrong
         gold = 100 + i
@@ -51,8 +57,9 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=200)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mix", choices=sorted(MIXES), default="default")
     args = parser.parse_args()
-    write_run(args.out, args.problems, args.samples, args.seed)
+    write_run(args.out, args.problems, args.samples, args.seed, args.mix)
     print(f"wrote {args.problems} problems x {args.samples} samples to {args.out}")
 
 

@@ -32,9 +32,9 @@ HEADLINE_RUN = "gsm8k-cot-100x16"
 STYLES = ("cot", "direct", "few_shot_cot", "analogical", "step_back")  # gsm8k-<style>-50x8 each
 COT_DECODING_RUN = "gsm8k-plain-cot_decoding-50x10"
 DEEPCONF_TOP = 50  # DeepConf's filter: the top 50% most confident of each draw vote
-ADAPTIVE_RULES = ("esc", "beta", "dirichlet", "confident")  # replayed at their conf/adaptive/ defaults
+ADAPTIVE_RULES = ("esc", "beta", "dirichlet", "confident", "eb")  # replayed at their conf/adaptive/ defaults
 ADAPTIVE_SCHEDULE = ("adaptive.min_samples=4", "adaptive.batch=4")  # rounds of 4, as reproduce.sh's online run
-ONLINE_RUNS = "gsm8k-cot-20x16-adaptive-*"  # one online adaptive run on the headline's first problems: -<rule>
+ONLINE_RUNS = "gsm8k-cot-20x16-adaptive-*"  # online adaptive runs on the headline's first problems: -<rule>
 
 
 class Missing(LookupError):
@@ -224,43 +224,47 @@ def adaptive(scratch: Path) -> str:
 
 
 def online(scratch: Path) -> str:
-    """The online adaptive run against the headline's fixed n on the same problems: samples, tokens, and the vote on
+    """The online adaptive runs against the headline's fixed n on the same problems: samples, tokens, and the vote on
     the samples each drew (ties split); how many of its texts equal the fixed run's of the same seed, and how many
-    problems stopped where the rule, replayed on the fixed run's stored order, stops."""
+    problems stopped where the rule, replayed on the fixed run's stored order (its prior from the run's
+    adaptive.prior_run, as online), stops."""
+    from actors.rounds import answer_labels
     from analysis.adaptive import Schedule, replay, vote_scores
     from analysis.stopping import variants
 
     runs = sorted(RESULTS.glob(ONLINE_RUNS))
     if not runs:
         raise Missing(f"no {ONLINE_RUNS} run is published")
-    [run] = runs
-    rule = run.name.rsplit("-", 1)[-1]
-    drawn = open_traces(str(run)).to_table(columns=["problem_id", "sample_idx", "text", "num_tokens"]).to_pylist()
     fixed_rows = open_traces(str(RESULTS / HEADLINE_RUN)).to_table(columns=["problem_id", "sample_idx", "text", "num_tokens"])
     fixed = {(r["problem_id"], r["sample_idx"]): r for r in fixed_rows.to_pylist()}
-    same = sum(fixed[r["problem_id"], r["sample_idx"]]["text"] == r["text"] for r in drawn)
-    used = Counter(r["problem_id"] for r in drawn)  # samples drawn per problem, in the order first drawn
-    own = aggregated(run, scratch, adaptive=True)  # its own samples' votes
-
     result = aggregated(RESULTS / HEADLINE_RUN, scratch)
     order = result.problems["problem_id"].to_pylist()
-    votes = [result.votes[order.index(pid)] for pid in used]
-    cfg = saved_config(str(run))["adaptive"]  # the rule and schedule the online run stopped by
-    rows = replay(votes, variants(cfg["rules"]), Schedule(cfg["min_samples"], cfg["max_samples"], cfg["batch"]), 1,
-                  cfg["seed"])
-    stops = [r["samples_used_stored"] for r in rows]
-    n = len(votes[0].labels)
-    fixed_tokens = sum(r["num_tokens"] for key, r in fixed.items() if key[0] in used)
-    lines = ["| run | problems | samples | tokens | accuracy (vote on the samples drawn) |", "|---|---|---|---|---|",
-             f"| fixed n={n} (`{HEADLINE_RUN}`, the same problems) | {len(used)} | {n * len(used)} | {fixed_tokens:,} "
-             f"| {100 * np.mean([r['correct_full'] for r in rows]):.1f} |",
-             f"| online `adaptive={rule}` (`{run.name}`) | {len(used)} | {len(drawn)} "
-             f"| {sum(r['num_tokens'] for r in drawn):,} "
-             f"| {100 * np.mean([vote_scores(v.labels[None, :], v.correct_class)[0, -1] for v in own.votes]):.1f} |",
-             "", f"Texts identical to the fixed run's sample of the same seed: {same} of {len(drawn)}. Problems that "
-             f"stopped where the rule, replayed on the fixed run's samples in stored order, stops: "
-             f"{sum(s == u for s, u in zip(stops, used.values()))} of {len(used)}."]
-    return "\n".join(lines)
+    table, notes = [], []
+    for run in runs:
+        rule = run.name.rsplit("-", 1)[-1]
+        drawn = open_traces(str(run)).to_table(columns=["problem_id", "sample_idx", "text", "num_tokens"]).to_pylist()
+        same = sum(fixed[r["problem_id"], r["sample_idx"]]["text"] == r["text"] for r in drawn)
+        used = Counter(r["problem_id"] for r in drawn)  # samples drawn per problem, in the order first drawn
+        own = aggregated(run, scratch, adaptive=True)  # its own samples' votes
+        votes = [result.votes[order.index(pid)] for pid in used]
+        cfg = saved_config(str(run))["adaptive"]  # the rule, schedule and prior the online run stopped by
+        reference = answer_labels(cfg["prior_run"], saved_config(str(run))["answer"]["format"]) if cfg.get("prior_run") else None
+        rows = replay(votes, variants(cfg["rules"]), Schedule(cfg["min_samples"], cfg["max_samples"], cfg["batch"]), 1,
+                      cfg["seed"], reference)
+        stops = [r["samples_used_stored"] for r in rows]
+        n = len(votes[0].labels)
+        if not table:
+            fixed_tokens = sum(r["num_tokens"] for key, r in fixed.items() if key[0] in used)
+            table = ["| run | problems | samples | tokens | accuracy (vote on the samples drawn) |", "|---|---|---|---|---|",
+                     f"| fixed n={n} (`{HEADLINE_RUN}`, the same problems) | {len(used)} | {n * len(used)} | "
+                     f"{fixed_tokens:,} | {100 * np.mean([r['correct_full'] for r in rows]):.1f} |"]
+        table.append(f"| online `adaptive={rule}` (`{run.name}`) | {len(used)} | {len(drawn)} "
+                     f"| {sum(r['num_tokens'] for r in drawn):,} "
+                     f"| {100 * np.mean([vote_scores(v.labels[None, :], v.correct_class)[0, -1] for v in own.votes]):.1f} |")
+        notes.append(f"`{rule}`: texts identical to the fixed run's sample of the same seed: {same} of {len(drawn)}. "
+                     f"Problems that stopped where the rule, replayed on the fixed run's samples in stored order, stops: "
+                     f"{sum(s == u for s, u in zip(stops, used.values()))} of {len(used)}.")
+    return "\n".join(table + [""] + notes)
 
 
 TABLES: dict[str, Callable[[Path], str]] = {  # a table of the docs: one function here and one line

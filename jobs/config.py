@@ -136,7 +136,7 @@ class AdaptiveConfig:
     batch: int = 1  # samples per round: the rule is asked again after this many more
     orders: int = 50  # replay: random orders of each problem's samples (besides the stored order)
     seed: int = 0  # replay: seed of those orders
-    budget: Any = None  # replay: total samples for all problems, to the least decided first; a list: each (null: off)
+    budget: Any = None  # replay: total samples for all problems, round the undecided ones first; a list: each (null: off)
     prior_run: Optional[str] = None  # a run whose answers fit the prior of a rule that learns one (analysis.stopping
     # FITS), the same for replay and online; null: the run itself (replay: the other half; online: answers so far)
 

@@ -143,12 +143,15 @@ def test_replay_equals_a_brute_force_loop_over_the_same_orders():
     assert beta["delta_low"] <= beta["delta"] <= beta["delta_high"] and beta["delta_low"] < beta["delta_high"]
 
 
-def test_a_fixed_budget_goes_to_the_least_decided_problem_first():
+def test_a_fixed_budget_goes_round_the_undecided_problems():
     problems = [Votes(np.zeros(8, np.int64), 0), Votes(np.array([0, 1] * 4), 1)]
     rows = [sample_orders(8, 50, np.random.default_rng([0, i])) for i in range(2)]
-    # stored order, 1 each, then by P(p1 > p2): p0 (0.75, first of the tie) -> p0 at 0.875; p1 at 0.75 -> [0,1] 0.5,
-    # [0,1,0] 0.6875, [0,1,0,1] 0.5, [0,1,0,1,0] 0.656: every later sample goes to p1, which ends with 6
+    # stored order, 1 each (P(p1 > p2) 0.75: undecided), then p0 (the first of equals) -> 2 agreeing, 0.875 > 0.8:
+    # decided; every later sample goes to p1 ([0,1] 0.5, [0,1,0] 0.6875, ...), which ends with 6
     assert allocate(problems, 8, 1, 1, rows, 0).tolist() == [2, 6]
+    # a problem whose answers all differ never gets decided, but takes only its turn: p2 gets its share
+    spread = [problems[0], Votes(np.arange(8), 0), Votes(np.array([1, 0] * 4), 1)]
+    assert allocate(spread, 9, 1, 1, rows + rows[:1], 0).tolist() == [2, 4, 3]  # least decided first: [2, 6, 1]
     assert allocate(problems, 100, 1, 3, rows, 0).tolist() == [8, 8]  # more budget than samples: all of them
     result = budget_replay(problems, 8, 1, 1, orders=50, seed=0)
     assert result["uniform_k"] == 4 and result["accuracy_stored"] == 0.75  # p0 right, p1 a 3-3 tie scores 1/2
@@ -205,21 +208,46 @@ def test_aggregate_names_a_budget_above_the_stored_samples(tmp_path):
     assert not (tmp_path / "run" / "adaptive.parquet").exists()
 
 
-def test_eb_with_an_even_prior_is_the_beta_criterion_and_with_a_fitted_one_trusts_agreement_sooner():
-    from analysis.stopping import SharePrior, eb, fit_share_prior, share_probability
+def test_vote_gain_is_what_enumerating_the_samples_left_gives():
+    from itertools import product
+
+    from analysis.stopping import SharePrior, vote_gain
+
+    prior = SharePrior((0.6, 0.9), (0.3, 0.7))
+    for a, b, left in ((2, 0, 3), (2, 1, 4), (1, 1, 2), (3, 0, 2), (1, 0, 0)):
+        right_now = right_later = total = 0.0
+        for share, weight in zip(prior.shares, prior.weights):
+            for leader_likelier in (True, False):  # which of the two answers has share θ
+                p = share if leader_likelier else 1 - share  # the leader's share
+                mass = weight * p**a * (1 - p) ** b
+                total += mass
+                right_now += mass * leader_likelier
+                for draws in product((0, 1), repeat=left):  # 1: a vote for the leader
+                    chance = np.prod([p if d else 1 - p for d in draws])
+                    ahead = (a + sum(draws)) - (b + left - sum(draws))  # the leader's final lead
+                    picked = (ahead > 0) == leader_likelier if ahead else 0.5
+                    right_later += mass * chance * picked
+        assert vote_gain(a, b, left, prior) == pytest.approx((right_later - right_now) / total, abs=1e-12)
+
+
+def test_eb_learns_from_the_run_how_much_agreement_is_enough():
+    from analysis.stopping import SharePrior, fit_share_prior, share_probability
 
     even = SharePrior(tuple(np.linspace(0.5005, 0.9995, 1000)), tuple(np.full(1000, 1e-3)))
     for a, b in ((3, 0), (4, 1), (6, 2), (2, 2)):
         assert share_probability(a, b, even) == pytest.approx(beta_probability(a, b), abs=1e-3)
     rng = np.random.default_rng(0)  # 70% of problems agree 97.5% of the time, 30% split 60/40
     runs = [rng.random(40) < (0.975 if i % 10 < 7 else 0.6) for i in range(300)]
-    prior = fit_share_prior([np.where(run, 0, 1) for run in runs])
-    mass = lambda low, high: sum(w for s, w in zip(prior.shares, prior.weights) if low <= s <= high)
-    assert 0.65 < mass(0.9, 1) < 0.75 and 0.25 < mass(0.55, 0.7) < 0.35  # the two kinds, in their proportions
-    assert first_stop("eb", [0] * 8, threshold=0.95, prior=prior) == 3  # beta needs 4 (1 - 2^-4 < 0.95)
-    split = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0]  # one dissent: as much evidence as beta asks for, no less
-    assert first_stop("eb", split, threshold=0.95, prior=prior) == first_stop("beta", split, threshold=0.95) == 7
-    assert first_stop("eb", [0, 0, 1], budget=3, threshold=0.999, prior=prior) == 2  # 2 > 0 + 1 left: decided
+    agreeing = fit_share_prior([np.where(run, 0, 1) for run in runs])
+    mass = lambda low, high: sum(w for s, w in zip(agreeing.shares, agreeing.weights) if low <= s <= high)
+    assert 0.62 < mass(0.9, 1) < 0.75 and 0.2 < mass(0.55, 0.7) < 0.35  # the two kinds, near their proportions
+    split = fit_share_prior([np.where(run, 0, 1) for run in runs[7::10]])  # a run of split problems only
+    # where most problems agree, 3 agreeing samples are enough; where all split, 3 agreeing are not
+    assert first_stop("eb", [0] * 40, budget=40, loss=0.02, prior=agreeing) == 3
+    assert first_stop("eb", [0] * 40, budget=40, loss=0.02, prior=split) == 5
+    assert first_stop("beta", [0] * 40, threshold=0.95) == 4  # the uniform prior's answer, whatever the run
+    assert first_stop("eb", [0, 0, 1], budget=3, loss=1e-9, prior=agreeing) == 2  # 2 > 0 + 1 left: decided
+    assert first_stop("eb", [-1, -1, -1], budget=40, loss=0.5, prior=agreeing) is None  # nothing answered: go on
 
 
 def test_a_fitted_rule_s_replay_prior_comes_from_the_other_half_of_the_problems_only():
@@ -227,7 +255,7 @@ def test_a_fitted_rule_s_replay_prior_comes_from_the_other_half_of_the_problems_
     from analysis.stopping import RULES, fit_share_prior
 
     problems = [Votes(np.array([0] * 8 if i % 2 else [0, 1] * 4), 0) for i in range(6)]
-    params = fitted(RULES["eb"], {"threshold": 0.9}, problems, None)
+    params = fitted(RULES["eb"], {"loss": 0.01}, problems, None)
     assert params(0)["prior"] == fit_share_prior([p.labels for p in problems[1::2]])  # the odd ones: all agree
     assert params(1)["prior"] == fit_share_prior([p.labels for p in problems[0::2]])  # the even ones: split
     reference = [np.array([0, 1, 2, 0])]

@@ -87,7 +87,7 @@ def test_a_rule_with_a_prior_from_another_run_stops_online_where_its_replay_does
     fixed = samples(fixed_cfg.run_dir)
     prior = fit_share_prior(answer_labels(fixed_cfg.run_dir, "auto"))
     assert max(prior.weights) < 1  # the double's problems are not all alike: a real mixture, not one point
-    rule = ("adaptive=eb", "adaptive.rules.eb.threshold=0.9", "adaptive.min_samples=2", "adaptive.batch=2",
+    rule = ("adaptive=eb", "adaptive.rules.eb.loss=0.05", "adaptive.min_samples=2", "adaptive.batch=2",
             f"adaptive.prior_run={fixed_cfg.run_dir}")
     sample_runs([config(tmp_path / "online", model, *rule)], replica_class=EngineDouble)
     online = samples(tmp_path / "online")
@@ -95,6 +95,6 @@ def test_a_rule_with_a_prior_from_another_run_stops_online_where_its_replay_does
     for pid in sorted({p for p, _ in fixed}):
         keys = [canonicalize(extract_answer(fixed[pid, i][1], "auto"), "auto") for i in range(16)]
         labels, _ = group_answers(keys, "auto")
-        expected[pid] = next((t for t in range(2, 16, 2) if eb(labels[:t], None, budget=16, threshold=0.9, prior=prior)), 16)
+        expected[pid] = next((t for t in range(2, 16, 2) if eb(labels[:t], None, budget=16, loss=0.05, prior=prior)), 16)
     assert {pid: sum(p == pid for p, _ in online) for pid in expected} == expected
     assert min(expected.values()) < 16 and all(online[k] == fixed[k] for k in online)

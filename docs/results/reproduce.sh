@@ -6,6 +6,7 @@
 #   bash docs/results/reproduce.sh strategies    # first 50 test problems x 8: every prompt style, plus greedy each
 #   bash docs/results/reproduce.sh cot_decoding  # first 50 test problems: plain prompt, top-10 branches
 #   bash docs/results/reproduce.sh online        # the headline's first 20 problems, stopped online by one rule
+#                                                  (ONLINE_RULE=eb: by eb)
 # Run from the project root with the venv active. Then `python -m benchmarks.published` prints the tables.
 set -euo pipefail
 export MARGINAL_DATA_DIR=../shared/data  # relative: the saved configs match on any machine with this layout
@@ -59,7 +60,11 @@ online() {
   need_t
   [ -n "$online_rule" ] || { echo "no rule chosen yet: replay the headline (docs/adaptive.md), then set online_rule" >&2; exit 2; }
   # rounds of 4: the first 4 samples of every problem at once, then 4 more per problem its rule lets go on
+  # a rule that learns a prior (eb) fits it on the GSM8K train run at the same T: held apart from these problems
+  local prior=()
+  [ "$online_rule" != eb ] || prior=(adaptive.prior_run="$out/gsm8k_train-cot-50x16/t$chosen_t")
   python -m jobs.sample adaptive="$online_rule" adaptive.min_samples=4 adaptive.batch=4 dataset=gsm8k dataset.limit=20 sampling.n=16 \
+    "${prior[@]}" \
     sampling.temperature="$chosen_t" sampling.max_tokens=$max_tokens sampling.logprobs=5 "${fill[@]}" \
     run_dir="$out/gsm8k-cot-20x16-adaptive-$online_rule"
 }
