@@ -36,7 +36,7 @@ from analysis.plots import curves_figure, frontier_figure, tokens_figure
 from analysis.stopping import variants
 from analysis.voting import extract_all, grade_classes, group_answers, options_of
 from jobs import cli, ingest
-from jobs.config import resolved, saved_answer
+from jobs.config import budgets, resolved, saved_answer
 from storage import rundir
 from storage.traces import NoTracesError, RunDirError, in_sample_order, open_traces, scan
 from tracking import mlflow_runs, runinfo, sweep
@@ -342,8 +342,8 @@ def replay_adaptive(cfg: DictConfig, result: Evaluation, fmt: str) -> tuple[dict
     the text. A rule with a prior gets it from adaptive.prior_run's answers, as online rounds do, else from the
     run's other half. Without rules or budget (adaptive=none) nothing is replayed."""
     rules = variants(OmegaConf.to_container(cfg.rules, resolve=True))
-    budgets = [] if cfg.budget is None else [cfg.budget] if isinstance(cfg.budget, int) else list(cfg.budget)
-    if not rules and not budgets:
+    totals = budgets(cfg)
+    if not rules and not totals:
         return {}, ""
     summary, metrics, lines = [], {}, []
     if rules:
@@ -352,7 +352,7 @@ def replay_adaptive(cfg: DictConfig, result: Evaluation, fmt: str) -> tuple[dict
                                                                                       "savings")}
         lines.append(rules_table(summary, [r for r in result.curves if r["method"] == "maj"]))
     allocated = []
-    for total in budgets:
+    for total in totals:
         try:
             b = budget_replay(result.votes, total, cfg.min_samples, cfg.batch, cfg.orders, cfg.seed)
         except ValueError as error:

@@ -253,15 +253,21 @@ def check_key(ok: bool, key: str, value: Any, rule: str) -> None:
         raise ConfigError(f"{key}={value!r}: {rule}")
 
 
+def budgets(a: DictConfig) -> list[Any]:
+    """adaptive.budget as a list: none, one total, or several."""
+    return [] if a.budget is None else [a.budget] if isinstance(a.budget, int) else list(a.budget)
+
+
 def check_adaptive(a: DictConfig) -> None:
     """Raise ConfigError naming the first adaptive.* key out of range, or the rule or parameter at fault."""
     check_key(a.min_samples >= 1, "adaptive.min_samples", a.min_samples, "must be >= 1")
     check_key(a.max_samples is None or a.max_samples >= 1, "adaptive.max_samples", a.max_samples, "must be >= 1 or null")
     check_key(a.batch >= 1, "adaptive.batch", a.batch, "must be >= 1")
     check_key(a.orders >= 50, "adaptive.orders", a.orders, "must be >= 50")
-    budgets = [] if a.budget is None else [a.budget] if isinstance(a.budget, int) else list(a.budget)
-    check_key(all(isinstance(b, int) and b >= 1 for b in budgets), "adaptive.budget", a.budget,
+    check_key(all(isinstance(b, int) and b >= 1 for b in budgets(a)), "adaptive.budget", a.budget,
               "must be an integer >= 1, a list of them, or null")
+    check_key(a.prior_run is None or Path(a.prior_run, "traces").is_dir(), "adaptive.prior_run", a.prior_run,
+              "holds no traces/ folder: name a run sampled or imported before")
     from analysis.stopping import variants  # scipy: imported only by the jobs that aggregate
 
     try:

@@ -230,6 +230,15 @@ def test_vote_gain_is_what_enumerating_the_samples_left_gives():
         assert vote_gain(a, b, left, prior) == pytest.approx((right_later - right_now) / total, abs=1e-12)
 
 
+def test_aggregate_names_a_prior_run_without_traces_and_a_bad_budget(tmp_path):
+    synthetic_run(str(tmp_path / "run"), n=4)
+    for key, message in ((f"adaptive.prior_run={tmp_path}/nowhere", "adaptive.prior_run='{}/nowhere': holds no traces/"),
+                         ("adaptive.budget=[8,0]", "adaptive.budget=[8, 0]: must be an integer >= 1, a list of them")):
+        done = run_module("jobs.aggregate", f"run_dir={tmp_path}/run", "adaptive=eb", key, "tracking.enabled=false")
+        assert done.returncode == 2 and message.format(tmp_path) in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "run" / "adaptive.parquet").exists()
+
+
 def test_eb_learns_from_the_run_how_much_agreement_is_enough():
     from analysis.stopping import SharePrior, fit_share_prior, share_probability
 
