@@ -33,8 +33,9 @@ class Progress:
     """Samples kept of `total`, with rates and an ETA, for the duration of a `with` block."""
 
     def __init__(self, total: int, stream: TextIO | None = None, heartbeat_s: float = HEARTBEAT_S,
-                 min_interval_s: float = MIN_INTERVAL_S):
-        self.total, self.stream = total, stream or sys.stderr
+                 min_interval_s: float = MIN_INTERVAL_S, at_most: bool = False):
+        """`at_most`: `total` is an upper bound (adaptive runs stop problems early), and so is the ETA."""
+        self.total, self.stream, self.at_most = total, stream or sys.stderr, at_most
         self.heartbeat_s, self.min_interval_s = heartbeat_s, min_interval_s
         self.kept = 0
         self.generated: dict[str, int] = {}  # replica -> tokens its engine generated, as it last reported
@@ -90,7 +91,8 @@ class Progress:
 
     def line(self) -> str:
         """The progress line as it reads now."""
-        done = f"{self.kept}/{self.total} samples kept ({100 * self.kept / max(self.total, 1):.0f}%)"
+        bound = "at most " if self.at_most else ""
+        done = f"{self.kept}/{bound}{self.total} samples kept ({100 * self.kept / max(self.total, 1):.0f}%)"
         return f"[progress] {done}, {self._rates()}"
 
     def _rates(self) -> str:
@@ -116,7 +118,7 @@ class Progress:
         if not lengths or tokens_per_s <= 0:
             return "ETA unknown"
         left = sum(a["tokens_left"] for a in live) + max(0, self.total - self.kept - started) * sum(lengths) / len(lengths)
-        return f"ETA {_duration(left / tokens_per_s)}"
+        return f"ETA {'at most ' if self.at_most else ''}{_duration(left / tokens_per_s)}"
 
     def _print(self) -> None:
         print(self.line(), file=self.stream, flush=True)

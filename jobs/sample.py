@@ -263,7 +263,7 @@ def _sample_leased(runs: list[DictConfig], settings: dict[str, Any], replica_cla
     start, tokens = time.monotonic(), 0
     batches: dict[str, float] = {}  # replica -> its engine's mean running batch, as last reported
     writes: dict[str, float] = {}  # replica -> its CPU seconds writing shards, as last reported
-    with Progress(todo) as progress:
+    with Progress(todo, at_most=bool(rounds)) as progress:
         engine = cfg.engine.name
         resources = cluster.replica_resources(cfg.cluster.cpus_per_replica, cfg.cluster.gpus_per_replica,
                                               cfg.model.tensor_parallel_size, ENGINES[engine].runs_model)
