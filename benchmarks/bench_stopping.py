@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,10 @@ from typing import Any
 import numpy as np
 
 from analysis.adaptive import Schedule, budget_replay, replay, summarize, vote_scores
+from analysis.curves import Votes
 from analysis.stopping import RULES
+from jobs.aggregate import aggregate_run
+from storage.rundir import saved_config
 
 VARIANTS = {  # rule -> the parameter swept and its values
     "esc": ("window", [2, 3, 4, 5, 6, 8]),
@@ -35,13 +39,8 @@ VARIANTS = {  # rule -> the parameter swept and its values
 ORDERS, SEED = 50, 0
 
 
-def votes_of(run_dir: str, scratch: Path) -> list[Any]:
+def votes_of(run_dir: str, scratch: Path) -> list[Votes]:
     """A run's votes, aggregated as jobs.aggregate does (its saved answer settings), from a copy in `scratch`."""
-    import shutil
-
-    from jobs.aggregate import aggregate_run
-    from storage.rundir import saved_config
-
     copy = scratch / str(abs(hash(run_dir)))
     if not copy.exists():
         shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("lease", "greedy"))
@@ -49,7 +48,7 @@ def votes_of(run_dir: str, scratch: Path) -> list[Any]:
     return aggregate_run(str(copy), answer.get("format") or "auto", answer.get("confidence") or "mean").votes
 
 
-def replayed(votes: list[Any], rule: str, values: list[Any], key: str) -> list[dict[str, Any]]:
+def replayed(votes: list[Votes], rule: str, values: list[Any], key: str) -> list[dict[str, Any]]:
     """The summary row of each variant of `rule` on one run."""
     rules = [(f"{rule}-{v}", RULES[rule], {key: v}) for v in values]
     return summarize(replay(votes, rules, Schedule(1, None, 1), ORDERS, SEED), SEED)

@@ -1,5 +1,6 @@
 """Adaptive self-consistency: each stopping rule stops where its formula says; replay matches brute force."""
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -270,3 +271,19 @@ def test_a_fitted_rule_s_replay_prior_comes_from_the_other_half_of_the_problems_
     reference = [np.array([0, 1, 2, 0])]
     assert fitted(RULES["eb"], {}, problems, reference)(3)["prior"] == fit_share_prior(reference)
     assert fitted(RULES["beta"], {"threshold": 0.9}, problems, None)(0) == {"threshold": 0.9}
+
+
+def test_bench_stopping_tunes_each_rule_on_one_run_and_reports_it_on_another(tmp_path):
+    from benchmarks.bench_adaptive import write_run
+
+    write_run(str(tmp_path / "tune"), 40, 12, seed=1, mix="agreeing")
+    write_run(str(tmp_path / "eval"), 40, 12, seed=0, mix="agreeing")
+    done = run_module("benchmarks.bench_stopping", "--tune", str(tmp_path / "tune"), "--on", f"eval={tmp_path}/eval",
+                      "--budgets", "4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    tuned = dict(re.findall(r"confidences: (\w+) \w+=([\d.]+) ", done.stdout))
+    assert set(tuned) == {"esc", "beta", "confident", "eb"}
+    rows = re.findall(r"^\| (\w+)-([\d.]+) \| ([\d.]+) \| ", done.stdout, flags=re.M)
+    assert {(rule, value) for rule, value, _ in rows} == set(tuned.items())  # each replayed at its tuned variant
+    assert all(0 < float(used) <= 12 for _, _, used in rows)
+    assert re.search(r"^budget 4 per problem: allocator [\d.]+, uniform maj@4 [\d.]+, change [+-]", done.stdout, re.M)
