@@ -143,23 +143,28 @@ def fit_share_prior(problems: Sequence[np.ndarray], iterations: int = 200) -> Sh
     return SharePrior(SHARES, tuple(float(w) for w in weights))
 
 
+def _posterior(a: float, b: float, prior: SharePrior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grid of θ and the posterior mass on each point after a votes for the leader and b for the runner-up,
+    split in two: the leader is the likelier answer (share θ), or the runner-up is. The two sum to 1."""
+    shares, weights = np.array(prior.shares), np.array(prior.weights)
+    leader = weights * shares**a * (1 - shares) ** b
+    runner_up = weights * shares**b * (1 - shares) ** a
+    total = leader.sum() + runner_up.sum()
+    return shares, leader / total, runner_up / total
+
+
 def share_probability(a: float, b: float, prior: SharePrior) -> float:
     """P(p1 > p2 | a votes for the leader, b for the runner-up) when the pair's split θ is drawn from `prior`
     (either answer the likelier one): the Beta criterion with a fitted prior instead of the uniform one."""
-    shares, weights = np.array(prior.shares), np.array(prior.weights)
-    lead = weights * shares**a * (1 - shares) ** b
-    return float(lead.sum() / (weights * _pair_likelihood(shares, a, b)).sum())
+    return float(_posterior(a, b, prior)[1].sum())
 
 
 @lru_cache(maxsize=65_536)
 def vote_gain(a: float, b: float, left: int, prior: SharePrior) -> float:
     """How much more likely the vote is to pick the likelier of the top two answers after `left` more samples
-    than now, when the leader has a votes and the runner-up b, θ drawn from `prior` and every further sample
-    going to one of the two (X ~ Binomial(left, θ) to the likelier one; a tie counts half)."""
-    shares, weights = np.array(prior.shares), np.array(prior.weights)
-    leader = weights * shares**a * (1 - shares) ** b  # posterior mass: the leader is the likelier answer
-    runner_up = weights * shares**b * (1 - shares) ** a  # ... the runner-up is
-    total = leader.sum() + runner_up.sum()
+    than now (share_probability), when the leader has a votes and the runner-up b, θ drawn from `prior` and every
+    further sample going to one of the two (X ~ Binomial(left, θ) to the likelier one; a tie counts half)."""
+    shares, leader, runner_up = _posterior(a, b, prior)
     x = np.arange(left + 1)[:, None]
     pmf = binom.pmf(x, left, shares[None, :])
 
@@ -167,7 +172,7 @@ def vote_gain(a: float, b: float, left: int, prior: SharePrior) -> float:
         return (((mine + x > other + left - x) + 0.5 * (mine + x == other + left - x)) * pmf).sum(axis=0)
 
     later = (leader * wins(a, b)).sum() + (runner_up * wins(b, a)).sum()
-    return float((later - leader.sum()) / total)
+    return float(later - leader.sum())
 
 
 def eb(labels: np.ndarray, weights: Optional[np.ndarray], *, budget: int, loss: float, prior: SharePrior) -> bool:

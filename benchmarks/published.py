@@ -247,8 +247,9 @@ def online(scratch: Path) -> str:
         used = Counter(r["problem_id"] for r in drawn)  # samples drawn per problem, in the order first drawn
         own = aggregated(run, scratch, adaptive=True)  # its own samples' votes
         votes = [result.votes[order.index(pid)] for pid in used]
-        cfg = saved_config(str(run))["adaptive"]  # the rule, schedule and prior the online run stopped by
-        reference = answer_labels(cfg["prior_run"], saved_config(str(run))["answer"]["format"]) if cfg.get("prior_run") else None
+        saved = saved_config(str(run))
+        cfg = saved["adaptive"]  # the rule, schedule and prior the online run stopped by
+        reference = answer_labels(cfg["prior_run"], saved["answer"]["format"]) if cfg.get("prior_run") else None
         rows = replay(votes, variants(cfg["rules"]), Schedule(cfg["min_samples"], cfg["max_samples"], cfg["batch"]), 1,
                       cfg["seed"], reference)
         stops = [r["samples_used_stored"] for r in rows]

@@ -346,11 +346,12 @@ def replay_adaptive(cfg: DictConfig, result: Evaluation, fmt: str) -> tuple[dict
     if not rules and not totals:
         return {}, ""
     summary, metrics, lines = [], {}, []
+    maj = [r for r in result.curves if r["method"] == "maj"]
     if rules:
         summary = _replay_rules(rules, cfg, result, fmt)
         metrics = {f"adaptive/{s['rule']}/{key}": s[key] for s in summary for key in ("accuracy", "samples_per_problem",
                                                                                       "savings")}
-        lines.append(rules_table(summary, [r for r in result.curves if r["method"] == "maj"]))
+        lines.append(rules_table(summary, maj))
     allocated = []
     for total in totals:
         try:
@@ -360,7 +361,6 @@ def replay_adaptive(cfg: DictConfig, result: Evaluation, fmt: str) -> tuple[dict
         allocated.append(b)
         metrics.update({f"adaptive/budget{total}/{key}": b[key] for key in ("accuracy", "uniform_accuracy", "delta")})
         lines.append(budget_line(b))
-    maj = [r for r in result.curves if r["method"] == "maj"]
     result.figures["adaptive.png"] = frontier_figure(summary, maj, result.title, allocated)
     result.files.append(rundir.write_figure(result.figures["adaptive.png"], result.run_dir, "adaptive.png"))
     return metrics, "\n".join(lines)
